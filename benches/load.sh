@@ -1,0 +1,279 @@
+#!/usr/bin/env bash
+# Load comparison on loopback: pgbench -S (read-only point selects) straight to
+# PostgreSQL, through pgbouncer (Debian's, transaction pooling) and through
+# tenantgate (transaction pooling), same pool size for both proxies, in one run.
+# Reports TPS, latency, proxy CPU per transaction and the ratio to direct, then the
+# memory of 1000 idle clients on each proxy. Everything it starts is stopped on exit.
+#
+#   bash benches/load.sh                        # ~6 min with the defaults
+#   DURATION=3 CLIENTS="1 8" bash benches/load.sh
+#   TARGETS="direct pgbouncer" bash benches/load.sh   # without tenantgate
+#
+# Knobs: SCALE (10) DURATION seconds per run (10) POOL_SIZE (20) CLIENTS ("1 8 32")
+# MODES ("simple extended prepared") TARGETS IDLE_CLIENTS (1000, 0 skips)
+# TENANTGATE_BIN (built with cargo build --release when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SCALE=${SCALE:-10}
+DURATION=${DURATION:-10}
+POOL_SIZE=${POOL_SIZE:-20}
+CLIENTS=${CLIENTS:-"1 8 32"}
+MODES=${MODES:-"simple extended prepared"}
+TARGETS=${TARGETS:-"direct pgbouncer tenantgate"}
+IDLE_CLIENTS=${IDLE_CLIENTS:-1000}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tenantgate/target}
+TENANTGATE_BIN=${TENANTGATE_BIN:-$CARGO_TARGET_DIR/release/tenantgate}
+CLK_TCK=$(getconf CLK_TCK)
+
+has() { [[ " $TARGETS " == *" $1 "* ]]; }
+log() { echo "load.sh: $*" >&2; }
+psql_su() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 5432 -U postgres "$@"; }
+
+# --- cleanup: stop exactly the processes this script started -------------------
+WORK=$(mktemp -d /tmp/tenantgate-bench.XXXXXX)
+chmod 755 "$WORK"   # pgbouncer runs as another user and reads its files here
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- prerequisites ------------------------------------------------------------
+bash scripts/services.sh
+if has pgbouncer && ! command -v pgbouncer >/dev/null; then
+  log "installing pgbouncer"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
+fi
+if has tenantgate && [ ! -x "$TENANTGATE_BIN" ]; then
+  log "building tenantgate (release)"
+  cargo build --release
+fi
+# 1000 idle clients need file descriptors in the proxies and in the client.
+[ "$(ulimit -n)" -ge 4096 ] || ulimit -n 4096 || true
+
+# --- database: role tg_bench owns schema bench in database tg_bench -------------
+psql_su -d postgres <<'SQL'
+SELECT 'CREATE ROLE tg_bench' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tg_bench') \gexec
+ALTER ROLE tg_bench LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE;
+ALTER ROLE tg_bench SET search_path = bench;
+SELECT 'CREATE DATABASE tg_bench' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'tg_bench') \gexec
+SQL
+psql_su -d tg_bench <<'SQL'
+CREATE SCHEMA IF NOT EXISTS bench AUTHORIZATION tg_bench;
+REVOKE ALL ON SCHEMA public FROM PUBLIC;
+SQL
+# pgbench -i only when the tables are missing or of another scale.
+q() { psql -X -h 127.0.0.1 -U tg_bench -d tg_bench -Atc "$1"; }
+branches=0
+[ -z "$(q "SELECT to_regclass('bench.pgbench_branches')")" ] ||
+  branches=$(q "SELECT count(*) FROM bench.pgbench_branches")
+if [ "$branches" != "$SCALE" ]; then
+  log "pgbench -i -s $SCALE"
+  pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p 5432 -U tg_bench tg_bench 2>&1 | tail -1 >&2
+fi
+
+# --- helpers ------------------------------------------------------------------
+# free_port PREFERRED: PREFERRED if nothing listens there, else any free port.
+free_port() {
+  python3 - "$1" <<'PY'
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is no obstacle
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+PY
+}
+
+# wait_ready NAME PID PORT USER: until the server answers, or fail with its log.
+wait_ready() {
+  for _ in $(seq 1 60); do
+    kill -0 "$2" 2>/dev/null || { log "$1 exited:"; tail -20 "$WORK/$1.log" >&2; exit 1; }
+    pg_isready -q -h 127.0.0.1 -p "$3" -U "$4" -d tg_bench && return 0
+    sleep 0.5
+  done
+  log "$1 not ready on port $3"; tail -20 "$WORK/$1.log" >&2; exit 1
+}
+
+# CPU time (user + system, all threads) of a process, in clock ticks. Fields 14 and
+# 15 of /proc/PID/stat; counted after the ")" closing the command name.
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+
+# --- pgbouncer ------------------------------------------------------------------
+if has pgbouncer; then
+  PGB_PORT=$(free_port 6433)
+  echo '"tg_bench" ""' >"$WORK/userlist.txt"
+  cat >"$WORK/pgbouncer.ini" <<INI
+[databases]
+tg_bench = host=127.0.0.1 port=5432 dbname=tg_bench
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGB_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $WORK/userlist.txt
+pool_mode = transaction
+default_pool_size = $POOL_SIZE
+max_client_conn = 2000
+log_connections = 0
+log_disconnections = 0
+INI
+  # pgbouncer refuses to run as root; setpriv execs it, so $! is pgbouncer itself.
+  as_user=()
+  [ "$(id -u)" != 0 ] || as_user=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+  "${as_user[@]}" pgbouncer "$WORK/pgbouncer.ini" >"$WORK/pgbouncer.log" 2>&1 &
+  PGB_PID=$!; PIDS+=("$PGB_PID")
+  wait_ready pgbouncer "$PGB_PID" "$PGB_PORT" tg_bench
+  log "pgbouncer $(pgbouncer --version | head -1 | cut -d' ' -f2) pid $PGB_PID on port $PGB_PORT"
+fi
+
+# --- tenantgate ---------------------------------------------------------------------
+if has tenantgate; then
+  TG_PORT=$(free_port 6434)
+  cat >"$WORK/tenantgate.toml" <<TOML
+# Written by benches/load.sh: one tenant "bench", trust auth, pool as pgbouncer's.
+listen = "127.0.0.1:$TG_PORT"
+catalog_url = ""
+instance_name = "bench"
+
+[tls]
+cert = ""
+key = ""
+
+[pool]
+mode = "transaction"
+default_size = $POOL_SIZE
+instance_max_connections = 100
+query_wait_timeout_ms = 5000
+idle_timeout_ms = 600000
+lifetime_ms = 3600000
+connect_timeout_ms = 5000
+prepared_statements_cache = 256
+
+[limits]
+max_message_bytes = 67108864
+max_clients = 10000
+client_login_timeout_ms = 15000
+shutdown_timeout_ms = 30000
+
+[[auth]]
+user = "*"
+address = "0.0.0.0/0"
+method = "trust"
+
+[[instances]]
+name = "primary"
+host = "127.0.0.1"
+port = 5432
+dbname = "tg_bench"
+
+[[tenants]]
+key = "bench"
+instance = "primary"
+schema = "bench"
+database = "tg_bench"
+backend_user = "tg_bench"
+backend_password = ""
+pool_mode = ""
+pool_size = 0
+
+[[tenants.users]]
+name = "app"
+password = "bench"
+TOML
+  # Quiet logs, like pgbouncer's with connection logging off.
+  RUST_LOG=${RUST_LOG:-warn} "$TENANTGATE_BIN" serve --config "$WORK/tenantgate.toml" \
+    >"$WORK/tenantgate.log" 2>&1 &
+  TG_PID=$!; PIDS+=("$TG_PID")
+  wait_ready tenantgate "$TG_PID" "$TG_PORT" app@bench
+  log "tenantgate pid $TG_PID on port $TG_PORT"
+fi
+
+# --- runs -------------------------------------------------------------------------
+declare -A DIRECT_TPS
+ROWS=()
+NOTES=()
+
+# bench TARGET MODE CLIENTS [EXTRA pgbench flag]: one pgbench run, one table row.
+bench() {
+  local target=$1 mode=$2 c=$3 extra=${4:-} port user pid="" label=$2
+  case $target in
+    direct) port=5432 user=tg_bench ;;
+    pgbouncer) port=$PGB_PORT user=tg_bench pid=$PGB_PID ;;
+    tenantgate) port=$TG_PORT user=app@bench pid=$TG_PID ;;
+  esac
+  [ -z "$extra" ] || label="$mode $extra"
+  log "$target $label c=$c (${DURATION}s)"
+  local before=0 after=0 out rc=0
+  [ -z "$pid" ] || before=$(cpu_ticks "$pid")
+  # timeout: a stuck proxy cannot hang the benchmark.
+  out=$(PGPASSWORD=bench timeout $((DURATION + 60)) pgbench -S -n -T "$DURATION" \
+        -c "$c" -j $((c < 2 ? c : 2)) -M "$mode" $extra \
+        -h 127.0.0.1 -p "$port" -U "$user" tg_bench 2>&1) || rc=$?
+  [ -z "$pid" ] || after=$(cpu_ticks "$pid")
+
+  local tps lat txns cpu="-" ratio="-"
+  tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -1)
+  lat=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' <<<"$out" | head -1)
+  txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+  if [ "$rc" != 0 ] || [ -z "$tps" ] || [ "${txns:-0}" = 0 ]; then
+    ROWS+=("| $target | $label | $c | failed (exit $rc) | - | - | - |")
+    NOTES+=("$target $label c=$c: $(grep -m1 -iE 'error|fatal|abort' <<<"$out" || tail -1 <<<"$out")")
+    return 0
+  fi
+  local key="$label/$c"
+  [ "$target" != direct ] || DIRECT_TPS[$key]=$tps
+  [ -z "$pid" ] || cpu=$(awk -v d=$((after - before)) -v hz="$CLK_TCK" -v n="$txns" \
+                         'BEGIN { printf "%.1f", d * 1e6 / hz / n }')
+  [ -z "${DIRECT_TPS[$key]:-}" ] || ratio=$(awk -v a="$tps" -v b="${DIRECT_TPS[$key]}" \
+                                            'BEGIN { printf "%.2f", a / b }')
+  ROWS+=("| $target | $label | $c | $(printf '%.0f' "$tps") | $lat | $cpu | $ratio |")
+}
+
+ORDER=""
+for t in direct pgbouncer tenantgate; do has "$t" && ORDER+=" $t"; done
+for mode in $MODES; do
+  for c in $CLIENTS; do
+    for t in $ORDER; do bench "$t" "$mode" "$c"; done
+  done
+done
+# New connection per transaction: the cost of the login path.
+for t in $ORDER; do bench "$t" simple 8 -C; done
+
+echo
+echo "pgbench -S, scale $SCALE, ${DURATION}s per run, proxy pools $POOL_SIZE, $(nproc) cores, loopback"
+echo
+echo "| target | mode | clients | TPS | avg latency ms | proxy CPU µs/txn | vs direct TPS |"
+echo "|---|---|---:|---:|---:|---:|---:|"
+printf '%s\n' "${ROWS[@]}"
+if [ ${#NOTES[@]} -gt 0 ]; then
+  echo
+  printf -- '- %s\n' "${NOTES[@]}"
+  if printf '%s\n' "${NOTES[@]}" | grep -q '^pgbouncer prepared'; then
+    echo "- pgbouncer before 1.21 does not track protocol-level prepared statements, so" \
+         "-M prepared fails in transaction pooling once clients share server connections."
+  fi
+fi
+
+# --- idle clients: proxy memory per held connection ----------------------------------
+if [ "$IDLE_CLIENTS" -gt 0 ] && { has pgbouncer || has tenantgate; }; then
+  PY=$(bash scripts/test-deps.sh | tail -1)
+  echo
+  if has pgbouncer; then
+    "$PY" benches/idle_clients.py --port "$PGB_PORT" --user tg_bench --dbname tg_bench \
+      --pid "$PGB_PID" --clients "$IDLE_CLIENTS" --label pgbouncer || log "idle test on pgbouncer failed"
+  fi
+  if has tenantgate; then
+    "$PY" benches/idle_clients.py --port "$TG_PORT" --user app@bench --password bench \
+      --dbname tg_bench --pid "$TG_PID" --clients "$IDLE_CLIENTS" --label tenantgate \
+      || log "idle test on tenantgate failed"
+  fi
+fi

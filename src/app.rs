@@ -1,0 +1,104 @@
+//! Wiring: build state, bind the listener, spawn tasks, run until shutdown.
+//!
+//! Shutdown order (SIGTERM/SIGINT or [`Running::shutdown`]):
+//! 1. stop accepting; 2. sessions close at their next transaction boundary with 57P01;
+//! 3. after `limits.shutdown_timeout_ms` the remaining sessions are dropped;
+//! 4. idle server connections are terminated.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::frontend::listener;
+use crate::state::Proxy;
+
+/// A started proxy.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub proxy: Proxy,
+    tracker: TaskTracker,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Bind and start serving; returns once the listener is bound.
+pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<Running> {
+    let listener = TcpListener::bind(&cfg.listen).await?;
+    let addr = listener.local_addr()?;
+    let proxy = Proxy::new(cfg, config_path)?;
+    let tracker = TaskTracker::new();
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(listener::run(
+        proxy.clone(),
+        listener,
+        tracker.clone(),
+    )));
+    let reaper = proxy.clone();
+    tasks.push(tokio::spawn(async move {
+        let token = reaper.shutdown_token();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = tick.tick() => reaper.pools().reap(),
+            }
+        }
+    }));
+    info!(%addr, "tenantgate listening");
+    Ok(Running {
+        addr,
+        proxy,
+        tracker,
+        tasks,
+    })
+}
+
+impl Running {
+    /// Drain and stop (steps in the module docs).
+    pub async fn shutdown(self) {
+        let limit = Duration::from_millis(self.proxy.config().limits.shutdown_timeout_ms);
+        self.proxy.shutdown_token().cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.tracker.close();
+        if tokio::time::timeout(limit, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("shutdown timeout reached; closing remaining clients");
+        }
+        self.proxy.pools().close_idle();
+        // Let the spawned Terminate messages go out.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        info!("tenantgate stopped");
+    }
+}
+
+/// Run until SIGTERM/SIGINT; SIGHUP reloads the config.
+pub async fn run(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let running = start(cfg, config_path).await?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                if let Err(e) = running.proxy.reload() {
+                    error!(error = %e, "reload failed; keeping the running configuration");
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}

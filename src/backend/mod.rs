@@ -1,0 +1,11 @@
+//! Server side: connections to PostgreSQL and the per-tenant pools that hold them.
+//!
+//! - [`server`]: one authenticated server connection and its tracked session state.
+//! - [`pool`]: per-tenant pools with a per-instance cap, queueing, idle/lifetime expiry.
+//! - [`prepared`]: the per-connection cache of statements prepared by the proxy.
+
+pub mod pool;
+pub mod prepared;
+pub mod server;
+
+pub use server::{BackendError, ServerConn};

@@ -1,0 +1,483 @@
+//! Per-tenant server pools with a cap per PostgreSQL instance.
+//!
+//! A client asks its tenant's pool for a connection: an idle one (most recently used first),
+//! else a new one if the tenant is under its size and the instance under its cap; at the cap
+//! the oldest idle connection of another tenant on that instance is closed to make room.
+//! Otherwise the client waits, up to `query_wait_timeout_ms`, then gets `53300`.
+//! Locks are never held across `.await`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::server::{BackendError, ServerConn};
+use crate::catalog::Tenant;
+use crate::config::PoolConfig;
+
+/// Why a pool could not hand out a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("timed out after {0} ms waiting for a server connection")]
+    Timeout(u64),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// All pools of the proxy. Cheap to clone.
+#[derive(Clone)]
+pub struct Pools {
+    inner: Arc<PoolsInner>,
+}
+
+struct PoolsInner {
+    config: ArcSwap<PoolConfig>,
+    tenants: Mutex<HashMap<String, Arc<TenantPool>>>,
+    instances: Mutex<HashMap<String, Arc<Instance>>>,
+}
+
+/// Connection accounting for one PostgreSQL instance.
+struct Instance {
+    open: AtomicUsize,
+    cap: AtomicUsize,
+    released: Notify,
+    members: Mutex<Vec<Weak<TenantPool>>>,
+}
+
+impl Instance {
+    fn try_reserve(&self) -> bool {
+        let cap = self.cap.load(Ordering::Relaxed);
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        self.released.notify_one();
+    }
+
+    /// Close the longest-idle connection of a tenant other than `except`. True if one closed.
+    fn evict_idle(&self, except: &TenantPool) -> bool {
+        let members: Vec<Arc<TenantPool>> = {
+            let mut m = self.members.lock();
+            m.retain(|w| w.strong_count() > 0);
+            m.iter().filter_map(Weak::upgrade).collect()
+        };
+        let victim = members
+            .iter()
+            .filter(|p| !std::ptr::eq(p.as_ref(), except))
+            .filter_map(|p| p.oldest_idle_since().map(|t| (t, p)))
+            .min_by_key(|(t, _)| *t)
+            .map(|(_, p)| p.clone());
+        match victim {
+            Some(p) => p.close_oldest_idle(),
+            None => false,
+        }
+    }
+}
+
+/// Snapshot of one pool for reporting.
+#[derive(Debug, Clone)]
+pub struct PoolStats {
+    pub tenant: String,
+    pub instance: String,
+    pub size: usize,
+    pub open: usize,
+    pub idle: usize,
+    pub waiting: usize,
+    pub acquired: u64,
+    pub timeouts: u64,
+}
+
+/// The pool of one tenant (one placement).
+pub struct TenantPool {
+    pub tenant: Arc<Tenant>,
+    config: Arc<PoolsInner>,
+    instance: Arc<Instance>,
+    size: AtomicUsize,
+    state: Mutex<PoolState>,
+    returned: Notify,
+    retired: AtomicBool,
+    server_params: Mutex<Option<Arc<Vec<(String, String)>>>>,
+    acquired: AtomicU64,
+    timeouts: AtomicU64,
+}
+
+#[derive(Default)]
+struct PoolState {
+    idle: VecDeque<ServerConn>,
+    /// Idle plus checked-out connections.
+    open: usize,
+    waiting: usize,
+}
+
+impl Pools {
+    pub fn new(config: PoolConfig) -> Self {
+        Pools {
+            inner: Arc::new(PoolsInner {
+                config: ArcSwap::from_pointee(config),
+                tenants: Mutex::new(HashMap::new()),
+                instances: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> Arc<PoolConfig> {
+        self.inner.config.load_full()
+    }
+
+    /// Apply new pool settings (reload). Sizes and caps take effect for new connections.
+    pub fn reconfigure(&self, config: PoolConfig) {
+        let cap = config.instance_max_connections;
+        self.inner.config.store(Arc::new(config));
+        for i in self.inner.instances.lock().values() {
+            i.cap.store(cap, Ordering::Relaxed);
+            i.released.notify_waiters();
+        }
+    }
+
+    /// The pool for `tenant`, replacing (and retiring) one whose placement changed.
+    pub fn for_tenant(&self, tenant: &Arc<Tenant>) -> Arc<TenantPool> {
+        let mut map = self.inner.tenants.lock();
+        if let Some(p) = map.get(&tenant.key) {
+            if p.tenant.placement == tenant.placement {
+                p.size.store(tenant.pool_size, Ordering::Relaxed);
+                return p.clone();
+            }
+            p.retire();
+        }
+        let instance = self.instance(&tenant.placement.instance);
+        let pool = Arc::new(TenantPool {
+            tenant: tenant.clone(),
+            config: self.inner.clone(),
+            instance: instance.clone(),
+            size: AtomicUsize::new(tenant.pool_size),
+            state: Mutex::new(PoolState::default()),
+            returned: Notify::new(),
+            retired: AtomicBool::new(false),
+            server_params: Mutex::new(None),
+            acquired: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+        });
+        instance.members.lock().push(Arc::downgrade(&pool));
+        map.insert(tenant.key.clone(), pool.clone());
+        pool
+    }
+
+    fn instance(&self, name: &str) -> Arc<Instance> {
+        let cap = self.inner.config.load().instance_max_connections;
+        self.inner
+            .instances
+            .lock()
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Instance {
+                    open: AtomicUsize::new(0),
+                    cap: AtomicUsize::new(cap),
+                    released: Notify::new(),
+                    members: Mutex::new(Vec::new()),
+                })
+            })
+            .clone()
+    }
+
+    /// Retire pools of tenants that no longer exist (reload).
+    pub fn retain_tenants(&self, keep: impl Fn(&str) -> bool) {
+        self.inner.tenants.lock().retain(|k, p| {
+            let k_ok = keep(k);
+            if !k_ok {
+                p.retire();
+            }
+            k_ok
+        });
+    }
+
+    /// Close idle connections past their idle timeout or lifetime. Called periodically.
+    pub fn reap(&self) {
+        let cfg = self.inner.config.load();
+        let pools: Vec<_> = self.inner.tenants.lock().values().cloned().collect();
+        for p in pools {
+            p.reap(&cfg);
+        }
+    }
+
+    /// Close every idle connection (shutdown).
+    pub fn close_idle(&self) {
+        let pools: Vec<_> = self.inner.tenants.lock().values().cloned().collect();
+        for p in pools {
+            while p.close_oldest_idle() {}
+        }
+    }
+
+    pub fn stats(&self) -> Vec<PoolStats> {
+        let mut v: Vec<_> = self
+            .inner
+            .tenants
+            .lock()
+            .values()
+            .map(|p| p.stats())
+            .collect();
+        v.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        v
+    }
+
+    /// Open connections on instance `name`.
+    pub fn instance_open(&self, name: &str) -> usize {
+        self.inner
+            .instances
+            .lock()
+            .get(name)
+            .map_or(0, |i| i.open.load(Ordering::Relaxed))
+    }
+}
+
+impl TenantPool {
+    /// Get a connection: idle, new, or after waiting.
+    pub async fn acquire(self: &Arc<Self>) -> Result<Pooled, PoolError> {
+        let cfg = self.config.config.load_full();
+        let wait = Duration::from_millis(cfg.query_wait_timeout_ms);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut counted_waiting = false;
+        let result = loop {
+            let returned = self.returned.notified();
+            let released = self.instance.released.notified();
+            tokio::pin!(returned, released);
+            returned.as_mut().enable();
+            released.as_mut().enable();
+
+            match self.try_take(&cfg) {
+                Take::Idle(conn) => break Ok(conn),
+                Take::Reserved => break self.open_new(&cfg).await,
+                Take::Full => {}
+                Take::InstanceFull => {
+                    if self.instance.evict_idle(self) {
+                        continue;
+                    }
+                }
+            }
+            if !counted_waiting {
+                counted_waiting = true;
+                self.state.lock().waiting += 1;
+            }
+            tokio::select! {
+                _ = &mut returned => {}
+                _ = &mut released => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.timeouts.fetch_add(1, Ordering::Relaxed);
+                    break Err(PoolError::Timeout(cfg.query_wait_timeout_ms));
+                }
+            }
+        };
+        if counted_waiting {
+            self.state.lock().waiting -= 1;
+        }
+        if result.is_ok() {
+            self.acquired.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn try_take(self: &Arc<Self>, cfg: &PoolConfig) -> Take {
+        let mut stale = Vec::new();
+        let take = {
+            let mut st = self.state.lock();
+            let mut found = None;
+            while let Some(c) = st.idle.pop_back() {
+                if expired(&c, cfg, Instant::now()) || !c.is_healthy() {
+                    st.open -= 1;
+                    stale.push(c);
+                    continue;
+                }
+                found = Some(c);
+                break;
+            }
+            match found {
+                Some(c) => Take::Idle(Pooled {
+                    conn: Some(c),
+                    pool: self.clone(),
+                }),
+                None if st.open >= self.size.load(Ordering::Relaxed) => Take::Full,
+                None if self.instance.try_reserve() => {
+                    st.open += 1;
+                    Take::Reserved
+                }
+                None => Take::InstanceFull,
+            }
+        };
+        for c in stale {
+            self.instance.release();
+            tokio::spawn(c.terminate());
+        }
+        take
+    }
+
+    async fn open_new(self: &Arc<Self>, cfg: &PoolConfig) -> Result<Pooled, PoolError> {
+        let res = ServerConn::connect(
+            &self.tenant.placement,
+            Duration::from_millis(cfg.connect_timeout_ms),
+            cfg.prepared_statements_cache,
+        )
+        .await;
+        match res {
+            Ok(conn) => {
+                let mut sp = self.server_params.lock();
+                if sp.is_none() {
+                    *sp = Some(Arc::new(conn.reported.clone()));
+                }
+                Ok(Pooled {
+                    conn: Some(conn),
+                    pool: self.clone(),
+                })
+            }
+            Err(e) => {
+                self.forget_one();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// ParameterStatus values of this tenant's server, once a connection has been made.
+    pub fn server_params(&self) -> Option<Arc<Vec<(String, String)>>> {
+        self.server_params.lock().clone()
+    }
+
+    fn forget_one(&self) {
+        self.state.lock().open -= 1;
+        self.instance.release();
+        self.returned.notify_one();
+    }
+
+    fn checkin(&self, mut conn: ServerConn) {
+        let cfg = self.config.config.load();
+        conn.last_used = Instant::now();
+        if self.retired.load(Ordering::Relaxed) || expired(&conn, &cfg, conn.last_used) {
+            self.forget_one();
+            tokio::spawn(conn.terminate());
+            return;
+        }
+        self.state.lock().idle.push_back(conn);
+        self.returned.notify_one();
+    }
+
+    fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        while self.close_oldest_idle() {}
+    }
+
+    fn oldest_idle_since(&self) -> Option<Instant> {
+        self.state.lock().idle.front().map(|c| c.last_used)
+    }
+
+    fn close_oldest_idle(&self) -> bool {
+        let c = {
+            let mut st = self.state.lock();
+            let c = st.idle.pop_front();
+            if c.is_some() {
+                st.open -= 1;
+            }
+            c
+        };
+        match c {
+            Some(c) => {
+                self.instance.release();
+                self.returned.notify_one();
+                tokio::spawn(c.terminate());
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn reap(&self, cfg: &PoolConfig) {
+        let now = Instant::now();
+        let idle_limit = Duration::from_millis(cfg.idle_timeout_ms);
+        let stale: Vec<ServerConn> = {
+            let mut st = self.state.lock();
+            let (keep, stale): (Vec<_>, Vec<_>) = st.idle.drain(..).partition(|c| {
+                !(expired(c, cfg, now)
+                    || (cfg.idle_timeout_ms > 0 && now.duration_since(c.last_used) >= idle_limit))
+            });
+            st.idle = keep.into();
+            st.open -= stale.len();
+            stale
+        };
+        for c in stale {
+            self.instance.release();
+            tokio::spawn(c.terminate());
+        }
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let st = self.state.lock();
+        PoolStats {
+            tenant: self.tenant.key.clone(),
+            instance: self.tenant.placement.instance.clone(),
+            size: self.size.load(Ordering::Relaxed),
+            open: st.open,
+            idle: st.idle.len(),
+            waiting: st.waiting,
+            acquired: self.acquired.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+        }
+    }
+}
+
+enum Take {
+    Idle(Pooled),
+    Reserved,
+    Full,
+    InstanceFull,
+}
+
+fn expired(c: &ServerConn, cfg: &PoolConfig, now: Instant) -> bool {
+    cfg.lifetime_ms > 0 && now.duration_since(c.created) >= Duration::from_millis(cfg.lifetime_ms)
+}
+
+/// A checked-out server connection. `release` returns it to the pool; dropping it closes it.
+pub struct Pooled {
+    conn: Option<ServerConn>,
+    pool: Arc<TenantPool>,
+}
+
+impl Pooled {
+    /// Return the connection to its pool. It must be idle (ReadyForQuery 'I') and clean.
+    pub fn release(mut self) {
+        if let Some(c) = self.conn.take() {
+            self.pool.checkin(c);
+        }
+    }
+
+    pub fn pool(&self) -> &Arc<TenantPool> {
+        &self.pool
+    }
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = ServerConn;
+    fn deref(&self) -> &ServerConn {
+        self.conn.as_ref().expect("present until release/drop")
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut ServerConn {
+        self.conn.as_mut().expect("present until release/drop")
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            self.pool.forget_one();
+            // Dropping the socket closes it; no Terminate, the session may be mid-query.
+            drop(c);
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! One server connection: connect, authenticate as the tenant's backend role, and track the
+//! session state the proxy must restore (settings, prepared statements, transaction status).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::prepared::PreparedCache;
+use crate::catalog::Placement;
+use crate::protocol::{frame, write};
+
+/// Why a server connection could not be made or used.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("could not connect to {addr}: {source}")]
+    Connect { addr: String, source: io::Error },
+    #[error("timed out connecting to the server")]
+    Timeout,
+    #[error("server refused login: {code} {message}")]
+    Login { code: String, message: String },
+    #[error("server error {code}: {message}")]
+    Query { code: String, message: String },
+    #[error("server protocol error: {0}")]
+    Protocol(String),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// An authenticated server connection.
+#[derive(Debug)]
+pub struct ServerConn {
+    pub stream: TcpStream,
+    pub addr: SocketAddr,
+    pub pid: i32,
+    pub secret: i32,
+    /// ParameterStatus values reported at startup, names as the server spells them.
+    pub reported: Vec<(String, String)>,
+    /// What the proxy believes each setting is now (lower-case names).
+    pub settings: HashMap<String, String>,
+    startup_settings: HashMap<String, String>,
+    /// Statements the proxy prepared here (transaction pooling).
+    pub prepared: PreparedCache,
+    /// Session state changed by a client that must be reset before reuse.
+    pub dirty: bool,
+    pub created: Instant,
+    pub last_used: Instant,
+}
+
+/// Startup parameters for `placement`: user, database, and search_path via options.
+fn startup_params(p: &Placement) -> Vec<(&'static str, String)> {
+    let mut v = vec![
+        ("user", p.backend_user.clone()),
+        ("database", p.database.clone()),
+        ("application_name", "tenantgate".to_owned()),
+    ];
+    if let Some(schema) = &p.schema {
+        v.push((
+            "options",
+            format!("-c search_path={}", options_escape(&quote_ident(schema))),
+        ));
+    }
+    v
+}
+
+/// Double-quote an identifier for SQL.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Single-quote a literal for SQL.
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Escape a value for the libpq `options` word syntax.
+fn options_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c == '\\' || c.is_whitespace() {
+            o.push('\\');
+        }
+        o.push(c);
+    }
+    o
+}
+
+impl ServerConn {
+    /// Open and authenticate a connection for `placement`.
+    pub async fn connect(
+        placement: &Placement,
+        timeout: Duration,
+        prepared_cap: usize,
+    ) -> Result<ServerConn, BackendError> {
+        tokio::time::timeout(timeout, Self::connect_inner(placement, prepared_cap))
+            .await
+            .map_err(|_| BackendError::Timeout)?
+    }
+
+    async fn connect_inner(p: &Placement, prepared_cap: usize) -> Result<ServerConn, BackendError> {
+        let target = format!("{}:{}", p.host, p.port);
+        let stream = TcpStream::connect(&target)
+            .await
+            .map_err(|source| BackendError::Connect {
+                addr: target.clone(),
+                source,
+            })?;
+        stream.set_nodelay(true)?;
+        let addr = stream.peer_addr()?;
+        let mut conn = ServerConn {
+            stream,
+            addr,
+            pid: 0,
+            secret: 0,
+            reported: Vec::new(),
+            settings: HashMap::new(),
+            startup_settings: HashMap::new(),
+            prepared: PreparedCache::new(prepared_cap),
+            dirty: false,
+            created: Instant::now(),
+            last_used: Instant::now(),
+        };
+        conn.startup(p).await?;
+        Ok(conn)
+    }
+
+    async fn startup(&mut self, p: &Placement) -> Result<(), BackendError> {
+        let params = startup_params(p);
+        let mut out = BytesMut::new();
+        frontend::startup_message(params.iter().map(|(k, v)| (*k, v.as_str())), &mut out)?;
+        self.stream.write_all(&out).await?;
+        let mut buf = BytesMut::with_capacity(4096);
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let msg = read_message(&mut self.stream, &mut buf).await?;
+            out.clear();
+            match msg {
+                Message::AuthenticationOk => {}
+                Message::AuthenticationCleartextPassword => {
+                    frontend::password_message(p.backend_password.as_bytes(), &mut out)?;
+                }
+                Message::AuthenticationMd5Password(b) => {
+                    let inner = postgres_protocol::password::md5(
+                        p.backend_password.as_bytes(),
+                        &p.backend_user,
+                    );
+                    let expected = crate::frontend::auth::md5_expected_from_inner(&inner, b.salt());
+                    frontend::password_message(expected.as_bytes(), &mut out)?;
+                }
+                Message::AuthenticationSasl(b) => {
+                    let mut mechs = b.mechanisms();
+                    let mut ok = false;
+                    while let Some(m) = mechs.next()? {
+                        ok |= m == "SCRAM-SHA-256";
+                    }
+                    if !ok {
+                        return Err(BackendError::Protocol(
+                            "server offers no SCRAM-SHA-256".into(),
+                        ));
+                    }
+                    let s = ScramSha256::new(
+                        p.backend_password.as_bytes(),
+                        ChannelBinding::unsupported(),
+                    );
+                    frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)?;
+                    scram = Some(s);
+                }
+                Message::AuthenticationSaslContinue(b) => {
+                    let s = scram
+                        .as_mut()
+                        .ok_or_else(|| BackendError::Protocol("unexpected SASL continue".into()))?;
+                    s.update(b.data())?;
+                    frontend::sasl_response(s.message(), &mut out)?;
+                }
+                Message::AuthenticationSaslFinal(b) => {
+                    let s = scram
+                        .as_mut()
+                        .ok_or_else(|| BackendError::Protocol("unexpected SASL final".into()))?;
+                    s.finish(b.data())?;
+                }
+                Message::BackendKeyData(b) => {
+                    self.pid = b.process_id();
+                    self.secret = b.secret_key();
+                }
+                Message::ParameterStatus(b) => {
+                    let (k, v) = (b.name()?.to_owned(), b.value()?.to_owned());
+                    self.settings.insert(k.to_ascii_lowercase(), v.clone());
+                    self.reported.push((k, v));
+                }
+                Message::ErrorResponse(b) => {
+                    let (code, message) = error_fields(b.fields())?;
+                    return Err(BackendError::Login { code, message });
+                }
+                Message::ReadyForQuery(_) => {
+                    self.startup_settings = self.settings.clone();
+                    return Ok(());
+                }
+                Message::NoticeResponse(_) => {}
+                _ => {
+                    return Err(BackendError::Protocol(
+                        "unexpected message during startup".into(),
+                    ))
+                }
+            }
+            if !out.is_empty() {
+                self.stream.write_all(&out).await?;
+            }
+        }
+    }
+
+    /// Run internal statements (each its own simple Query, pipelined) and wait for all of
+    /// them. ParameterStatus updates are applied to `settings`; the first error is returned
+    /// after every statement has been answered, so the connection stays in sync.
+    pub async fn run(&mut self, statements: &[&str]) -> Result<(), BackendError> {
+        let mut out = BytesMut::new();
+        for s in statements {
+            frame::write_query(&mut out, s);
+        }
+        self.stream.write_all(&out).await?;
+        let mut buf = BytesMut::with_capacity(1024);
+        let mut pending = statements.len();
+        let mut first_err = None;
+        while pending > 0 {
+            match read_message(&mut self.stream, &mut buf).await? {
+                Message::ReadyForQuery(_) => pending -= 1,
+                Message::ParameterStatus(b) => {
+                    self.settings
+                        .insert(b.name()?.to_ascii_lowercase(), b.value()?.to_owned());
+                }
+                Message::ErrorResponse(b) if first_err.is_none() => {
+                    let (code, message) = error_fields(b.fields())?;
+                    first_err = Some(BackendError::Query { code, message });
+                }
+                _ => {}
+            }
+        }
+        if !buf.is_empty() {
+            return Err(BackendError::Protocol(
+                "server sent data after ReadyForQuery".into(),
+            ));
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Make the server's settings match `wanted` (client settings, lower-case names).
+    pub async fn sync_settings(&mut self, wanted: &[(String, String)]) -> Result<(), BackendError> {
+        let stmts: Vec<String> = wanted
+            .iter()
+            .filter(|(k, v)| self.settings.get(k) != Some(v))
+            .map(|(k, v)| format!("SET {} = {}", quote_ident(k), quote_literal(v)))
+            .collect();
+        if stmts.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<&str> = stmts.iter().map(String::as_str).collect();
+        let res = self.run(&refs).await;
+        // Record the values as the client spelled them, so the next comparison matches
+        // even where the server reports a canonical form ("ISO" vs "ISO, MDY").
+        for (k, v) in wanted {
+            self.settings.insert(k.clone(), v.clone());
+        }
+        res
+    }
+
+    /// Return the session to its startup state: roll back, then DISCARD ALL.
+    pub async fn reset(&mut self, in_transaction: bool) -> Result<(), BackendError> {
+        let res = if in_transaction {
+            self.run(&["ROLLBACK", "DISCARD ALL"]).await
+        } else {
+            self.run(&["DISCARD ALL"]).await
+        };
+        self.prepared.clear();
+        self.settings = self.startup_settings.clone();
+        self.dirty = false;
+        res
+    }
+
+    /// Non-blocking check that an idle connection is still open and silent.
+    pub fn is_healthy(&self) -> bool {
+        let mut b = [0u8; 1];
+        match self.stream.try_read(&mut b) {
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+            Ok(_) => false, // EOF, or an unsolicited message (e.g. FATAL before close)
+        }
+    }
+
+    /// Ask the server to cancel whatever this connection is running.
+    pub async fn cancel(addr: SocketAddr, pid: i32, secret: i32) -> io::Result<()> {
+        let mut s = TcpStream::connect(addr).await?;
+        s.write_all(&write::cancel_request(pid, secret)).await?;
+        // The server closes the connection once it has read the request.
+        let mut b = [0u8; 1];
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await;
+        Ok(())
+    }
+
+    /// Send Terminate and drop the connection.
+    pub async fn terminate(mut self) {
+        let mut out = BytesMut::new();
+        frontend::terminate(&mut out);
+        let _ = tokio::time::timeout(Duration::from_millis(200), self.stream.write_all(&out)).await;
+    }
+}
+
+async fn read_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Message, BackendError> {
+    loop {
+        if let Some(m) = Message::parse(buf)? {
+            return Ok(m);
+        }
+        if let Some(h) =
+            frame::peek_header(buf).map_err(|e| BackendError::Protocol(e.to_string()))?
+        {
+            buf.reserve(h.total().saturating_sub(buf.len()));
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(BackendError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "server closed the connection",
+            )));
+        }
+    }
+}
+
+fn error_fields(
+    mut f: postgres_protocol::message::backend::ErrorFields<'_>,
+) -> Result<(String, String), BackendError> {
+    let (mut code, mut message) = (String::new(), String::new());
+    while let Some(field) = f.next()? {
+        match field.type_() {
+            b'C' => code = String::from_utf8_lossy(field.value_bytes()).into_owned(),
+            b'M' => message = String::from_utf8_lossy(field.value_bytes()).into_owned(),
+            _ => {}
+        }
+    }
+    Ok((code, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_path_option_is_quoted_and_escaped() {
+        let p = Placement {
+            instance: "i".into(),
+            host: "h".into(),
+            port: 1,
+            database: "d".into(),
+            schema: Some("my schema\"x".into()),
+            backend_user: "u".into(),
+            backend_password: String::new(),
+        };
+        let params = startup_params(&p);
+        assert_eq!(params[3].1, "-c search_path=\"my\\ schema\"\"x\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+}

@@ -1,0 +1,76 @@
+//! The tenant directory: which tenants exist, where each lives, and who may log in.
+//!
+//! [`TenantDirectory`] is the seam the proxy routes through. Lookups are synchronous reads of
+//! an in-memory snapshot so the connection path never waits on IO; implementations refresh
+//! their snapshot in the background. [`static_dir::StaticDirectory`] reads the config file.
+
+pub mod static_dir;
+
+use std::sync::Arc;
+
+use crate::config::PoolMode;
+use crate::frontend::auth::ScramVerifier;
+
+/// Where a tenant's data lives and how the proxy logs in to it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Placement {
+    /// Instance name (for the per-instance connection cap and reporting).
+    pub instance: String,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    /// The tenant's schema; `None` when the placement is used as it is.
+    pub schema: Option<String>,
+    pub backend_user: String,
+    pub backend_password: String,
+}
+
+/// A tenant as the proxy routes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub key: String,
+    pub placement: Placement,
+    pub pool_mode: PoolMode,
+    pub pool_size: usize,
+}
+
+/// A login credential of a tenant user.
+#[derive(Debug, Clone)]
+pub struct LoginUser {
+    pub name: String,
+    /// Plain password when known (enables md5).
+    pub password: Option<String>,
+    pub scram: ScramVerifier,
+}
+
+/// Source of tenants and their login users.
+pub trait TenantDirectory: Send + Sync + 'static {
+    fn tenant(&self, key: &str) -> Option<Arc<Tenant>>;
+    fn login(&self, tenant: &str, user: &str) -> Option<Arc<LoginUser>>;
+    /// All tenants, for pool maintenance and reporting.
+    fn tenants(&self) -> Vec<Arc<Tenant>>;
+}
+
+/// A tenant key: 1-63 chars of `[a-z0-9_]`, starting with a letter, so it is always a
+/// safe identifier.
+pub fn valid_key(key: &str) -> bool {
+    let b = key.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys() {
+        for ok in ["acme", "a1", "big_corp"] {
+            assert!(super::valid_key(ok), "{ok}");
+        }
+        for bad in ["", "1a", "Acme", "a-b", "a;drop", "a b", &"a".repeat(64)] {
+            assert!(!super::valid_key(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! A tenant directory built from the `[[tenants]]` tables of the config file.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{LoginUser, Placement, Tenant, TenantDirectory};
+use crate::config::{load::parse_mode, Config};
+use crate::frontend::auth::ScramVerifier;
+
+/// Immutable snapshot of the configured tenants; reload builds a new one.
+pub struct StaticDirectory {
+    tenants: HashMap<String, Arc<Tenant>>,
+    users: HashMap<(String, String), Arc<LoginUser>>,
+}
+
+impl StaticDirectory {
+    /// Build from a validated config.
+    pub fn from_config(cfg: &Config) -> Self {
+        let instances: HashMap<_, _> = cfg.instances.iter().map(|i| (i.name.as_str(), i)).collect();
+        let mut tenants = HashMap::new();
+        let mut users = HashMap::new();
+        for t in &cfg.tenants {
+            let inst = instances[t.instance.as_str()];
+            let placement = Placement {
+                instance: inst.name.clone(),
+                host: inst.host.clone(),
+                port: inst.port,
+                database: if t.database.is_empty() {
+                    inst.dbname.clone()
+                } else {
+                    t.database.clone()
+                },
+                schema: (!t.schema.is_empty()).then(|| t.schema.clone()),
+                backend_user: t.backend_user.clone(),
+                backend_password: if t.backend_password.is_empty() {
+                    inst.password.clone()
+                } else {
+                    t.backend_password.clone()
+                },
+            };
+            let tenant = Tenant {
+                key: t.key.clone(),
+                placement,
+                pool_mode: parse_mode(&t.pool_mode).unwrap_or(cfg.pool.mode),
+                pool_size: if t.pool_size == 0 {
+                    cfg.pool.default_size
+                } else {
+                    t.pool_size
+                },
+            };
+            tenants.insert(t.key.clone(), Arc::new(tenant));
+            for u in &t.users {
+                let scram = if u.scram_verifier.is_empty() {
+                    ScramVerifier::from_password(&u.password)
+                } else {
+                    ScramVerifier::parse(&u.scram_verifier).expect("validated")
+                };
+                let login = LoginUser {
+                    name: u.name.clone(),
+                    password: (!u.password.is_empty()).then(|| u.password.clone()),
+                    scram,
+                };
+                users.insert((t.key.clone(), u.name.clone()), Arc::new(login));
+            }
+        }
+        StaticDirectory { tenants, users }
+    }
+}
+
+impl TenantDirectory for StaticDirectory {
+    fn tenant(&self, key: &str) -> Option<Arc<Tenant>> {
+        self.tenants.get(key).cloned()
+    }
+
+    fn login(&self, tenant: &str, user: &str) -> Option<Arc<LoginUser>> {
+        self.users
+            .get(&(tenant.to_owned(), user.to_owned()))
+            .cloned()
+    }
+
+    fn tenants(&self) -> Vec<Arc<Tenant>> {
+        self.tenants.values().cloned().collect()
+    }
+}

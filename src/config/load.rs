@@ -1,0 +1,155 @@
+//! Reading a config file with environment overrides, then validating it.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+
+use super::{Config, PoolMode};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+/// Load `path` (if given), apply `TENANTGATE_*` environment overrides, validate.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    let mut fig = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(p) = path {
+        if !p.exists() {
+            return Err(ConfigError::Invalid(format!(
+                "file {} does not exist",
+                p.display()
+            )));
+        }
+        fig = fig.merge(Toml::file(p));
+    }
+    fig = fig.merge(Env::prefixed("TENANTGATE_").split("__"));
+    let cfg: Config = fig.extract().map_err(Box::new)?;
+    validate(&cfg)?;
+    Ok(cfg)
+}
+
+/// Check cross-field rules that serde cannot express.
+pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
+    let bad = |m: String| Err(ConfigError::Invalid(m));
+    if cfg.listen.parse::<std::net::SocketAddr>().is_err() {
+        return bad(format!("listen = {:?} is not an address:port", cfg.listen));
+    }
+    if cfg.tls.cert.is_empty() != cfg.tls.key.is_empty() {
+        return bad("tls.cert and tls.key must be set together".into());
+    }
+    if cfg.pool.default_size == 0 || cfg.pool.instance_max_connections == 0 {
+        return bad("pool sizes must be at least 1".into());
+    }
+    for rule in &cfg.auth {
+        if rule.address != "*" && rule.address.parse::<ipnet::IpNet>().is_err() {
+            return bad(format!("auth address {:?} is not a CIDR", rule.address));
+        }
+    }
+    let mut names = HashSet::new();
+    for i in &cfg.instances {
+        if !names.insert(i.name.as_str()) {
+            return bad(format!("instance {:?} is defined twice", i.name));
+        }
+    }
+    let mut keys = HashSet::new();
+    for t in &cfg.tenants {
+        if !crate::catalog::valid_key(&t.key) {
+            return bad(format!(
+                "tenant key {:?} must be 1-63 lower-case letters, digits or '_', starting with a letter",
+                t.key
+            ));
+        }
+        if !keys.insert(t.key.as_str()) {
+            return bad(format!("tenant {:?} is defined twice", t.key));
+        }
+        if !names.contains(t.instance.as_str()) {
+            return bad(format!(
+                "tenant {:?} names unknown instance {:?}",
+                t.key, t.instance
+            ));
+        }
+        if !t.pool_mode.is_empty() && parse_mode(&t.pool_mode).is_none() {
+            return bad(format!(
+                "tenant {:?}: pool_mode must be transaction or session",
+                t.key
+            ));
+        }
+        for u in &t.users {
+            if u.password.is_empty() && u.scram_verifier.is_empty() {
+                return bad(format!(
+                    "tenant {:?} user {:?} needs password or scram_verifier",
+                    t.key, u.name
+                ));
+            }
+            if !u.scram_verifier.is_empty()
+                && crate::frontend::auth::ScramVerifier::parse(&u.scram_verifier).is_none()
+            {
+                return bad(format!(
+                    "tenant {:?} user {:?}: scram_verifier is malformed",
+                    t.key, u.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parse a pool mode name.
+pub fn parse_mode(s: &str) -> Option<PoolMode> {
+    match s {
+        "transaction" => Some(PoolMode::Transaction),
+        "session" => Some(PoolMode::Session),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_matches_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tenantgate.example.toml");
+        let cfg = load(Some(&path)).expect("example config must load");
+        let d = Config::default();
+        assert_eq!(cfg.listen, d.listen);
+        assert_eq!(cfg.pool, d.pool, "example documents the pool defaults");
+        assert_eq!(cfg.limits, d.limits, "example documents the limit defaults");
+        assert_eq!(cfg.tenants.len(), 1);
+        assert_eq!(cfg.tenants[0].users[0].name, "app");
+    }
+
+    #[test]
+    fn demo_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml");
+        let cfg = load(Some(&path)).expect("demo config must load");
+        assert!(cfg.tenants.len() >= 5);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let mut c = Config::default();
+        c.listen = "nope".into();
+        assert!(validate(&c).is_err());
+        let mut c = Config::default();
+        c.tenants.push(crate::config::TenantConfig {
+            key: "Bad Key".into(),
+            instance: "primary".into(),
+            schema: String::new(),
+            database: String::new(),
+            backend_user: "x".into(),
+            backend_password: String::new(),
+            pool_mode: String::new(),
+            pool_size: 0,
+            users: vec![],
+        });
+        assert!(validate(&c).is_err());
+    }
+}

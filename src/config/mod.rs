@@ -1,0 +1,238 @@
+//! Configuration: serde structs, defaults, environment overrides and validation.
+//!
+//! Owns the shape of `config/tenantgate.example.toml`. Every field documents its default and
+//! whether a reload (SIGHUP / admin `RELOAD`) applies it. Loading never touches the network.
+
+pub mod load;
+
+pub use load::{load, ConfigError};
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Client listen address. Default `127.0.0.1:6432`. Reload: no.
+    pub listen: String,
+    /// Tenant catalog URL; empty means tenants come from this file. Reload: no.
+    pub catalog_url: String,
+    /// Name of this replica for logs and telemetry; default the host name. Reload: no.
+    pub instance_name: String,
+    /// TLS for clients. Reload: no.
+    pub tls: TlsConfig,
+    /// Server pools. Reload: yes.
+    pub pool: PoolConfig,
+    /// Client limits. Reload: yes.
+    pub limits: LimitsConfig,
+    /// Client authentication rules, first match wins. Reload: yes.
+    pub auth: Vec<AuthRule>,
+    /// PostgreSQL instances. Reload: yes.
+    pub instances: Vec<InstanceConfig>,
+    /// Tenants (when `catalog_url` is empty). Reload: yes.
+    pub tenants: Vec<TenantConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:6432".into(),
+            catalog_url: String::new(),
+            instance_name: String::new(),
+            tls: TlsConfig::default(),
+            pool: PoolConfig::default(),
+            limits: LimitsConfig::default(),
+            auth: Vec::new(),
+            instances: Vec::new(),
+            tenants: Vec::new(),
+        }
+    }
+}
+
+/// TLS certificate and key (PEM). Both empty: SSLRequest is answered 'N'.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain path. Default empty.
+    pub cert: String,
+    /// PEM private key path. Default empty.
+    pub key: String,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert.is_empty() && !self.key.is_empty()
+    }
+}
+
+/// How long a client holds a server connection.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// One transaction (default).
+    #[default]
+    Transaction,
+    /// The client's whole session.
+    Session,
+}
+
+/// Server pool settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Default pool mode. Default `transaction`.
+    pub mode: PoolMode,
+    /// Server connections per tenant. Default 10.
+    pub default_size: usize,
+    /// Server connections per instance across tenants. Default 100.
+    pub instance_max_connections: usize,
+    /// Wait for a server connection before `53300`. Default 5000 ms.
+    pub query_wait_timeout_ms: u64,
+    /// Idle server connections are closed after this. 0 disables. Default 600000 ms.
+    pub idle_timeout_ms: u64,
+    /// Server connections are retired after this. 0 disables. Default 3600000 ms.
+    pub lifetime_ms: u64,
+    /// Timeout to open and authenticate a server connection. Default 5000 ms.
+    pub connect_timeout_ms: u64,
+    /// Prepared statements kept per server connection. Default 256.
+    pub prepared_statements_cache: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            mode: PoolMode::Transaction,
+            default_size: 10,
+            instance_max_connections: 100,
+            query_wait_timeout_ms: 5000,
+            idle_timeout_ms: 600_000,
+            lifetime_ms: 3_600_000,
+            connect_timeout_ms: 5000,
+            prepared_statements_cache: 256,
+        }
+    }
+}
+
+/// Client-side limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest non-COPY client message. Default 64 MiB.
+    pub max_message_bytes: usize,
+    /// Concurrent clients. Default 10000.
+    pub max_clients: usize,
+    /// Startup + authentication deadline. Default 15000 ms.
+    pub client_login_timeout_ms: u64,
+    /// Drain time on SIGTERM. Default 30000 ms.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_bytes: 64 << 20,
+            max_clients: 10_000,
+            client_login_timeout_ms: 15_000,
+            shutdown_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Client authentication method.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMethod {
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    Md5,
+    Trust,
+    Reject,
+}
+
+/// One authentication rule.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthRule {
+    /// Login user name or `*`. Default `*`.
+    #[serde(default = "star")]
+    pub user: String,
+    /// Client address CIDR. Default `0.0.0.0/0` (IPv4 and IPv6 both match `*`).
+    #[serde(default = "any_addr")]
+    pub address: String,
+    /// Method to use.
+    pub method: AuthMethod,
+}
+
+fn star() -> String {
+    "*".into()
+}
+fn any_addr() -> String {
+    "*".into()
+}
+
+/// A PostgreSQL server tenants live on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    pub name: String,
+    #[serde(default = "localhost")]
+    pub host: String,
+    #[serde(default = "pg_port")]
+    pub port: u16,
+    #[serde(default = "postgres_db")]
+    pub dbname: String,
+    /// Password for backend roles without one of their own.
+    #[serde(default)]
+    pub password: String,
+}
+
+fn localhost() -> String {
+    "127.0.0.1".into()
+}
+fn pg_port() -> u16 {
+    5432
+}
+fn postgres_db() -> String {
+    "postgres".into()
+}
+
+/// A tenant defined in the file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub key: String,
+    #[serde(default = "primary")]
+    pub instance: String,
+    /// Schema; empty means the placement is used as it is.
+    #[serde(default)]
+    pub schema: String,
+    /// Database; empty means the instance's dbname.
+    #[serde(default)]
+    pub database: String,
+    pub backend_user: String,
+    #[serde(default)]
+    pub backend_password: String,
+    /// `transaction`/`session`; empty means `[pool] mode`.
+    #[serde(default)]
+    pub pool_mode: String,
+    /// 0 means `[pool] default_size`.
+    #[serde(default)]
+    pub pool_size: usize,
+    #[serde(default)]
+    pub users: Vec<LoginUserConfig>,
+}
+
+fn primary() -> String {
+    "primary".into()
+}
+
+/// A tenant login user.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LoginUserConfig {
+    pub name: String,
+    #[serde(default)]
+    pub password: String,
+    #[serde(default)]
+    pub scram_verifier: String,
+}

@@ -1,0 +1,152 @@
+//! Accept loop and startup negotiation: SSLRequest (TLS or 'N'), GSSENCRequest ('N'),
+//! CancelRequest, then the StartupMessage.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::backend::ServerConn;
+use crate::protocol::startup::{self, StartupPacket};
+use crate::protocol::PgError;
+use crate::state::Proxy;
+
+/// Accept clients until shutdown; each runs in its own task on `tracker`.
+pub async fn run(proxy: Proxy, listener: TcpListener, tracker: TaskTracker) {
+    let shutdown = proxy.shutdown_token();
+    loop {
+        let (sock, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let proxy = proxy.clone();
+        tracker.spawn(async move {
+            if !proxy.client_enter() {
+                let mut out = bytes::BytesMut::new();
+                PgError::too_many_clients().encode(&mut out);
+                let mut sock = sock;
+                let _ = sock.write_all(&out).await;
+                return;
+            }
+            handle(proxy.clone(), sock, peer).await;
+            proxy.client_leave();
+        });
+    }
+    info!("listener stopped");
+}
+
+async fn handle(proxy: Proxy, mut sock: TcpStream, peer: SocketAddr) {
+    let _ = sock.set_nodelay(true);
+    let deadline = Duration::from_millis(proxy.config().limits.client_login_timeout_ms);
+    let started = tokio::time::Instant::now();
+    let mut tls_refused = false;
+    loop {
+        let pkt = match tokio::time::timeout(deadline, read_packet(&mut sock)).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return refuse(&mut sock, e).await,
+            Err(_) => return refuse(&mut sock, PgError::login_timeout()).await,
+        };
+        let remaining = deadline.saturating_sub(started.elapsed());
+        match pkt {
+            StartupPacket::Ssl if tls_refused => {
+                return refuse(
+                    &mut sock,
+                    PgError::protocol_violation("SSLRequest sent twice"),
+                )
+                .await
+            }
+            StartupPacket::Ssl => match proxy.tls().cloned() {
+                Some(acceptor) => {
+                    if sock.write_all(b"S").await.is_err() {
+                        return;
+                    }
+                    let tls = match tokio::time::timeout(remaining, acceptor.accept(sock)).await {
+                        Ok(Ok(t)) => t,
+                        Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => return debug!(%peer, "TLS handshake timed out"),
+                    };
+                    return after_tls(proxy, tls, peer, remaining).await;
+                }
+                None => {
+                    tls_refused = true;
+                    if sock.write_all(b"N").await.is_err() {
+                        return;
+                    }
+                }
+            },
+            StartupPacket::GssEnc => {
+                if sock.write_all(b"N").await.is_err() {
+                    return;
+                }
+            }
+            StartupPacket::Cancel { pid, secret } => return cancel(&proxy, pid, secret).await,
+            StartupPacket::Startup(params) => {
+                return super::login::serve(proxy, sock, peer, params, remaining).await
+            }
+        }
+    }
+}
+
+async fn after_tls(
+    proxy: Proxy,
+    mut tls: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: SocketAddr,
+    deadline: Duration,
+) {
+    match tokio::time::timeout(deadline, read_packet(&mut tls)).await {
+        Ok(Ok(StartupPacket::Startup(params))) => {
+            super::login::serve(proxy, tls, peer, params, deadline).await
+        }
+        Ok(Ok(StartupPacket::Cancel { pid, secret })) => cancel(&proxy, pid, secret).await,
+        Ok(Ok(_)) => {
+            refuse(
+                &mut tls,
+                PgError::protocol_violation("unexpected negotiation inside TLS"),
+            )
+            .await
+        }
+        Ok(Err(e)) => refuse(&mut tls, e).await,
+        Err(_) => refuse(&mut tls, PgError::login_timeout()).await,
+    }
+}
+
+async fn refuse<S: tokio::io::AsyncWrite + Unpin>(s: &mut S, e: PgError) {
+    debug!(code = %e.code, message = %e.message, "startup refused");
+    let mut out = bytes::BytesMut::new();
+    e.encode(&mut out);
+    let _ = s.write_all(&out).await;
+    let _ = s.shutdown().await;
+}
+
+/// Read one untagged startup-phase packet.
+async fn read_packet<S: AsyncRead + Unpin>(s: &mut S) -> Result<StartupPacket, PgError> {
+    let closed = |_| PgError::protocol_violation("incomplete startup packet");
+    let len = s.read_i32().await.map_err(closed)?;
+    let len = startup::check_len(len)?;
+    let mut body = vec![0u8; len - 4];
+    s.read_exact(&mut body).await.map_err(closed)?;
+    startup::decode(&body)
+}
+
+/// Forward a CancelRequest to the server the keyed client is using, if any.
+async fn cancel(proxy: &Proxy, pid: i32, secret: i32) {
+    match proxy.cancels().lookup((pid, secret)) {
+        Some((addr, spid, ssecret)) => {
+            debug!(pid, "forwarding cancel request");
+            if let Err(e) = ServerConn::cancel(addr, spid, ssecret).await {
+                warn!(error = %e, "cancel request to server failed");
+            }
+        }
+        None => debug!(pid, "cancel request for no running query"),
+    }
+}

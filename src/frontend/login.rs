@@ -1,0 +1,306 @@
+//! From a decoded StartupMessage to a running session: resolve the tenant, authenticate,
+//! attach pools, send ParameterStatus/BackendKeyData/ReadyForQuery, then relay.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tracing::{info, info_span, warn, Instrument};
+
+use super::auth::{self, ScramError, ScramServer, ScramVerifier};
+use super::cancel::CancelTarget;
+use super::session::{Attached, End, Session};
+use super::stream::{read_message, ClientStream};
+use crate::backend::pool::PoolError;
+use crate::backend::BackendError;
+use crate::catalog::{LoginUser, Tenant};
+use crate::config::{AuthMethod, PoolMode};
+use crate::protocol::startup::StartupParams;
+use crate::protocol::{write, PgError, Severity};
+use crate::router::startup as route;
+use crate::state::Proxy;
+
+/// Longest password / SASL message accepted during authentication.
+const MAX_AUTH_MESSAGE: usize = 8192;
+
+/// What login produced: the session's pieces, ready to relay.
+struct LoggedIn {
+    tenant: Arc<Tenant>,
+    login_user: String,
+    settings: Vec<(String, String)>,
+}
+
+/// Run a client from its StartupMessage to the end of its session.
+pub async fn serve<S: ClientStream>(
+    proxy: Proxy,
+    mut stream: S,
+    peer: SocketAddr,
+    params: StartupParams,
+    deadline: Duration,
+) {
+    let mut cin = BytesMut::with_capacity(1024);
+    let mut out = BytesMut::with_capacity(512);
+    if params.minor != 0 || !params.protocol_options.is_empty() {
+        write::negotiate_protocol_version(&mut out, 0, &params.protocol_options);
+    }
+    let login = tokio::time::timeout(
+        deadline,
+        authenticate(&proxy, &mut stream, peer, &params, &mut cin, &mut out),
+    )
+    .await;
+    let who = match login {
+        Ok(Ok(w)) => w,
+        Ok(Err(e)) => return fail(&mut stream, out, e).await,
+        Err(_) => return fail(&mut stream, out, PgError::login_timeout()).await,
+    };
+    let span = info_span!("client", %peer, tenant = %who.tenant.key, user = %who.login_user);
+    async move {
+        match start_session(&proxy, who, stream, cin, out).await {
+            Ok(end) => info!(?end, "client left"),
+            Err((mut stream, out, e)) => fail(&mut stream, out, e).await,
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn fail<S: ClientStream>(stream: &mut S, mut out: BytesMut, e: PgError) {
+    info!(code = %e.code, message = %e.message, "login refused");
+    e.encode(&mut out);
+    let _ = stream.write_all(&out).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Decide the tenant and check the client's credentials.
+async fn authenticate<S: ClientStream>(
+    proxy: &Proxy,
+    stream: &mut S,
+    peer: SocketAddr,
+    params: &StartupParams,
+    cin: &mut BytesMut,
+    out: &mut BytesMut,
+) -> Result<LoggedIn, PgError> {
+    let dir = proxy.directory();
+    let r = route::resolve(&params.params, |db| dir.tenant(db).is_some());
+    let startup_user = params.get("user").unwrap_or_default().to_owned();
+    let cfg = proxy.config();
+    let method = auth::method_for(&cfg.auth, &r.login_user, peer.ip());
+    let found: Option<(Arc<Tenant>, Arc<LoginUser>)> = r
+        .tenant
+        .as_ref()
+        .and_then(|(t, _)| dir.tenant(t))
+        .and_then(|t| dir.login(&t.key, &r.login_user).map(|u| (t, u)));
+    let ok = match method {
+        AuthMethod::Reject => {
+            return Err(PgError::auth_rejected(
+                &startup_user,
+                "rejected by an auth rule",
+            ))
+        }
+        AuthMethod::Trust => found.is_some(),
+        AuthMethod::Md5 if found.as_ref().is_some_and(|(_, u)| u.password.is_some()) => {
+            let (_, user) = found.as_ref().expect("checked");
+            md5_exchange(
+                stream,
+                cin,
+                out,
+                user.password.as_deref().expect("checked"),
+                &startup_user,
+            )
+            .await?
+        }
+        // md5 without a plain password falls back to SCRAM, as PostgreSQL does.
+        AuthMethod::Md5 | AuthMethod::ScramSha256 => {
+            let verifier = match &found {
+                Some((_, u)) => u.scram.clone(),
+                None => ScramVerifier::mock(proxy.mock_secret(), &startup_user),
+            };
+            scram_exchange(stream, cin, out, verifier).await? && found.is_some()
+        }
+    };
+    if !ok {
+        return Err(PgError::auth_failed(&startup_user));
+    }
+    let (tenant, user) = found.expect("ok implies found");
+    write::auth_ok(out);
+    Ok(LoggedIn {
+        tenant,
+        login_user: user.name.clone(),
+        settings: r.settings,
+    })
+}
+
+async fn md5_exchange<S: ClientStream>(
+    stream: &mut S,
+    cin: &mut BytesMut,
+    out: &mut BytesMut,
+    password: &str,
+    startup_user: &str,
+) -> Result<bool, PgError> {
+    let salt: [u8; 4] = rand::random();
+    write::auth_md5(out, salt);
+    flush(stream, out).await?;
+    let (tag, body) = read_message(stream, cin, MAX_AUTH_MESSAGE).await?;
+    if tag != b'p' {
+        return Err(PgError::protocol_violation("expected password response"));
+    }
+    let got = body.strip_suffix(&[0]).unwrap_or(&body);
+    Ok(auth::md5_matches(
+        &auth::md5_expected(password, startup_user, salt),
+        got,
+    ))
+}
+
+async fn scram_exchange<S: ClientStream>(
+    stream: &mut S,
+    cin: &mut BytesMut,
+    out: &mut BytesMut,
+    verifier: ScramVerifier,
+) -> Result<bool, PgError> {
+    write::auth_sasl(out, &["SCRAM-SHA-256"]);
+    flush(stream, out).await?;
+    let (tag, body) = read_message(stream, cin, MAX_AUTH_MESSAGE).await?;
+    if tag != b'p' {
+        return Err(PgError::protocol_violation("expected SASL response"));
+    }
+    let (mech, rest) = crate::protocol::frame::cstr(&body)
+        .ok_or_else(|| PgError::protocol_violation("malformed SASLInitialResponse"))?;
+    if mech != b"SCRAM-SHA-256" {
+        return Err(PgError::protocol_violation(
+            "client selected an invalid SASL authentication mechanism",
+        ));
+    }
+    let data = rest
+        .get(4..)
+        .ok_or_else(|| PgError::protocol_violation("malformed SASLInitialResponse"))?;
+    let malformed = |e: ScramError| match e {
+        ScramError::Malformed(m) => {
+            PgError::protocol_violation(format!("malformed SCRAM message: {m}"))
+        }
+        ScramError::BadProof => PgError::protocol_violation("unexpected SCRAM result"),
+    };
+    let (server, first) = ScramServer::start(verifier, data).map_err(malformed)?;
+    write::auth_sasl_continue(out, &first);
+    flush(stream, out).await?;
+    let (tag, body) = read_message(stream, cin, MAX_AUTH_MESSAGE).await?;
+    if tag != b'p' {
+        return Err(PgError::protocol_violation("expected SASL response"));
+    }
+    match server.finish(&body) {
+        Ok(fin) => {
+            write::auth_sasl_final(out, &fin);
+            Ok(true)
+        }
+        Err(ScramError::BadProof) => Ok(false),
+        Err(e) => Err(malformed(e)),
+    }
+}
+
+async fn flush<S: ClientStream>(stream: &mut S, out: &mut BytesMut) -> Result<(), PgError> {
+    stream
+        .write_all(out)
+        .await
+        .map_err(|_| PgError::protocol_violation("connection closed during authentication"))?;
+    out.clear();
+    Ok(())
+}
+
+/// Map a pool failure at login to a fatal error.
+fn login_pool_error(tenant: &str, e: PoolError) -> PgError {
+    match e {
+        PoolError::Timeout(ms) => PgError {
+            severity: Severity::Fatal,
+            ..PgError::pool_timeout(tenant, ms)
+        },
+        PoolError::Backend(BackendError::Login { code, message }) => {
+            warn!(%tenant, %code, %message, "backend login failed");
+            PgError::backend_login_failed(tenant)
+        }
+        PoolError::Backend(e) => {
+            warn!(%tenant, error = %e, "backend unavailable at login");
+            PgError {
+                severity: Severity::Fatal,
+                ..PgError::server_unavailable(tenant)
+            }
+        }
+    }
+}
+
+type Failed<S> = (S, BytesMut, PgError);
+
+/// Attach pools and cancel keys, greet the client, and relay.
+async fn start_session<S: ClientStream>(
+    proxy: &Proxy,
+    who: LoggedIn,
+    stream: S,
+    cin: BytesMut,
+    mut out: BytesMut,
+) -> Result<End, Failed<S>> {
+    let pool = proxy.pools().for_tenant(&who.tenant);
+    let mode = who.tenant.pool_mode;
+    let key = &who.tenant.key;
+    // Session pooling holds a server from the start (its pid is the client's pid);
+    // transaction pooling needs one only to learn the server's parameters the first time.
+    let mut held = None;
+    if mode == PoolMode::Session || pool.server_params().is_none() {
+        let mut conn = match pool.acquire().await {
+            Ok(c) => c,
+            Err(e) => return Err((stream, out, login_pool_error(key, e))),
+        };
+        if let Err(e) = conn.sync_settings(&who.settings).await {
+            let err = match e {
+                BackendError::Query { code, message } => {
+                    PgError::from_server(Severity::Fatal, &code, &message)
+                }
+                other => login_pool_error(key, PoolError::Backend(other)),
+            };
+            return Err((stream, out, err));
+        }
+        held = Some(conn);
+    }
+    let params = pool.server_params().unwrap_or_default();
+    for (k, v) in params.iter() {
+        let lk = k.to_ascii_lowercase();
+        let v = who
+            .settings
+            .iter()
+            .find(|(sk, _)| *sk == lk && super::relay::is_carried_setting(sk))
+            .map_or(v.as_str(), |(_, cv)| cv.as_str());
+        write::parameter_status(&mut out, k, v);
+    }
+    let session_pid = (mode == PoolMode::Session)
+        .then(|| held.as_ref().map(|c| c.pid))
+        .flatten();
+    let (ckey, cancel): ((i32, i32), Arc<CancelTarget>) = proxy.cancels().register(session_pid);
+    write::backend_key_data(&mut out, ckey.0, ckey.1);
+    write::ready_for_query(&mut out, b'I');
+    let server = match (mode, held) {
+        (PoolMode::Session, Some(c)) => {
+            cancel.set(Some((c.addr, c.pid, c.secret)));
+            Some(Attached::new(c))
+        }
+        (_, Some(c)) => {
+            c.release();
+            None
+        }
+        (_, None) => None,
+    };
+    let (r, w) = stream.split_rw();
+    let mut session = Session::new(
+        proxy.clone(),
+        r,
+        w,
+        cin,
+        pool,
+        mode,
+        who.settings,
+        cancel,
+        server,
+    );
+    session.cout = out;
+    let end = session.run().await;
+    proxy.cancels().unregister(ckey);
+    Ok(end)
+}

@@ -1,0 +1,17 @@
+//! Client side: accept connections, negotiate TLS, authenticate, then relay.
+//!
+//! - [`listener`]: accept loop and the startup-packet negotiation (SSL/GSS/cancel).
+//! - [`login`]: tenant resolution, authentication and the session's first messages.
+//! - [`auth`]: SCRAM-SHA-256 / md5 / trust logic without IO.
+//! - [`session`] + [`relay`]: the relay loop and its pure bookkeeping.
+//! - [`cancel`]: the proxy's cancel keys.
+//! - [`tls`]: rustls acceptor.
+
+pub mod auth;
+pub mod cancel;
+pub mod listener;
+pub mod login;
+pub mod relay;
+pub mod session;
+pub mod stream;
+pub mod tls;

@@ -1,0 +1,382 @@
+//! Per-message bookkeeping of the relay, without IO: which client messages need a server,
+//! how named prepared statements are renamed for transaction pooling, which server replies
+//! the proxy swallows, and when a server connection may go back to its pool.
+//!
+//! In transaction pooling a client's named statement `s1` becomes a server statement named
+//! after a hash of its text and parameter types (`tg_<hash>`), so any server connection can
+//! hold it for any client. Before a Bind/Describe that needs it, the proxy prepares it on
+//! the server it got (Close + Parse, whose replies it swallows).
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use crate::backend::prepared::PreparedCache;
+use crate::protocol::frame::{self, ParseMsg};
+
+/// A server reply the proxy is waiting for, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// ParseComplete for a Parse; `server_name` is set for proxy-named statements.
+    Parse {
+        server_name: Option<Arc<str>>,
+        client_name: Option<Vec<u8>>,
+        swallow: bool,
+    },
+    /// CloseComplete for a Close.
+    Close { swallow: bool },
+    /// ReadyForQuery for a Sync, Query or FunctionCall.
+    Sync,
+}
+
+/// A client's named statement.
+#[derive(Debug, Clone)]
+pub struct ClientStmt {
+    pub server_name: Arc<str>,
+    /// The Parse message, already renamed to `server_name`.
+    pub parse: bytes::Bytes,
+}
+
+/// The statement name used on servers for a query text and its parameter types.
+pub fn server_statement_name(m: &ParseMsg<'_>) -> Arc<str> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    m.query.hash(&mut h);
+    m.rest.hash(&mut h);
+    Arc::from(format!("tg_{:016x}", h.finish()))
+}
+
+/// Protocol state of one attachment of a client to a server connection.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    /// Queries/Syncs/FunctionCalls sent without their ReadyForQuery yet.
+    pub outstanding: usize,
+    /// Extended-protocol messages sent since the last Sync.
+    pub unsynced: bool,
+    /// Status byte of the last ReadyForQuery ('I', 'T' or 'E').
+    pub tx_status: u8,
+    pub pending: VecDeque<Pending>,
+}
+
+impl Tracker {
+    pub fn new() -> Self {
+        Tracker {
+            tx_status: b'I',
+            ..Default::default()
+        }
+    }
+
+    /// True when the server has answered everything and no transaction is open.
+    pub fn idle(&self) -> bool {
+        self.outstanding == 0 && !self.unsynced && self.tx_status == b'I'
+    }
+
+    /// True when everything sent has been answered (a transaction may be open).
+    pub fn quiet(&self) -> bool {
+        self.outstanding == 0 && !self.unsynced
+    }
+}
+
+/// Client-side statement names → server statements, for transaction pooling.
+#[derive(Debug, Default)]
+pub struct Statements {
+    map: HashMap<Vec<u8>, ClientStmt>,
+}
+
+impl Statements {
+    pub fn get(&self, name: &[u8]) -> Option<&ClientStmt> {
+        self.map.get(name)
+    }
+
+    /// Forget `name` if it still maps to `server_name` (its Parse failed).
+    pub fn forget_failed(&mut self, name: &[u8], server_name: &str) {
+        if self
+            .map
+            .get(name)
+            .is_some_and(|s| &*s.server_name == server_name)
+        {
+            self.map.remove(name);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Write a client's Parse of a named statement, renamed for the server.
+pub fn forward_named_parse(
+    body: &[u8],
+    stmts: &mut Statements,
+    cache: &mut PreparedCache,
+    t: &mut Tracker,
+    out: &mut BytesMut,
+) -> bool {
+    let Some(m) = frame::parse_parse(body) else {
+        return false;
+    };
+    let server_name = server_statement_name(&m);
+    let mut parse = BytesMut::with_capacity(body.len() + 24);
+    frame::write_parse(&mut parse, server_name.as_bytes(), &m);
+    let parse = parse.freeze();
+    // Close first: the server may hold this name already; closing a missing one is no error.
+    frame::write_target(out, b'C', b'S', server_name.as_bytes());
+    t.pending.push_back(Pending::Close { swallow: true });
+    out.extend_from_slice(&parse);
+    t.pending.push_back(Pending::Parse {
+        server_name: Some(server_name.clone()),
+        client_name: Some(m.name.to_vec()),
+        swallow: false,
+    });
+    if let Some(ev) = cache.insert(server_name.clone()) {
+        evict(&ev, t, out);
+    }
+    stmts
+        .map
+        .insert(m.name.to_vec(), ClientStmt { server_name, parse });
+    t.unsynced = true;
+    true
+}
+
+/// Make sure `stmt` is prepared on the server, injecting a swallowed Close + Parse if not.
+pub fn ensure_prepared(
+    stmt: &ClientStmt,
+    cache: &mut PreparedCache,
+    t: &mut Tracker,
+    out: &mut BytesMut,
+) {
+    if cache.touch(&stmt.server_name) {
+        return;
+    }
+    frame::write_target(out, b'C', b'S', stmt.server_name.as_bytes());
+    t.pending.push_back(Pending::Close { swallow: true });
+    out.extend_from_slice(&stmt.parse);
+    t.pending.push_back(Pending::Parse {
+        server_name: Some(stmt.server_name.clone()),
+        client_name: None,
+        swallow: true,
+    });
+    if let Some(ev) = cache.insert(stmt.server_name.clone()) {
+        evict(&ev, t, out);
+    }
+}
+
+fn evict(name: &str, t: &mut Tracker, out: &mut BytesMut) {
+    frame::write_target(out, b'C', b'S', name.as_bytes());
+    t.pending.push_back(Pending::Close { swallow: true });
+}
+
+/// Write a client's Close of a named statement: drop the mapping, close it on the server.
+pub fn forward_named_close(
+    name: &[u8],
+    stmts: &mut Statements,
+    cache: &mut PreparedCache,
+    t: &mut Tracker,
+    out: &mut BytesMut,
+) -> bool {
+    let Some(s) = stmts.map.remove(name) else {
+        return false;
+    };
+    cache.remove(&s.server_name);
+    frame::write_target(out, b'C', b'S', s.server_name.as_bytes());
+    t.pending.push_back(Pending::Close { swallow: false });
+    t.unsynced = true;
+    true
+}
+
+/// What to do with one server message the relay must look at.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply {
+    Forward,
+    Swallow,
+}
+
+/// Account for a ParseComplete / CloseComplete.
+pub fn on_complete(tag: u8, t: &mut Tracker) -> Reply {
+    let swallow = match t.pending.front() {
+        Some(Pending::Parse { swallow, .. }) if tag == b'1' => *swallow,
+        Some(Pending::Close { swallow }) if tag == b'3' => *swallow,
+        _ => return Reply::Forward,
+    };
+    t.pending.pop_front();
+    if swallow {
+        Reply::Swallow
+    } else {
+        Reply::Forward
+    }
+}
+
+/// Account for a ReadyForQuery: Parses skipped by an error are forgotten on both sides.
+pub fn on_ready(status: u8, t: &mut Tracker, stmts: &mut Statements, cache: &mut PreparedCache) {
+    t.outstanding = t.outstanding.saturating_sub(1);
+    t.tx_status = status;
+    while let Some(p) = t.pending.pop_front() {
+        match p {
+            Pending::Sync => break,
+            Pending::Parse {
+                server_name: Some(s),
+                client_name,
+                ..
+            } => {
+                cache.remove(&s);
+                if let Some(c) = client_name {
+                    stmts.forget_failed(&c, &s);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Does a CommandComplete tag mean session state changed that must be reset before the
+/// connection serves another client? Also reports whether prepared statements were dropped.
+pub fn tag_effect(tag: &[u8]) -> TagEffect {
+    let starts = |p: &[u8]| tag.len() >= p.len() && tag[..p.len()].eq_ignore_ascii_case(p);
+    if starts(b"DISCARD") || starts(b"DEALLOCATE") {
+        TagEffect::DroppedStatements
+    } else if starts(b"SET")
+        || starts(b"RESET")
+        || starts(b"LISTEN")
+        || starts(b"PREPARE")
+        || starts(b"DECLARE CURSOR")
+        || starts(b"LOAD")
+    {
+        TagEffect::Dirty
+    } else {
+        TagEffect::None
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum TagEffect {
+    None,
+    Dirty,
+    DroppedStatements,
+}
+
+/// Does statement text hint at session state that tags do not show (advisory locks,
+/// set_config, temporary tables)?
+pub fn text_dirties(sql: &[u8]) -> bool {
+    contains_ci(sql, b"advisory")
+        || contains_ci(sql, b"set_config")
+        || (contains_ci(sql, b"temp") && (contains_ci(sql, b"create") || contains_ci(sql, b"into")))
+}
+
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    hay.len() >= needle.len()
+        && hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// Settings whose changes the server reports and the proxy carries between connections.
+pub fn is_carried_setting(name: &str) -> bool {
+    matches!(
+        name,
+        "application_name"
+            | "client_encoding"
+            | "datestyle"
+            | "timezone"
+            | "intervalstyle"
+            | "standard_conforming_strings"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_body(name: &str, q: &str) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(name.as_bytes());
+        b.push(0);
+        b.extend_from_slice(q.as_bytes());
+        b.push(0);
+        b.extend_from_slice(&[0, 0]);
+        b
+    }
+
+    #[test]
+    fn named_parse_is_renamed_and_bind_reprepares_on_a_fresh_server() {
+        let mut stmts = Statements::default();
+        let mut cache = PreparedCache::new(8);
+        let mut t = Tracker::new();
+        let mut out = BytesMut::new();
+        assert!(forward_named_parse(
+            &parse_body("s1", "select 1"),
+            &mut stmts,
+            &mut cache,
+            &mut t,
+            &mut out
+        ));
+        let s = stmts.get(b"s1").unwrap().clone();
+        assert!(s.server_name.starts_with("tg_"));
+        // Close (swallowed) then Parse (forwarded)
+        assert_eq!(on_complete(b'3', &mut t), Reply::Swallow);
+        assert_eq!(on_complete(b'1', &mut t), Reply::Forward);
+        // same text, another name: same server statement
+        let mut o2 = BytesMut::new();
+        forward_named_parse(
+            &parse_body("s2", "select 1"),
+            &mut stmts,
+            &mut cache,
+            &mut t,
+            &mut o2,
+        );
+        assert_eq!(stmts.get(b"s2").unwrap().server_name, s.server_name);
+
+        // another server: nothing cached → inject Close+Parse, both swallowed
+        let mut cache2 = PreparedCache::new(8);
+        let mut t2 = Tracker::new();
+        let mut o3 = BytesMut::new();
+        ensure_prepared(&s, &mut cache2, &mut t2, &mut o3);
+        assert_eq!(o3[0], b'C');
+        assert_eq!(on_complete(b'3', &mut t2), Reply::Swallow);
+        assert_eq!(on_complete(b'1', &mut t2), Reply::Swallow);
+        // now cached: nothing injected
+        let mut o4 = BytesMut::new();
+        ensure_prepared(&s, &mut cache2, &mut t2, &mut o4);
+        assert!(o4.is_empty());
+    }
+
+    #[test]
+    fn failed_parse_is_forgotten_at_ready() {
+        let mut stmts = Statements::default();
+        let mut cache = PreparedCache::new(8);
+        let mut t = Tracker::new();
+        let mut out = BytesMut::new();
+        forward_named_parse(
+            &parse_body("bad", "selec 1"),
+            &mut stmts,
+            &mut cache,
+            &mut t,
+            &mut out,
+        );
+        t.pending.push_back(Pending::Sync);
+        t.outstanding = 1;
+        // server: CloseComplete, then ErrorResponse (Parse failed), ReadyForQuery
+        assert_eq!(on_complete(b'3', &mut t), Reply::Swallow);
+        on_ready(b'I', &mut t, &mut stmts, &mut cache);
+        assert!(stmts.get(b"bad").is_none());
+        assert!(cache.is_empty());
+        assert!(t.pending.is_empty());
+        assert!(t.idle() || t.unsynced);
+    }
+
+    #[test]
+    fn tags_and_text() {
+        assert_eq!(tag_effect(b"SET"), TagEffect::Dirty);
+        assert_eq!(tag_effect(b"SELECT 1"), TagEffect::None);
+        assert_eq!(tag_effect(b"DISCARD ALL"), TagEffect::DroppedStatements);
+        assert_eq!(tag_effect(b"LISTEN"), TagEffect::Dirty);
+        assert!(text_dirties(b"select pg_advisory_lock(1)"));
+        assert!(text_dirties(b"CREATE TEMP TABLE x()"));
+        assert!(!text_dirties(b"select temperature from t"));
+        assert!(!text_dirties(b"select 1"));
+    }
+}

@@ -1,0 +1,595 @@
+//! The relay loop of one authenticated client: forward bytes between the client and the
+//! server connection it holds, attaching a server on demand and releasing it at transaction
+//! (or session) end. Only message headers are read on the hot path; see [`super::relay`] for
+//! the bookkeeping.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::{debug, warn};
+
+use super::cancel::CancelTarget;
+use super::relay::{self, Reply, Statements, TagEffect, Tracker};
+use crate::backend::pool::{PoolError, Pooled, TenantPool};
+use crate::config::PoolMode;
+use crate::protocol::{frame, write, PgError};
+use crate::state::Proxy;
+
+/// Stop reading a side while this much is queued for the other.
+const HIGH_WATER: usize = 256 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A client's server connection and what it still owes.
+pub struct Attached {
+    pub conn: Pooled,
+    sbuf: BytesMut,
+    sout: BytesMut,
+    /// Bytes of a streamed server message still to forward.
+    s_remaining: usize,
+    t: Tracker,
+    /// The server sent a FATAL error; its connection is ending.
+    fatal_seen: bool,
+}
+
+impl Attached {
+    pub fn new(conn: Pooled) -> Self {
+        Attached {
+            conn,
+            sbuf: BytesMut::with_capacity(READ_CHUNK),
+            sout: BytesMut::with_capacity(1024),
+            s_remaining: 0,
+            t: Tracker::new(),
+            fatal_seen: false,
+        }
+    }
+}
+
+/// Why the relay ended.
+#[derive(Debug)]
+pub enum End {
+    /// Terminate or EOF from the client.
+    ClientGone,
+    /// The proxy closed the client (error already sent).
+    Closed,
+}
+
+/// One client session.
+pub struct Session<R, W> {
+    pub proxy: Proxy,
+    pub cr: R,
+    pub cw: W,
+    pub cin: BytesMut,
+    pub cout: BytesMut,
+    c_remaining: usize,
+    pub pool: Arc<TenantPool>,
+    pub mode: PoolMode,
+    /// Settings the client asked for (startup params, options, later SETs).
+    pub settings: Vec<(String, String)>,
+    stmts: Statements,
+    pub server: Option<Attached>,
+    pub cancel: Arc<CancelTarget>,
+    skip_until_sync: bool,
+    max_message: usize,
+}
+
+enum Event {
+    ClientRead(std::io::Result<usize>),
+    ServerRead(std::io::Result<usize>),
+    ClientWrote(std::io::Result<usize>),
+    ServerWrote(std::io::Result<usize>),
+    Shutdown,
+}
+
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        proxy: Proxy,
+        cr: R,
+        cw: W,
+        cin: BytesMut,
+        pool: Arc<TenantPool>,
+        mode: PoolMode,
+        settings: Vec<(String, String)>,
+        cancel: Arc<CancelTarget>,
+        server: Option<Attached>,
+    ) -> Self {
+        let max_message = proxy.config().limits.max_message_bytes;
+        Session {
+            proxy,
+            cr,
+            cw,
+            cin,
+            cout: BytesMut::new(),
+            c_remaining: 0,
+            pool,
+            mode,
+            settings,
+            stmts: Statements::default(),
+            server,
+            cancel,
+            skip_until_sync: false,
+            max_message,
+        }
+    }
+
+    /// Relay until the client leaves or the proxy closes it.
+    pub async fn run(&mut self) -> End {
+        let end = match self.relay().await {
+            Ok(end) => end,
+            Err(e) => {
+                debug!(error = %e, "session closed with error");
+                e.encode(&mut self.cout);
+                let _ = self.flush_client().await;
+                End::Closed
+            }
+        };
+        self.detach_on_exit().await;
+        end
+    }
+
+    async fn relay(&mut self) -> Result<End, PgError> {
+        let shutdown = self.proxy.shutdown_token();
+        // Anything the client pipelined behind its startup packet.
+        if !self.cin.is_empty() {
+            if let Some(end) = self.on_client_data().await? {
+                return Ok(end);
+            }
+        }
+        loop {
+            let attached = self.server.is_some();
+            let at_boundary = match &self.server {
+                None => true,
+                Some(a) => self.mode == PoolMode::Session && a.t.idle() && self.cin.is_empty(),
+            };
+            let read_client = self.cout.len() < HIGH_WATER
+                && self
+                    .server
+                    .as_ref()
+                    .is_none_or(|a| a.sout.len() < HIGH_WATER);
+            let read_server = attached && self.cout.len() < HIGH_WATER;
+            if self.cin.capacity() - self.cin.len() < 1024 {
+                self.cin.reserve(READ_CHUNK);
+            }
+            let ev = {
+                let Session {
+                    cr,
+                    cw,
+                    cin,
+                    cout,
+                    server,
+                    ..
+                } = self;
+                let (sr, sw, sbuf, sout) = match server.as_mut() {
+                    Some(a) => {
+                        if a.sbuf.capacity() - a.sbuf.len() < 1024 {
+                            a.sbuf.reserve(READ_CHUNK);
+                        }
+                        let (r, w) = a.conn.stream.split();
+                        (Some(r), Some(w), Some(&mut a.sbuf), Some(&mut a.sout))
+                    }
+                    None => (None, None, None, None),
+                };
+                let sout_pending = sout.as_ref().is_some_and(|b| !b.is_empty());
+                let (mut sr, mut sw) = (sr, sw);
+                let (sbuf, sout) = (sbuf, sout);
+                tokio::select! {
+                    biased;
+                    r = async { sw.as_mut().unwrap().write(sout.as_ref().unwrap()).await }, if sout_pending => Event::ServerWrote(r),
+                    r = cw.write(cout), if !cout.is_empty() => Event::ClientWrote(r),
+                    r = async { sr.as_mut().unwrap().read_buf(sbuf.unwrap()).await }, if read_server => Event::ServerRead(r),
+                    r = cr.read_buf(cin), if read_client => Event::ClientRead(r),
+                    _ = shutdown.cancelled(), if at_boundary && cout.is_empty() => Event::Shutdown,
+                }
+            };
+            match ev {
+                Event::ServerWrote(r) => {
+                    let n = r.map_err(|_| PgError::server_lost())?;
+                    let a = self.server.as_mut().expect("attached");
+                    a.sout.advance(n);
+                }
+                Event::ClientWrote(r) => match r {
+                    Ok(n) => self.cout.advance(n),
+                    Err(_) => return Ok(End::ClientGone),
+                },
+                Event::ServerRead(r) => match r {
+                    Ok(0) | Err(_) => return self.server_gone().await,
+                    Ok(_) => {
+                        self.on_server_data()?;
+                        self.maybe_release().await;
+                    }
+                },
+                Event::ClientRead(r) => match r {
+                    Ok(0) | Err(_) => return Ok(End::ClientGone),
+                    Ok(_) => {
+                        if let Some(end) = self.on_client_data().await? {
+                            return Ok(end);
+                        }
+                    }
+                },
+                Event::Shutdown => return Err(PgError::shutting_down()),
+            }
+        }
+    }
+
+    /// The server connection ended while attached: pass on its FATAL or report the loss.
+    async fn server_gone(&mut self) -> Result<End, PgError> {
+        let a = self.server.take().expect("attached");
+        self.cancel.set(None);
+        warn!(tenant = %self.pool.tenant.key, "server connection lost while in use");
+        let fatal_seen = a.fatal_seen;
+        drop(a);
+        if fatal_seen {
+            let _ = self.flush_client().await;
+            return Ok(End::Closed);
+        }
+        Err(PgError::server_lost())
+    }
+
+    /// Process complete client messages in `cin`.
+    async fn on_client_data(&mut self) -> Result<Option<End>, PgError> {
+        loop {
+            if self.c_remaining > 0 {
+                let n = self.c_remaining.min(self.cin.len());
+                if n == 0 {
+                    return Ok(None);
+                }
+                let chunk = self.cin.split_to(n);
+                if let Some(a) = self.server.as_mut() {
+                    a.sout.extend_from_slice(&chunk);
+                }
+                self.c_remaining -= n;
+                continue;
+            }
+            let h = match frame::peek_header(&self.cin) {
+                Ok(Some(h)) => h,
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(PgError::protocol_violation(e.to_string())),
+            };
+            if h.tag == b'd' {
+                // CopyData is streamed, never buffered whole.
+                let n = h.total().min(self.cin.len());
+                let chunk = self.cin.split_to(n);
+                if let Some(a) = self.server.as_mut() {
+                    a.sout.extend_from_slice(&chunk);
+                }
+                if self.server.is_none() {
+                    // Not in COPY: drop the rest too, as PostgreSQL ignores stray CopyData.
+                }
+                self.c_remaining = h.total() - n;
+                if self.server.is_none() {
+                    let skip = self.c_remaining.min(self.cin.len());
+                    self.cin.advance(skip);
+                    self.c_remaining -= skip;
+                }
+                continue;
+            }
+            if h.total() > self.max_message {
+                return Err(PgError::message_too_large(h.total(), self.max_message));
+            }
+            if self.cin.len() < h.total() {
+                self.cin.reserve(h.total() - self.cin.len());
+                return Ok(None);
+            }
+            let msg = self.cin.split_to(h.total());
+            if let Some(end) = self.on_client_message(h.tag, msg).await? {
+                return Ok(Some(end));
+            }
+        }
+    }
+
+    async fn on_client_message(&mut self, tag: u8, msg: BytesMut) -> Result<Option<End>, PgError> {
+        if tag == b'X' {
+            return Ok(Some(End::ClientGone));
+        }
+        if self.skip_until_sync {
+            if tag == b'S' {
+                self.skip_until_sync = false;
+                let status = self.server.as_ref().map_or(b'I', |a| a.t.tx_status);
+                write::ready_for_query(&mut self.cout, status);
+            }
+            return Ok(None);
+        }
+        if self.server.is_none() {
+            match tag {
+                // Nothing to flush and no COPY in progress without a server.
+                b'H' | b'c' | b'f' => return Ok(None),
+                _ => {}
+            }
+            if let Err(e) = self.attach().await {
+                e.encode(&mut self.cout);
+                match tag {
+                    b'Q' | b'F' | b'S' => write::ready_for_query(&mut self.cout, b'I'),
+                    _ => self.skip_until_sync = true,
+                }
+                return Ok(None);
+            }
+        }
+        let transaction_mode = self.mode == PoolMode::Transaction;
+        let Session { server, stmts, .. } = self;
+        let a = server.as_mut().expect("attached above");
+        let body = &msg[frame::HEADER_LEN..];
+        match tag {
+            b'Q' | b'F' => {
+                if tag == b'Q'
+                    && transaction_mode
+                    && relay::text_dirties(frame::parse_query(body).unwrap_or(body))
+                {
+                    a.conn.dirty = true;
+                }
+                a.sout.extend_from_slice(&msg);
+                a.t.outstanding += 1;
+                a.t.pending.push_back(relay::Pending::Sync);
+            }
+            b'S' => {
+                a.sout.extend_from_slice(&msg);
+                a.t.outstanding += 1;
+                a.t.unsynced = false;
+                a.t.pending.push_back(relay::Pending::Sync);
+            }
+            b'P' => {
+                let named = body.first().is_some_and(|&b| b != 0);
+                if transaction_mode {
+                    if let Some(m) = frame::parse_parse(body) {
+                        if relay::text_dirties(m.query) {
+                            a.conn.dirty = true;
+                        }
+                    }
+                }
+                let conn = &mut *a.conn;
+                if !(transaction_mode
+                    && named
+                    && relay::forward_named_parse(
+                        body,
+                        stmts,
+                        &mut conn.prepared,
+                        &mut a.t,
+                        &mut a.sout,
+                    ))
+                {
+                    a.sout.extend_from_slice(&msg);
+                    a.t.pending.push_back(relay::Pending::Parse {
+                        server_name: None,
+                        client_name: None,
+                        swallow: false,
+                    });
+                }
+                a.t.unsynced = true;
+            }
+            b'B' => {
+                let mapped = transaction_mode
+                    .then(|| frame::parse_bind(body))
+                    .flatten()
+                    .and_then(|(portal, name, rest)| {
+                        stmts.get(name).map(|s| (portal, s.clone(), rest))
+                    });
+                match mapped {
+                    Some((portal, s, rest)) => {
+                        relay::ensure_prepared(&s, &mut a.conn.prepared, &mut a.t, &mut a.sout);
+                        frame::write_bind(&mut a.sout, portal, s.server_name.as_bytes(), rest);
+                    }
+                    None => a.sout.extend_from_slice(&msg),
+                }
+                a.t.unsynced = true;
+            }
+            b'D' | b'C' => {
+                let target = frame::parse_target(body).filter(|(k, n)| *k == b'S' && !n.is_empty());
+                let mut done = false;
+                if let (true, Some((_, name))) = (transaction_mode, target) {
+                    if tag == b'D' {
+                        if let Some(s) = stmts.get(name).cloned() {
+                            relay::ensure_prepared(&s, &mut a.conn.prepared, &mut a.t, &mut a.sout);
+                            frame::write_target(&mut a.sout, b'D', b'S', s.server_name.as_bytes());
+                            done = true;
+                        }
+                    } else {
+                        done = relay::forward_named_close(
+                            name,
+                            stmts,
+                            &mut a.conn.prepared,
+                            &mut a.t,
+                            &mut a.sout,
+                        );
+                    }
+                }
+                if !done {
+                    a.sout.extend_from_slice(&msg);
+                    if tag == b'C' {
+                        a.t.pending
+                            .push_back(relay::Pending::Close { swallow: false });
+                    }
+                }
+                a.t.unsynced = true;
+            }
+            b'E' | b'H' => {
+                a.sout.extend_from_slice(&msg);
+                a.t.unsynced = true;
+            }
+            _ => a.sout.extend_from_slice(&msg),
+        }
+        Ok(None)
+    }
+
+    /// Get a server connection for this client and bring its settings in line.
+    async fn attach(&mut self) -> Result<(), PgError> {
+        let mut conn = self.pool.acquire().await.map_err(|e| match e {
+            PoolError::Timeout(ms) => PgError::pool_timeout(&self.pool.tenant.key, ms),
+            PoolError::Backend(e) => {
+                warn!(tenant = %self.pool.tenant.key, error = %e, "server connection failed");
+                PgError::server_unavailable(&self.pool.tenant.key)
+            }
+        })?;
+        if let Err(e) = conn.sync_settings(&self.settings).await {
+            warn!(tenant = %self.pool.tenant.key, error = %e, "could not apply client settings");
+            return Err(PgError::server_unavailable(&self.pool.tenant.key));
+        }
+        self.cancel.set(Some((conn.addr, conn.pid, conn.secret)));
+        self.server = Some(Attached::new(conn));
+        Ok(())
+    }
+
+    /// Scan server data: forward it, swallowing replies to the proxy's own messages.
+    fn on_server_data(&mut self) -> Result<(), PgError> {
+        let transaction_mode = self.mode == PoolMode::Transaction;
+        let Session {
+            server,
+            cout,
+            stmts,
+            settings,
+            ..
+        } = self;
+        let a = server.as_mut().expect("attached");
+        loop {
+            if a.s_remaining > 0 {
+                let n = a.s_remaining.min(a.sbuf.len());
+                if n == 0 {
+                    return Ok(());
+                }
+                cout.extend_from_slice(&a.sbuf[..n]);
+                a.sbuf.advance(n);
+                a.s_remaining -= n;
+                continue;
+            }
+            let h = match frame::peek_header(&a.sbuf) {
+                Ok(Some(h)) => h,
+                Ok(None) => return Ok(()),
+                Err(_) => return Err(PgError::server_lost()),
+            };
+            let inspect = matches!(h.tag, b'Z' | b'1' | b'3' | b'C' | b'S' | b'E');
+            if !inspect {
+                let n = h.total().min(a.sbuf.len());
+                cout.extend_from_slice(&a.sbuf[..n]);
+                a.sbuf.advance(n);
+                a.s_remaining = h.total() - n;
+                continue;
+            }
+            if a.sbuf.len() < h.total() {
+                a.sbuf.reserve(h.total() - a.sbuf.len());
+                return Ok(());
+            }
+            let body = &a.sbuf[frame::HEADER_LEN..h.total()];
+            let forward = match h.tag {
+                b'Z' => {
+                    let status = body.first().copied().unwrap_or(b'I');
+                    relay::on_ready(status, &mut a.t, stmts, &mut a.conn.prepared);
+                    true
+                }
+                b'1' | b'3' => relay::on_complete(h.tag, &mut a.t) == Reply::Forward,
+                b'C' => {
+                    if transaction_mode {
+                        match relay::tag_effect(frame::cstr(body).map_or(body, |(t, _)| t)) {
+                            TagEffect::Dirty => a.conn.dirty = true,
+                            TagEffect::DroppedStatements => {
+                                a.conn.dirty = true;
+                                a.conn.prepared.clear();
+                            }
+                            TagEffect::None => {}
+                        }
+                    }
+                    true
+                }
+                b'S' => {
+                    if let Some((k, v)) = frame::parse_parameter_status(body) {
+                        let k = k.to_ascii_lowercase();
+                        if relay::is_carried_setting(&k) {
+                            match settings.iter_mut().find(|(sk, _)| *sk == k) {
+                                Some(s) => s.1 = v.to_owned(),
+                                None => settings.push((k.clone(), v.to_owned())),
+                            }
+                        }
+                        a.conn.settings.insert(k, v.to_owned());
+                    }
+                    true
+                }
+                b'E' => {
+                    let (_, sev) = crate::protocol::error::parse_error_fields(body);
+                    if matches!(sev, Some(b"FATAL") | Some(b"PANIC")) {
+                        a.fatal_seen = true;
+                    }
+                    true
+                }
+                _ => true,
+            };
+            if forward {
+                cout.extend_from_slice(&a.sbuf[..h.total()]);
+            }
+            a.sbuf.advance(h.total());
+        }
+    }
+
+    /// In transaction pooling, give the server back once the transaction is over.
+    async fn maybe_release(&mut self) {
+        if self.mode != PoolMode::Transaction || !self.cin.is_empty() || self.c_remaining > 0 {
+            return;
+        }
+        let ready = self.server.as_ref().is_some_and(|a| {
+            a.t.idle()
+                && a.sout.is_empty()
+                && a.sbuf.is_empty()
+                && a.s_remaining == 0
+                && !a.fatal_seen
+        });
+        if !ready {
+            return;
+        }
+        let a = self.server.take().expect("checked");
+        self.cancel.set(None);
+        checkin(a.conn, false);
+    }
+
+    /// On exit, return a clean server or close it.
+    async fn detach_on_exit(&mut self) {
+        self.cancel.set(None);
+        let Some(a) = self.server.take() else { return };
+        let clean = a.sout.is_empty()
+            && a.sbuf.is_empty()
+            && a.s_remaining == 0
+            && a.t.quiet()
+            && !a.fatal_seen;
+        if !clean {
+            // Mid-query: closing the server connection is the only safe reset.
+            drop(a);
+            return;
+        }
+        let force_reset = self.mode == PoolMode::Session || a.t.tx_status != b'I';
+        let mut conn = a.conn;
+        if force_reset {
+            conn.dirty = true;
+        }
+        checkin(conn, a.t.tx_status != b'I');
+    }
+
+    async fn flush_client(&mut self) -> std::io::Result<()> {
+        while !self.cout.is_empty() {
+            let n = self.cw.write(&self.cout).await?;
+            if n == 0 {
+                break;
+            }
+            self.cout.advance(n);
+        }
+        self.cw.flush().await
+    }
+}
+
+/// Return a connection to its pool, resetting it first (in the background) if dirty.
+fn checkin(mut conn: Pooled, in_transaction: bool) {
+    if !conn.dirty && !in_transaction {
+        conn.release();
+        return;
+    }
+    tokio::spawn(async move {
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            conn.reset(in_transaction),
+        )
+        .await
+        {
+            Ok(Ok(())) => conn.release(),
+            _ => drop(conn),
+        }
+    });
+}

@@ -1,0 +1,25 @@
+//! tenantgate: a PostgreSQL wire-protocol routing proxy for schema-per-tenant SaaS.
+//!
+//! Clients connect with any PostgreSQL driver; the proxy identifies the tenant at startup,
+//! authenticates the client itself, and relays its statements over pooled server
+//! connections that log in as the tenant's own role with `search_path` set to its schema.
+//!
+//! # Layout
+//!
+//! - [`app`]: wiring, listener, signals, shutdown order.
+//! - [`config`]: configuration structs, environment overrides, validation.
+//! - [`state`]: the shared [`state::Proxy`] handle (config, directory, pools, cancel keys).
+//! - [`protocol`]: the only module that knows wire bytes; client-visible errors.
+//! - [`frontend`]: client side: negotiation, TLS, authentication, the relay loop.
+//! - [`router`]: pure routing decisions (tenant resolution at startup).
+//! - [`backend`]: server connections and per-tenant pools with per-instance caps.
+//! - [`catalog`]: the tenant directory trait and its config-file implementation.
+
+pub mod app;
+pub mod backend;
+pub mod catalog;
+pub mod config;
+pub mod frontend;
+pub mod protocol;
+pub mod router;
+pub mod state;

@@ -1,0 +1,271 @@
+//! Client-visible errors. Every error a client sees is built here with an explicit SQLSTATE;
+//! internal error text (IO errors, server addresses) never goes into these messages.
+
+use bytes::{BufMut, BytesMut};
+
+/// ErrorResponse severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The statement failed; the connection stays usable.
+    Error,
+    /// The connection is closed after this message.
+    Fatal,
+}
+
+impl Severity {
+    fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        }
+    }
+}
+
+/// A PostgreSQL-style error the proxy reports to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgError {
+    pub severity: Severity,
+    pub code: std::borrow::Cow<'static, str>,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.severity.as_str(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for PgError {}
+
+impl PgError {
+    fn new(severity: Severity, code: &'static str, message: impl Into<String>) -> Self {
+        PgError {
+            severity,
+            code: code.into(),
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
+    }
+
+    pub fn with_detail(mut self, d: impl Into<String>) -> Self {
+        self.detail = Some(d.into());
+        self
+    }
+
+    pub fn with_hint(mut self, h: impl Into<String>) -> Self {
+        self.hint = Some(h.into());
+        self
+    }
+
+    pub fn is_fatal(&self) -> bool {
+        self.severity == Severity::Fatal
+    }
+
+    /// An error PostgreSQL itself raised about the client's own request (e.g. an unknown
+    /// setting in the startup packet), passed on with its SQLSTATE and message.
+    pub fn from_server(severity: Severity, code: &str, message: &str) -> Self {
+        PgError {
+            severity,
+            code: if code.len() == 5 {
+                code.to_owned().into()
+            } else {
+                "XX000".into()
+            },
+            message: message.to_owned(),
+            detail: None,
+            hint: None,
+        }
+    }
+
+    /// 28P01: wrong password, unknown user or unknown tenant (deliberately the same).
+    pub fn auth_failed(user: &str) -> Self {
+        Self::new(
+            Severity::Fatal,
+            "28P01",
+            format!("password authentication failed for user \"{user}\""),
+        )
+    }
+
+    /// 28000: an auth rule rejects the client, or the method cannot be used.
+    pub fn auth_rejected(user: &str, why: &str) -> Self {
+        Self::new(
+            Severity::Fatal,
+            "28000",
+            format!("authentication rejected for user \"{user}\": {why}"),
+        )
+    }
+
+    /// 08P01: the client broke the protocol. Fatal.
+    pub fn protocol_violation(msg: impl Into<String>) -> Self {
+        Self::new(Severity::Fatal, "08P01", msg)
+    }
+
+    /// 0A000 at startup: unsupported protocol or feature. Fatal.
+    pub fn unsupported(msg: impl Into<String>) -> Self {
+        Self::new(Severity::Fatal, "0A000", msg)
+    }
+
+    /// 53300: no server connection became free in time. Recoverable.
+    pub fn pool_timeout(tenant: &str, waited_ms: u64) -> Self {
+        Self::new(
+            Severity::Error,
+            "53300",
+            format!("no server connection available for tenant \"{tenant}\""),
+        )
+        .with_detail(format!("Waited {waited_ms} ms for a pooled connection."))
+        .with_hint("Retry later, or raise the tenant's pool_size / pool.query_wait_timeout_ms.")
+    }
+
+    /// 53300 at login: too many clients. Fatal.
+    pub fn too_many_clients() -> Self {
+        Self::new(Severity::Fatal, "53300", "sorry, too many clients already")
+    }
+
+    /// 08006: the server for this tenant could not be reached. Recoverable.
+    pub fn server_unavailable(tenant: &str) -> Self {
+        Self::new(
+            Severity::Error,
+            "08006",
+            format!("could not connect to the database server of tenant \"{tenant}\""),
+        )
+        .with_hint("The proxy will retry on the next statement.")
+    }
+
+    /// 08006: the server connection was lost mid-session. Fatal.
+    pub fn server_lost() -> Self {
+        Self::new(
+            Severity::Fatal,
+            "08006",
+            "server closed the connection unexpectedly",
+        )
+        .with_detail(
+            "The database server connection serving this session ended while it was in use.",
+        )
+    }
+
+    /// 57P01: the proxy is shutting down. Fatal.
+    pub fn shutting_down() -> Self {
+        Self::new(
+            Severity::Fatal,
+            "57P01",
+            "terminating connection because the proxy is shutting down",
+        )
+    }
+
+    /// 57P01: an administrator closed this client. Fatal.
+    pub fn killed() -> Self {
+        Self::new(
+            Severity::Fatal,
+            "57P01",
+            "terminating connection due to administrator command",
+        )
+    }
+
+    /// 08P01 for an oversized message. Fatal.
+    pub fn message_too_large(len: usize, max: usize) -> Self {
+        Self::new(
+            Severity::Fatal,
+            "08P01",
+            format!("message of {len} bytes exceeds the proxy's limit of {max} bytes"),
+        )
+        .with_hint("Raise limits.max_message_bytes, or send large data with COPY.")
+    }
+
+    /// 57014-like login timeout. Fatal.
+    pub fn login_timeout() -> Self {
+        Self::new(
+            Severity::Fatal,
+            "08006",
+            "client did not complete authentication in time",
+        )
+    }
+
+    /// 08004: server-side login failed for the tenant's backend role. Fatal at login.
+    pub fn backend_login_failed(tenant: &str) -> Self {
+        Self::new(
+            Severity::Fatal,
+            "08004",
+            format!("the proxy could not log in to the database of tenant \"{tenant}\""),
+        )
+        .with_hint("Check the tenant's backend role and password in the proxy configuration.")
+    }
+
+    /// Append this error as an ErrorResponse message.
+    pub fn encode(&self, buf: &mut BytesMut) {
+        let start = buf.len();
+        buf.put_u8(b'E');
+        buf.put_i32(0);
+        let sev = self.severity.as_str();
+        for (tag, val) in [
+            (b'S', sev),
+            (b'V', sev),
+            (b'C', &*self.code),
+            (b'M', self.message.as_str()),
+        ] {
+            field(buf, tag, val);
+        }
+        if let Some(d) = &self.detail {
+            field(buf, b'D', d);
+        }
+        if let Some(h) = &self.hint {
+            field(buf, b'H', h);
+        }
+        buf.put_u8(0);
+        let len = (buf.len() - start - 1) as i32;
+        buf[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+fn field(buf: &mut BytesMut, tag: u8, val: &str) {
+    buf.put_u8(tag);
+    // A NUL inside a field would end it early; strip it rather than corrupt the frame.
+    buf.extend(val.bytes().filter(|&b| b != 0));
+    buf.put_u8(0);
+}
+
+/// Read the SQLSTATE and severity out of an ErrorResponse body (after the length).
+pub fn parse_error_fields(body: &[u8]) -> (Option<&[u8]>, Option<&[u8]>) {
+    let mut code = None;
+    let mut sev = None;
+    let mut rest = body;
+    while let Some((&tag, tail)) = rest.split_first() {
+        if tag == 0 {
+            break;
+        }
+        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+        match tag {
+            b'C' => code = Some(&tail[..end]),
+            b'V' => sev = Some(&tail[..end]),
+            b'S' if sev.is_none() => sev = Some(&tail[..end]),
+            _ => {}
+        }
+        rest = tail.get(end + 1..).unwrap_or(&[]);
+    }
+    (code, sev)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_response_round_trips() {
+        let mut b = BytesMut::new();
+        PgError::pool_timeout("acme", 10).encode(&mut b);
+        assert_eq!(b[0], b'E');
+        let len = i32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
+        assert_eq!(len + 1, b.len());
+        let (code, sev) = parse_error_fields(&b[5..]);
+        assert_eq!(code, Some(&b"53300"[..]));
+        assert_eq!(sev, Some(&b"ERROR"[..]));
+    }
+}

@@ -1,0 +1,142 @@
+//! Shared proxy state: a cheap-to-clone handle passed explicitly to every task.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::backend::pool::Pools;
+use crate::catalog::static_dir::StaticDirectory;
+use crate::catalog::TenantDirectory;
+use crate::config::{self, Config, ConfigError};
+use crate::frontend::cancel::CancelRegistry;
+
+/// Handle to the proxy's state.
+#[derive(Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ArcSwap<Config>,
+    config_path: Option<PathBuf>,
+    directory: ArcSwap<Box<dyn TenantDirectory>>,
+    pools: Pools,
+    cancels: CancelRegistry,
+    tls: Option<TlsAcceptor>,
+    mock_secret: [u8; 32],
+    clients: AtomicUsize,
+    shutdown: CancellationToken,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("tls: {0}")]
+    Tls(String),
+}
+
+impl Proxy {
+    /// Build state from a validated config.
+    pub fn new(cfg: Config, config_path: Option<PathBuf>) -> Result<Self, StartError> {
+        let tls = if cfg.tls.enabled() {
+            Some(crate::frontend::tls::acceptor(&cfg.tls).map_err(StartError::Tls)?)
+        } else {
+            None
+        };
+        let directory: Box<dyn TenantDirectory> = Box::new(StaticDirectory::from_config(&cfg));
+        let mut mock_secret = [0u8; 32];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut mock_secret[..]);
+        Ok(Proxy {
+            inner: Arc::new(Inner {
+                pools: Pools::new(cfg.pool.clone()),
+                config: ArcSwap::from_pointee(cfg),
+                config_path,
+                directory: ArcSwap::from_pointee(directory),
+                cancels: CancelRegistry::default(),
+                tls,
+                mock_secret,
+                clients: AtomicUsize::new(0),
+                shutdown: CancellationToken::new(),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.inner.config.load_full()
+    }
+
+    pub fn directory(&self) -> Arc<Box<dyn TenantDirectory>> {
+        self.inner.directory.load_full()
+    }
+
+    pub fn pools(&self) -> &Pools {
+        &self.inner.pools
+    }
+
+    pub fn cancels(&self) -> &CancelRegistry {
+        &self.inner.cancels
+    }
+
+    pub fn tls(&self) -> Option<&TlsAcceptor> {
+        self.inner.tls.as_ref()
+    }
+
+    pub fn mock_secret(&self) -> &[u8; 32] {
+        &self.inner.mock_secret
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// Count a new client; false when `max_clients` is reached.
+    pub fn client_enter(&self) -> bool {
+        let max = self.config().limits.max_clients;
+        self.inner
+            .clients
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub fn client_leave(&self) {
+        self.inner.clients.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub fn clients(&self) -> usize {
+        self.inner.clients.load(Ordering::Acquire)
+    }
+
+    /// Reload the config file: build, validate, swap, then drain what changed.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        // 1. Build and validate the new config (environment overrides apply again).
+        let cfg = config::load(self.inner.config_path.as_deref())?;
+        let old = self.config();
+        if cfg.listen != old.listen || cfg.tls != old.tls || cfg.catalog_url != old.catalog_url {
+            warn!("listen, tls and catalog_url changes need a restart; keeping the old values");
+        }
+        // 2. Build the new tenant directory.
+        let dir: Box<dyn TenantDirectory> = Box::new(StaticDirectory::from_config(&cfg));
+        // 3. Swap config, directory and pool settings; clients keep running.
+        self.inner.pools.reconfigure(cfg.pool.clone());
+        self.inner.directory.store(Arc::new(dir));
+        self.inner.config.store(Arc::new(cfg));
+        // 4. Drain: retire pools of removed tenants and of tenants whose placement changed;
+        //    their idle connections close now, busy ones when released.
+        let dir = self.directory();
+        self.inner.pools.retain_tenants(|k| dir.tenant(k).is_some());
+        for t in dir.tenants() {
+            self.inner.pools.for_tenant(&t);
+        }
+        info!(tenants = dir.tenants().len(), "configuration reloaded");
+        Ok(())
+    }
+}
