@@ -47,6 +47,8 @@ pub struct ServerConn {
     /// What the proxy believes each setting is now (lower-case names).
     pub settings: HashMap<String, String>,
     startup_settings: HashMap<String, String>,
+    /// Settings the proxy applied for a client (lower-case name → value).
+    applied: HashMap<String, String>,
     /// Statements the proxy prepared here (transaction pooling).
     pub prepared: PreparedCache,
     /// Session state changed by a client that must be reset before reuse.
@@ -123,6 +125,7 @@ impl ServerConn {
             reported: Vec::new(),
             settings: HashMap::new(),
             startup_settings: HashMap::new(),
+            applied: HashMap::new(),
             prepared: PreparedCache::new(prepared_cap),
             dirty: false,
             created: Instant::now(),
@@ -250,13 +253,21 @@ impl ServerConn {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// Make the server's settings match `wanted` (client settings, lower-case names).
+    /// Make the server's settings match `wanted` (client settings, lower-case names):
+    /// SET what differs, RESET what an earlier client had applied and this one did not ask for.
     pub async fn sync_settings(&mut self, wanted: &[(String, String)]) -> Result<(), BackendError> {
-        let stmts: Vec<String> = wanted
+        let mut stmts: Vec<String> = wanted
             .iter()
             .filter(|(k, v)| self.settings.get(k) != Some(v))
             .map(|(k, v)| format!("SET {} = {}", quote_ident(k), quote_literal(v)))
             .collect();
+        let stale: Vec<String> = self
+            .applied
+            .keys()
+            .filter(|k| !wanted.iter().any(|(w, _)| w == *k))
+            .cloned()
+            .collect();
+        stmts.extend(stale.iter().map(|k| format!("RESET {}", quote_ident(k))));
         if stmts.is_empty() {
             return Ok(());
         }
@@ -264,8 +275,16 @@ impl ServerConn {
         let res = self.run(&refs).await;
         // Record the values as the client spelled them, so the next comparison matches
         // even where the server reports a canonical form ("ISO" vs "ISO, MDY").
+        for k in stale {
+            self.applied.remove(&k);
+            match self.startup_settings.get(&k) {
+                Some(v) => self.settings.insert(k, v.clone()),
+                None => self.settings.remove(&k),
+            };
+        }
         for (k, v) in wanted {
             self.settings.insert(k.clone(), v.clone());
+            self.applied.insert(k.clone(), v.clone());
         }
         res
     }
@@ -279,6 +298,7 @@ impl ServerConn {
         };
         self.prepared.clear();
         self.settings = self.startup_settings.clone();
+        self.applied.clear();
         self.dirty = false;
         res
     }

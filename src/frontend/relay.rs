@@ -27,8 +27,9 @@ pub enum Pending {
     },
     /// CloseComplete for a Close.
     Close { swallow: bool },
-    /// ReadyForQuery for a Sync, Query or FunctionCall.
-    Sync,
+    /// ReadyForQuery for a Sync (`query: false`), Query or FunctionCall. `copy_seq` is the
+    /// number of CopyDone/CopyFail the client had sent before it.
+    Sync { copy_seq: u64, query: bool },
 }
 
 /// A client's named statement.
@@ -57,6 +58,12 @@ pub struct Tracker {
     /// Status byte of the last ReadyForQuery ('I', 'T' or 'E').
     pub tx_status: u8,
     pub pending: VecDeque<Pending>,
+    /// CopyDone/CopyFail messages forwarded.
+    pub copy_ends_sent: u64,
+    /// CopyInResponse/CopyBothResponse messages seen.
+    pub copy_ins_seen: u64,
+    /// The server is in COPY IN until its next ReadyForQuery.
+    pub in_copy: bool,
 }
 
 impl Tracker {
@@ -69,12 +76,37 @@ impl Tracker {
 
     /// True when the server has answered everything and no transaction is open.
     pub fn idle(&self) -> bool {
-        self.outstanding == 0 && !self.unsynced && self.tx_status == b'I'
+        self.quiet() && self.tx_status == b'I'
+    }
+
+    /// A Query, FunctionCall (`query`) or Sync was forwarded.
+    pub fn sent_sync(&mut self, query: bool) {
+        self.outstanding += 1;
+        if !query {
+            self.unsynced = false;
+        }
+        self.pending.push_back(Pending::Sync {
+            copy_seq: self.copy_ends_sent,
+            query,
+        });
+    }
+
+    /// The server entered COPY IN. It ignores Sync messages that reach it during the copy,
+    /// that is, Syncs the client sent after the COPY's Execute and before its CopyDone or
+    /// CopyFail (libpq and tokio-postgres send one there); they will get no ReadyForQuery.
+    pub fn copy_in_started(&mut self) {
+        let seq = self.copy_ins_seen;
+        self.copy_ins_seen += 1;
+        self.in_copy = true;
+        let before = self.pending.len();
+        self.pending
+            .retain(|p| !matches!(p, Pending::Sync { copy_seq, query: false } if *copy_seq == seq));
+        self.outstanding -= before - self.pending.len();
     }
 
     /// True when everything sent has been answered (a transaction may be open).
     pub fn quiet(&self) -> bool {
-        self.outstanding == 0 && !self.unsynced
+        self.outstanding == 0 && !self.unsynced && !self.in_copy
     }
 }
 
@@ -215,9 +247,10 @@ pub fn on_complete(tag: u8, t: &mut Tracker) -> Reply {
 pub fn on_ready(status: u8, t: &mut Tracker, stmts: &mut Statements, cache: &mut PreparedCache) {
     t.outstanding = t.outstanding.saturating_sub(1);
     t.tx_status = status;
+    t.in_copy = false;
     while let Some(p) = t.pending.pop_front() {
         match p {
-            Pending::Sync => break,
+            Pending::Sync { .. } => break,
             Pending::Parse {
                 server_name: Some(s),
                 client_name,
@@ -357,8 +390,7 @@ mod tests {
             &mut t,
             &mut out,
         );
-        t.pending.push_back(Pending::Sync);
-        t.outstanding = 1;
+        t.sent_sync(false);
         // server: CloseComplete, then ErrorResponse (Parse failed), ReadyForQuery
         assert_eq!(on_complete(b'3', &mut t), Reply::Swallow);
         on_ready(b'I', &mut t, &mut stmts, &mut cache);
@@ -366,6 +398,26 @@ mod tests {
         assert!(cache.is_empty());
         assert!(t.pending.is_empty());
         assert!(t.idle() || t.unsynced);
+    }
+
+    #[test]
+    fn sync_sent_during_copy_in_is_not_awaited() {
+        let mut t = Tracker::new();
+        // extended COPY: Bind, Execute, Sync(a) ... CopyData, CopyDone, Sync(b)
+        t.sent_sync(false);
+        t.copy_ends_sent += 1;
+        t.sent_sync(false);
+        assert_eq!(t.outstanding, 2);
+        t.copy_in_started();
+        assert_eq!(t.outstanding, 1, "Sync(a) is ignored by the server");
+        assert!(!t.quiet(), "never released during COPY");
+        let (mut s, mut c) = (Statements::default(), PreparedCache::new(1));
+        on_ready(b'I', &mut t, &mut s, &mut c);
+        assert!(t.idle() && t.pending.is_empty());
+        // simple-query COPY keeps its own ReadyForQuery
+        t.sent_sync(true);
+        t.copy_in_started();
+        assert_eq!(t.outstanding, 1);
     }
 
     #[test]

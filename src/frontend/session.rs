@@ -283,6 +283,7 @@ where
     }
 
     async fn on_client_message(&mut self, tag: u8, msg: BytesMut) -> Result<Option<End>, PgError> {
+        tracing::trace!(tag = %(tag as char), len = msg.len(), "client message");
         if tag == b'X' {
             return Ok(Some(End::ClientGone));
         }
@@ -322,14 +323,15 @@ where
                     a.conn.dirty = true;
                 }
                 a.sout.extend_from_slice(&msg);
-                a.t.outstanding += 1;
-                a.t.pending.push_back(relay::Pending::Sync);
+                a.t.sent_sync(true);
             }
             b'S' => {
                 a.sout.extend_from_slice(&msg);
-                a.t.outstanding += 1;
-                a.t.unsynced = false;
-                a.t.pending.push_back(relay::Pending::Sync);
+                a.t.sent_sync(false);
+            }
+            b'c' | b'f' => {
+                a.sout.extend_from_slice(&msg);
+                a.t.copy_ends_sent += 1;
             }
             b'P' => {
                 let named = body.first().is_some_and(|&b| b != 0);
@@ -459,7 +461,7 @@ where
                 Ok(None) => return Ok(()),
                 Err(_) => return Err(PgError::server_lost()),
             };
-            let inspect = matches!(h.tag, b'Z' | b'1' | b'3' | b'C' | b'S' | b'E');
+            let inspect = matches!(h.tag, b'Z' | b'1' | b'3' | b'C' | b'S' | b'E' | b'G' | b'W');
             if !inspect {
                 let n = h.total().min(a.sbuf.len());
                 cout.extend_from_slice(&a.sbuf[..n]);
@@ -479,6 +481,10 @@ where
                     true
                 }
                 b'1' | b'3' => relay::on_complete(h.tag, &mut a.t) == Reply::Forward,
+                b'G' | b'W' => {
+                    a.t.copy_in_started();
+                    true
+                }
                 b'C' => {
                     if transaction_mode {
                         match relay::tag_effect(frame::cstr(body).map_or(body, |(t, _)| t)) {

@@ -1,0 +1,210 @@
+//! Test harness: a private database with two tenants on the local PostgreSQL, and an
+//! in-process proxy in front of it. Every test gets unique database and role names, so
+//! tests run in parallel and on a server that holds old data.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tenantgate::app::{self, Running};
+use tenantgate::config::{AuthMethod, AuthRule, Config, InstanceConfig, LoginUserConfig, PoolMode, TenantConfig};
+use tokio_postgres::{Client, NoTls};
+
+pub const PG_HOST: &str = "127.0.0.1";
+pub const PG_PORT: u16 = 5432;
+pub const TENANTS: [&str; 2] = ["acme", "globex"];
+
+/// A unique suffix for names.
+pub fn unique() -> String {
+    format!("{:x}{:06x}", std::process::id(), rand::random::<u32>() & 0xff_ffff)
+}
+
+/// Superuser connection to `db` on the real server.
+pub async fn admin(db: &str) -> Client {
+    let (c, conn) = tokio_postgres::connect(&format!("host={PG_HOST} port={PG_PORT} user=postgres dbname={db}"), NoTls)
+        .await
+        .expect("PostgreSQL at 127.0.0.1:5432 (run scripts/services.sh)");
+    tokio::spawn(conn);
+    c
+}
+
+/// A private database with tenants `acme` and `globex`, each a schema owned by its own role
+/// with a `items` table holding rows that name the tenant.
+pub struct TestDb {
+    pub db: String,
+    pub roles: Vec<String>,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let id = unique();
+        let db = format!("tg_test_{id}");
+        let a = admin("postgres").await;
+        a.batch_execute(&format!("CREATE DATABASE {db}")).await.expect("create database");
+        let d = admin(&db).await;
+        d.batch_execute("REVOKE ALL ON SCHEMA public FROM PUBLIC").await.unwrap();
+        let mut roles = Vec::new();
+        for t in TENANTS {
+            let role = format!("tgt_{id}_{t}");
+            d.batch_execute(&format!(
+                "CREATE ROLE {role} LOGIN NOSUPERUSER NOINHERIT;
+                 GRANT CONNECT ON DATABASE {db} TO {role};
+                 CREATE SCHEMA {t} AUTHORIZATION {role};
+                 REVOKE ALL ON SCHEMA {t} FROM PUBLIC;
+                 SET ROLE {role};
+                 CREATE TABLE {t}.items (id int PRIMARY KEY, owner text NOT NULL);
+                 INSERT INTO {t}.items SELECT g, '{t}' FROM generate_series(1, 10) g;
+                 RESET ROLE;"
+            ))
+            .await
+            .expect("create tenant");
+            roles.push(role);
+        }
+        TestDb { db, roles }
+    }
+
+    pub fn role(&self, tenant: &str) -> String {
+        self.roles.iter().find(|r| r.ends_with(&format!("_{tenant}"))).unwrap().clone()
+    }
+
+    /// A config serving both tenants (users `app`, password `<tenant>-pw`), listen on port 0.
+    pub fn config(&self) -> Config {
+        let mut c = Config::default();
+        c.listen = "127.0.0.1:0".into();
+        c.pool.query_wait_timeout_ms = 3000;
+        c.auth = vec![AuthRule { user: "*".into(), address: "*".into(), method: AuthMethod::ScramSha256 }];
+        c.instances = vec![InstanceConfig {
+            name: "primary".into(),
+            host: PG_HOST.into(),
+            port: PG_PORT,
+            dbname: self.db.clone(),
+            password: String::new(),
+        }];
+        c.tenants = TENANTS
+            .iter()
+            .map(|t| TenantConfig {
+                key: t.to_string(),
+                instance: "primary".into(),
+                schema: t.to_string(),
+                database: String::new(),
+                backend_user: self.role(t),
+                backend_password: String::new(),
+                pool_mode: String::new(),
+                pool_size: 0,
+                users: vec![LoginUserConfig {
+                    name: "app".into(),
+                    password: format!("{t}-pw"),
+                    scram_verifier: String::new(),
+                }],
+            })
+            .collect();
+        c
+    }
+
+    pub async fn cleanup(self) {
+        let a = admin("postgres").await;
+        let _ = a.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db)).await;
+        for r in &self.roles {
+            let _ = a.batch_execute(&format!("DROP ROLE IF EXISTS {r}")).await;
+        }
+    }
+}
+
+/// Set a tenant's pool mode and size in a config.
+pub fn tenant_pool(c: &mut Config, tenant: &str, mode: PoolMode, size: usize) {
+    let t = c.tenants.iter_mut().find(|t| t.key == tenant).unwrap();
+    t.pool_mode = match mode {
+        PoolMode::Session => "session".into(),
+        PoolMode::Transaction => "transaction".into(),
+    };
+    t.pool_size = size;
+}
+
+/// A running proxy plus its database.
+pub struct Env {
+    pub db: TestDb,
+    pub proxy: Running,
+}
+
+impl Env {
+    pub async fn new() -> Env {
+        Self::with(|_| {}).await
+    }
+
+    pub async fn with(f: impl FnOnce(&mut Config)) -> Env {
+        let _ = tracing_subscriber_init();
+        let db = TestDb::new().await;
+        let mut cfg = db.config();
+        f(&mut cfg);
+        let proxy = app::start(cfg, None).await.expect("proxy starts");
+        Env { db, proxy }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.proxy.addr
+    }
+
+    /// libpq-style connection string for `user` through the proxy.
+    pub fn dsn(&self, user: &str, password: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname={} connect_timeout=10",
+            self.addr().port(),
+            self.db.db
+        )
+    }
+
+    /// Connect as `app@tenant`.
+    pub async fn client(&self, tenant: &str) -> Client {
+        self.try_client(&format!("app@{tenant}"), &format!("{tenant}-pw")).await.expect("connect through proxy")
+    }
+
+    pub async fn try_client(&self, user: &str, password: &str) -> Result<Client, tokio_postgres::Error> {
+        let (c, conn) = tokio_postgres::connect(&self.dsn(user, password), NoTls).await?;
+        tokio::spawn(conn);
+        Ok(c)
+    }
+
+    pub async fn finish(self) {
+        self.proxy.shutdown().await;
+        self.db.cleanup().await;
+    }
+}
+
+/// Logs for debugging a test: `TG_TEST_LOG=tenantgate=trace cargo test ...`.
+fn tracing_subscriber_init() -> Option<()> {
+    let filter = std::env::var("TG_TEST_LOG").ok()?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init().ok()
+}
+
+/// SQLSTATE of a tokio-postgres error.
+pub fn code(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_owned()).unwrap_or_else(|| format!("no code: {e}"))
+}
+
+/// Poll `f` until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < end {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Run psql (libpq) with `conninfo` and extra args, without blocking the runtime.
+pub async fn psql(conninfo: &str, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new("psql")
+        .arg(conninfo)
+        .arg("-X")
+        .args(args)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .await
+        .expect("psql is installed")
+}

@@ -1,0 +1,177 @@
+//! Pooling behaviour: clean hand-over between clients, limits, queueing, eviction across
+//! tenants, vanished clients, and servers that die.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{admin, code, eventually, tenant_pool, Env};
+use tenantgate::config::PoolMode;
+
+#[tokio::test]
+async fn session_state_never_leaks_to_the_next_client() {
+    let env = Env::with(|c| tenant_pool(c, "acme", PoolMode::Transaction, 1)).await;
+    {
+        let a = env.client("acme").await;
+        a.batch_execute("SET work_mem = '7MB'").await.unwrap();
+        a.batch_execute("CREATE TEMP TABLE scratch (x int)").await.unwrap();
+        a.batch_execute("SELECT pg_advisory_lock(4242)").await.unwrap();
+        a.batch_execute("PREPARE sqlprep AS SELECT 1").await.unwrap();
+        a.batch_execute("LISTEN leaky").await.unwrap();
+        // transaction left open when the client vanishes
+        a.batch_execute("BEGIN; INSERT INTO items VALUES (500, 'acme')").await.unwrap();
+    }
+    // same single server connection, another client
+    let b = env.client("acme").await;
+    let ok = eventually(Duration::from_secs(5), || async {
+        let r = b
+            .query_one(
+                "SELECT current_setting('work_mem'),
+                        (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+                           AND pid = pg_backend_pid()),
+                        (SELECT count(*) FROM pg_prepared_statements WHERE name = 'sqlprep'),
+                        (SELECT count(*) FROM pg_listening_channels()),
+                        to_regclass('pg_temp.scratch') IS NULL,
+                        (SELECT count(*) FROM items WHERE id = 500)",
+                &[],
+            )
+            .await
+            .unwrap();
+        r.get::<_, String>(0) == "4MB"
+            && r.get::<_, i64>(1) == 0
+            && r.get::<_, i64>(2) == 0
+            && r.get::<_, i64>(3) == 0
+            && r.get::<_, bool>(4)
+            && r.get::<_, i64>(5) == 0
+    })
+    .await;
+    assert!(ok, "server connection was reset before reuse");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn queue_timeout_gives_53300_and_the_client_stays_usable() {
+    let env = Env::with(|c| {
+        tenant_pool(c, "acme", PoolMode::Transaction, 1);
+        c.pool.query_wait_timeout_ms = 300;
+    })
+    .await;
+    let holder = env.client("acme").await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    let waiter = env.client("acme").await;
+    let e = waiter.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(code(&e), "53300");
+    // another tenant is unaffected
+    env.client("globex").await.simple_query("SELECT 1").await.unwrap();
+    holder.batch_execute("COMMIT").await.unwrap();
+    waiter.simple_query("SELECT 1").await.unwrap();
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn instance_cap_closes_idle_connections_of_other_tenants() {
+    let env = Env::with(|c| {
+        c.pool.instance_max_connections = 2;
+        tenant_pool(c, "acme", PoolMode::Transaction, 2);
+        tenant_pool(c, "globex", PoolMode::Transaction, 2);
+    })
+    .await;
+    // acme opens two server connections (two concurrent transactions), then goes idle
+    let a1 = env.client("acme").await;
+    let a2 = env.client("acme").await;
+    a1.batch_execute("BEGIN").await.unwrap();
+    a2.batch_execute("BEGIN").await.unwrap();
+    a1.batch_execute("COMMIT").await.unwrap();
+    a2.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(env.proxy.proxy.pools().instance_open("primary"), 2);
+    // globex needs connections: acme's idle ones make room
+    let g1 = env.client("globex").await;
+    let g2 = env.client("globex").await;
+    g1.batch_execute("BEGIN").await.unwrap();
+    g2.batch_execute("BEGIN").await.unwrap();
+    assert!(env.proxy.proxy.pools().instance_open("primary") <= 2);
+    g1.batch_execute("COMMIT").await.unwrap();
+    g2.batch_execute("COMMIT").await.unwrap();
+    // count real server connections of both roles
+    let a = admin(&env.db.db).await;
+    let n: i64 = a
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = ANY($1)",
+            &[&env.db.roles],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(n <= 2, "instance cap holds at the server: {n}");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn killed_server_connections_heal() {
+    let env = Env::with(|c| tenant_pool(c, "acme", PoolMode::Transaction, 2)).await;
+    let c = env.client("acme").await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let role = env.db.role("acme");
+    let a = admin(&env.db.db).await;
+    // idle pooled connections die (as in a server restart)
+    a.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", &[&role]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // the client did not hold a server: its next query just works on a fresh one
+    let r = c.query_one("SELECT count(*) FROM items", &[]).await.unwrap();
+    assert_eq!(r.get::<_, i64>(0), 10);
+
+    // a server killed mid-transaction: that client gets an error, not a hang
+    let d = env.client("acme").await;
+    d.batch_execute("BEGIN").await.unwrap();
+    let pid: i32 = d.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    a.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), d.simple_query("SELECT 1")).await.expect("no hang");
+    assert!(e.is_err());
+    // other clients and new ones keep working
+    c.simple_query("SELECT 1").await.unwrap();
+    env.client("acme").await.simple_query("SELECT 1").await.unwrap();
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn unreachable_server_is_a_clear_error_and_recovers() {
+    // Point globex at a port nobody listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let env = Env::with(|c| {
+        c.instances.push(tenantgate::config::InstanceConfig {
+            name: "down".into(),
+            host: "127.0.0.1".into(),
+            port: dead_port,
+            dbname: "postgres".into(),
+            password: String::new(),
+        });
+        c.tenants[1].instance = "down".into();
+    })
+    .await;
+    let e = env.try_client("app@globex", "globex-pw").await.unwrap_err();
+    assert_eq!(code(&e), "08006");
+    assert!(!e.to_string().contains(&dead_port.to_string()), "no server address leaked: {e}");
+    env.client("acme").await.simple_query("SELECT 1").await.unwrap();
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn vanished_client_mid_query_does_not_poison_the_pool() {
+    let env = Env::with(|c| tenant_pool(c, "acme", PoolMode::Transaction, 1)).await;
+    {
+        let (a, conn) = tokio_postgres::connect(&env.dsn("app@acme", "acme-pw"), tokio_postgres::NoTls).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let q = tokio::spawn(async move {
+            let _ = a.simple_query("SELECT pg_sleep(30)").await;
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        conn.abort(); // the client's socket closes mid-query
+        let _ = q.await;
+    }
+    let b = env.client("acme").await;
+    let r = tokio::time::timeout(Duration::from_secs(5), b.query_one("SELECT 41 + 1", &[])).await;
+    assert_eq!(r.expect("no hang").unwrap().get::<_, i32>(0), 42);
+    env.finish().await;
+}

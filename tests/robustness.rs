@@ -1,0 +1,149 @@
+//! Hostile and broken clients: malformed startup packets, oversized messages, silent
+//! clients, TLS negotiation. The proxy answers with a clear error and stays up.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Env;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Read whatever the proxy sends until it closes (bounded).
+async fn read_all(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    out
+}
+
+fn sqlstate(reply: &[u8]) -> Option<String> {
+    let pos = reply.iter().position(|&b| b == b'E')?;
+    let body = &reply[pos + 5..];
+    let mut i = 0;
+    while i < body.len() && body[i] != 0 {
+        let tag = body[i];
+        let end = body[i + 1..].iter().position(|&b| b == 0)? + i + 1;
+        if tag == b'C' {
+            return Some(String::from_utf8_lossy(&body[i + 1..end]).into_owned());
+        }
+        i = end + 1;
+    }
+    None
+}
+
+async fn still_alive(env: &Env) {
+    env.client("acme").await.simple_query("SELECT 1").await.expect("proxy still serves");
+}
+
+#[tokio::test]
+async fn malformed_startup_packets_get_08p01_and_close() {
+    let env = Env::new().await;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("negative length", vec![0xff, 0xff, 0xff, 0xff, 0, 3, 0, 0], "08P01"),
+        ("huge length", [20_000i32.to_be_bytes().to_vec(), vec![0; 8]].concat(), "08P01"),
+        ("no terminator", [15i32.to_be_bytes().to_vec(), 196_608i32.to_be_bytes().to_vec(), b"user\0a\0x".to_vec()].concat(), "08P01"),
+        ("no user", [22i32.to_be_bytes().to_vec(), 196_608i32.to_be_bytes().to_vec(), b"database\0d\0\0\0\0".to_vec()].concat(), "08P01"),
+        ("protocol 2", [8i32.to_be_bytes().to_vec(), (2i32 << 16).to_be_bytes().to_vec()].concat(), "0A000"),
+    ];
+    for (name, bytes, want) in cases {
+        let mut s = TcpStream::connect(env.addr()).await.unwrap();
+        s.write_all(&bytes).await.unwrap();
+        let reply = read_all(&mut s).await;
+        assert_eq!(sqlstate(&reply).as_deref(), Some(want), "{name}: {reply:?}");
+    }
+    // truncated packet then close: no reply needed, proxy must survive
+    let mut s = TcpStream::connect(env.addr()).await.unwrap();
+    s.write_all(&[0, 0, 0, 50, 0, 3]).await.unwrap();
+    drop(s);
+    still_alive(&env).await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn oversized_message_closes_only_that_client() {
+    let env = Env::with(|c| c.limits.max_message_bytes = 4096).await;
+    let c = env.client("acme").await;
+    let big = format!("SELECT '{}'", "x".repeat(10_000));
+    let e = c.simple_query(&big).await.unwrap_err();
+    let db = e.as_db_error().map(|d| d.code().code().to_owned());
+    assert_eq!(db.as_deref(), Some("08P01"), "{e}");
+    assert!(c.is_closed() || c.simple_query("SELECT 1").await.is_err());
+    // COPY data is streamed and not subject to the limit
+    let c2 = env.client("acme").await;
+    c2.batch_execute("CREATE TABLE big (t text)").await.unwrap();
+    let sink = c2.copy_in("COPY big FROM STDIN").await.unwrap();
+    let mut sink = std::pin::pin!(sink);
+    use futures_util::SinkExt;
+    let line = format!("{}\n", "y".repeat(100_000));
+    sink.send(bytes::Bytes::from(line)).await.unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 1);
+    still_alive(&env).await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn silent_client_is_dropped_after_login_timeout() {
+    let env = Env::with(|c| c.limits.client_login_timeout_ms = 300).await;
+    let mut s = TcpStream::connect(env.addr()).await.unwrap();
+    let started = std::time::Instant::now();
+    let reply = read_all(&mut s).await;
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(sqlstate(&reply).as_deref(), Some("08006"));
+    still_alive(&env).await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn ssl_and_gss_requests_are_declined_without_tls() {
+    let env = Env::new().await;
+    for code in [80_877_103i32, 80_877_104] {
+        let mut s = TcpStream::connect(env.addr()).await.unwrap();
+        s.write_all(&[8i32.to_be_bytes(), code.to_be_bytes()].concat()).await.unwrap();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+        assert_eq!(b[0], b'N');
+    }
+    // psql with sslmode=require fails cleanly, sslmode=prefer falls back
+    let run = |mode: &'static str| {
+        let dsn = format!("{} sslmode={mode}", env.dsn("app@acme", "acme-pw"));
+        async move { common::psql(&dsn, &["-Atc", "SELECT 1"]).await }
+    };
+    assert!(!run("require").await.status.success());
+    assert!(run("prefer").await.status.success());
+    still_alive(&env).await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn tls_is_offered_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let st = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let env = Env::with(|c| {
+        c.tls.cert = cert.display().to_string();
+        c.tls.key = key.display().to_string();
+    })
+    .await;
+    let out = common::psql(
+        &format!("{} sslmode=require", env.dsn("app@acme", "acme-pw")),
+        &["-Atc", "SELECT current_schema()", "-c", "\\conninfo"],
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with("acme"), "{text}");
+    assert!(text.contains("SSL connection"), "{text}");
+    // plain connections still work when the client does not ask for TLS
+    let out = common::psql(&format!("{} sslmode=disable", env.dsn("app@acme", "acme-pw")), &["-Atc", "SELECT 1"]).await;
+    assert!(out.status.success());
+    env.finish().await;
+}
