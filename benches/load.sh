@@ -190,7 +190,7 @@ name = "app"
 password = "bench"
 TOML
   # Quiet logs, like pgbouncer's with connection logging off.
-  RUST_LOG=${RUST_LOG:-warn} "$TENANTGATE_BIN" serve --config "$WORK/tenantgate.toml" \
+  TENANTGATE_LOG=${TENANTGATE_LOG:-warn} "$TENANTGATE_BIN" serve --config "$WORK/tenantgate.toml" \
     >"$WORK/tenantgate.log" 2>&1 &
   TG_PID=$!; PIDS+=("$TG_PID")
   wait_ready tenantgate "$TG_PID" "$TG_PORT" app@bench

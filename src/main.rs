@@ -41,9 +41,11 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
             let cfg = tenantgate::config::load(config.as_deref())?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if cfg.workers > 0 {
+                rt.worker_threads(cfg.workers);
+            }
+            let rt = rt.enable_all().build()?;
             rt.block_on(tenantgate::app::run(cfg, config))
         }
         Command::CheckConfig { config } => {

@@ -14,12 +14,20 @@ async fn session_state_never_leaks_to_the_next_client() {
     {
         let a = env.client("acme").await;
         a.batch_execute("SET work_mem = '7MB'").await.unwrap();
-        a.batch_execute("CREATE TEMP TABLE scratch (x int)").await.unwrap();
-        a.batch_execute("SELECT pg_advisory_lock(4242)").await.unwrap();
-        a.batch_execute("PREPARE sqlprep AS SELECT 1").await.unwrap();
+        a.batch_execute("CREATE TEMP TABLE scratch (x int)")
+            .await
+            .unwrap();
+        a.batch_execute("SELECT pg_advisory_lock(4242)")
+            .await
+            .unwrap();
+        a.batch_execute("PREPARE sqlprep AS SELECT 1")
+            .await
+            .unwrap();
         a.batch_execute("LISTEN leaky").await.unwrap();
         // transaction left open when the client vanishes
-        a.batch_execute("BEGIN; INSERT INTO items VALUES (500, 'acme')").await.unwrap();
+        a.batch_execute("BEGIN; INSERT INTO items VALUES (500, 'acme')")
+            .await
+            .unwrap();
     }
     // same single server connection, another client
     let b = env.client("acme").await;
@@ -62,7 +70,11 @@ async fn queue_timeout_gives_53300_and_the_client_stays_usable() {
     let e = waiter.simple_query("SELECT 1").await.unwrap_err();
     assert_eq!(code(&e), "53300");
     // another tenant is unaffected
-    env.client("globex").await.simple_query("SELECT 1").await.unwrap();
+    env.client("globex")
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
     holder.batch_execute("COMMIT").await.unwrap();
     waiter.simple_query("SELECT 1").await.unwrap();
     env.finish().await;
@@ -114,22 +126,44 @@ async fn killed_server_connections_heal() {
     let role = env.db.role("acme");
     let a = admin(&env.db.db).await;
     // idle pooled connections die (as in a server restart)
-    a.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", &[&role]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+        &[&role],
+    )
+    .await
+    .unwrap();
+    // Idle connections are checked every second (and before use when idle longer than
+    // pool.server_check_delay_ms), so within ~1 s the dead ones are gone.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     // the client did not hold a server: its next query just works on a fresh one
-    let r = c.query_one("SELECT count(*) FROM items", &[]).await.unwrap();
+    let r = c
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap();
     assert_eq!(r.get::<_, i64>(0), 10);
 
     // a server killed mid-transaction: that client gets an error, not a hang
     let d = env.client("acme").await;
     d.batch_execute("BEGIN").await.unwrap();
-    let pid: i32 = d.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
-    a.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap();
-    let e = tokio::time::timeout(Duration::from_secs(5), d.simple_query("SELECT 1")).await.expect("no hang");
+    let pid: i32 = d
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    a.execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), d.simple_query("SELECT 1"))
+        .await
+        .expect("no hang");
     assert!(e.is_err());
     // other clients and new ones keep working
     c.simple_query("SELECT 1").await.unwrap();
-    env.client("acme").await.simple_query("SELECT 1").await.unwrap();
+    env.client("acme")
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
     env.finish().await;
 }
 
@@ -152,8 +186,15 @@ async fn unreachable_server_is_a_clear_error_and_recovers() {
     .await;
     let e = env.try_client("app@globex", "globex-pw").await.unwrap_err();
     assert_eq!(code(&e), "08006");
-    assert!(!e.to_string().contains(&dead_port.to_string()), "no server address leaked: {e}");
-    env.client("acme").await.simple_query("SELECT 1").await.unwrap();
+    assert!(
+        !e.to_string().contains(&dead_port.to_string()),
+        "no server address leaked: {e}"
+    );
+    env.client("acme")
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
     env.finish().await;
 }
 
@@ -161,7 +202,10 @@ async fn unreachable_server_is_a_clear_error_and_recovers() {
 async fn vanished_client_mid_query_does_not_poison_the_pool() {
     let env = Env::with(|c| tenant_pool(c, "acme", PoolMode::Transaction, 1)).await;
     {
-        let (a, conn) = tokio_postgres::connect(&env.dsn("app@acme", "acme-pw"), tokio_postgres::NoTls).await.unwrap();
+        let (a, conn) =
+            tokio_postgres::connect(&env.dsn("app@acme", "acme-pw"), tokio_postgres::NoTls)
+                .await
+                .unwrap();
         let conn = tokio::spawn(conn);
         let q = tokio::spawn(async move {
             let _ = a.simple_query("SELECT pg_sleep(30)").await;

@@ -32,18 +32,56 @@ fn sqlstate(reply: &[u8]) -> Option<String> {
 }
 
 async fn still_alive(env: &Env) {
-    env.client("acme").await.simple_query("SELECT 1").await.expect("proxy still serves");
+    env.client("acme")
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .expect("proxy still serves");
 }
 
 #[tokio::test]
 async fn malformed_startup_packets_get_08p01_and_close() {
     let env = Env::new().await;
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("negative length", vec![0xff, 0xff, 0xff, 0xff, 0, 3, 0, 0], "08P01"),
-        ("huge length", [20_000i32.to_be_bytes().to_vec(), vec![0; 8]].concat(), "08P01"),
-        ("no terminator", [15i32.to_be_bytes().to_vec(), 196_608i32.to_be_bytes().to_vec(), b"user\0a\0x".to_vec()].concat(), "08P01"),
-        ("no user", [22i32.to_be_bytes().to_vec(), 196_608i32.to_be_bytes().to_vec(), b"database\0d\0\0\0\0".to_vec()].concat(), "08P01"),
-        ("protocol 2", [8i32.to_be_bytes().to_vec(), (2i32 << 16).to_be_bytes().to_vec()].concat(), "0A000"),
+        (
+            "negative length",
+            vec![0xff, 0xff, 0xff, 0xff, 0, 3, 0, 0],
+            "08P01",
+        ),
+        (
+            "huge length",
+            [20_000i32.to_be_bytes().to_vec(), vec![0; 8]].concat(),
+            "08P01",
+        ),
+        (
+            "no terminator",
+            [
+                15i32.to_be_bytes().to_vec(),
+                196_608i32.to_be_bytes().to_vec(),
+                b"user\0a\0x".to_vec(),
+            ]
+            .concat(),
+            "08P01",
+        ),
+        (
+            "no user",
+            [
+                22i32.to_be_bytes().to_vec(),
+                196_608i32.to_be_bytes().to_vec(),
+                b"database\0d\0\0\0\0".to_vec(),
+            ]
+            .concat(),
+            "08P01",
+        ),
+        (
+            "protocol 2",
+            [
+                8i32.to_be_bytes().to_vec(),
+                (2i32 << 16).to_be_bytes().to_vec(),
+            ]
+            .concat(),
+            "0A000",
+        ),
     ];
     for (name, bytes, want) in cases {
         let mut s = TcpStream::connect(env.addr()).await.unwrap();
@@ -98,7 +136,9 @@ async fn ssl_and_gss_requests_are_declined_without_tls() {
     let env = Env::new().await;
     for code in [80_877_103i32, 80_877_104] {
         let mut s = TcpStream::connect(env.addr()).await.unwrap();
-        s.write_all(&[8i32.to_be_bytes(), code.to_be_bytes()].concat()).await.unwrap();
+        s.write_all(&[8i32.to_be_bytes(), code.to_be_bytes()].concat())
+            .await
+            .unwrap();
         let mut b = [0u8; 1];
         s.read_exact(&mut b).await.unwrap();
         assert_eq!(b[0], b'N');
@@ -120,14 +160,28 @@ async fn tls_is_offered_when_configured() {
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
     let st = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let env = Env::with(|c| {
         c.tls.cert = cert.display().to_string();
         c.tls.key = key.display().to_string();
@@ -139,11 +193,19 @@ async fn tls_is_offered_when_configured() {
     )
     .await;
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.starts_with("acme"), "{text}");
     assert!(text.contains("SSL connection"), "{text}");
     // plain connections still work when the client does not ask for TLS
-    let out = common::psql(&format!("{} sslmode=disable", env.dsn("app@acme", "acme-pw")), &["-Atc", "SELECT 1"]).await;
+    let out = common::psql(
+        &format!("{} sslmode=disable", env.dsn("app@acme", "acme-pw")),
+        &["-Atc", "SELECT 1"],
+    )
+    .await;
     assert!(out.status.success());
     env.finish().await;
 }

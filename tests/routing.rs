@@ -12,22 +12,42 @@ async fn each_tenant_sees_only_its_own_rows() {
     for t in common::TENANTS {
         let c = env.client(t).await;
         let row = c
-            .query_one("SELECT current_schema(), count(*), min(owner), max(owner) FROM items", &[])
+            .query_one(
+                "SELECT current_schema(), count(*), min(owner), max(owner) FROM items",
+                &[],
+            )
             .await
             .unwrap();
         assert_eq!(row.get::<_, String>(0), t);
         assert_eq!(row.get::<_, i64>(1), 10);
         assert_eq!(row.get::<_, String>(2), t);
         assert_eq!(row.get::<_, String>(3), t);
-        let user: String = c.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
-        assert_eq!(user, env.db.role(t), "server connection logs in as the tenant's role");
+        let user: String = c
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            user,
+            env.db.role(t),
+            "server connection logs in as the tenant's role"
+        );
     }
     // Schema-qualified access to the other tenant is refused by PostgreSQL's grants.
     let acme = env.client("acme").await;
-    let e = acme.query("SELECT * FROM globex.items", &[]).await.unwrap_err();
+    let e = acme
+        .query("SELECT * FROM globex.items", &[])
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), "42501");
     // ...and the connection is still usable afterwards.
-    assert_eq!(acme.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        acme.query_one("SELECT 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
     env.finish().await;
 }
 
@@ -37,9 +57,15 @@ async fn tenant_comes_from_options_then_user_then_database() {
     let port = env.addr().port();
     let db = env.db.db.clone();
     let schema_of = |dsn: String| async move {
-        let (c, conn) = tokio_postgres::connect(&dsn, NoTls).await.map_err(|e| e.to_string())?;
+        let (c, conn) = tokio_postgres::connect(&dsn, NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        let s: String = c.query_one("SELECT current_schema()", &[]).await.unwrap().get(0);
+        let s: String = c
+            .query_one("SELECT current_schema()", &[])
+            .await
+            .unwrap()
+            .get(0);
         Ok::<_, String>(s)
     };
     // options beats the user suffix
@@ -67,10 +93,19 @@ async fn wrong_password_and_unknown_tenant_look_the_same() {
     for e in [&wrong, &unknown, &no_user, &no_tenant] {
         assert_eq!(code(e), "28P01", "{e}");
     }
-    let msg = |e: &tokio_postgres::Error| e.as_db_error().unwrap().message().replace("nosuch", "acme");
-    assert_eq!(msg(&wrong), msg(&unknown), "no difference except the echoed user name");
+    let msg =
+        |e: &tokio_postgres::Error| e.as_db_error().unwrap().message().replace("nosuch", "acme");
+    assert_eq!(
+        msg(&wrong),
+        msg(&unknown),
+        "no difference except the echoed user name"
+    );
     // the proxy is fine afterwards
-    env.client("acme").await.simple_query("SELECT 1").await.unwrap();
+    env.client("acme")
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
     env.finish().await;
 }
 
@@ -78,10 +113,26 @@ async fn wrong_password_and_unknown_tenant_look_the_same() {
 async fn md5_trust_and_reject_rules() {
     let env = Env::with(|c| {
         c.auth = vec![
-            AuthRule { user: "trusted".into(), address: "127.0.0.0/8".into(), method: AuthMethod::Trust },
-            AuthRule { user: "legacy".into(), address: "*".into(), method: AuthMethod::Md5 },
-            AuthRule { user: "blocked".into(), address: "*".into(), method: AuthMethod::Reject },
-            AuthRule { user: "*".into(), address: "*".into(), method: AuthMethod::ScramSha256 },
+            AuthRule {
+                user: "trusted".into(),
+                address: "127.0.0.0/8".into(),
+                method: AuthMethod::Trust,
+            },
+            AuthRule {
+                user: "legacy".into(),
+                address: "*".into(),
+                method: AuthMethod::Md5,
+            },
+            AuthRule {
+                user: "blocked".into(),
+                address: "*".into(),
+                method: AuthMethod::Reject,
+            },
+            AuthRule {
+                user: "*".into(),
+                address: "*".into(),
+                method: AuthMethod::ScramSha256,
+            },
         ];
         for t in &mut c.tenants {
             for name in ["trusted", "legacy", "blocked"] {
@@ -98,36 +149,74 @@ async fn md5_trust_and_reject_rules() {
     let c = env.try_client("trusted@acme", "whatever").await.unwrap();
     c.simple_query("SELECT 1").await.unwrap();
     // trust still refuses unknown tenants
-    assert_eq!(code(&env.try_client("trusted@nosuch", "x").await.unwrap_err()), "28P01");
+    assert_eq!(
+        code(&env.try_client("trusted@nosuch", "x").await.unwrap_err()),
+        "28P01"
+    );
     // md5 through libpq (psql) - tokio-postgres speaks md5 too
     let c = env.try_client("legacy@globex", "legacy-pw").await.unwrap();
     c.simple_query("SELECT 1").await.unwrap();
-    assert_eq!(code(&env.try_client("legacy@globex", "bad").await.unwrap_err()), "28P01");
-    let out = common::psql(&env.dsn("legacy@acme", "legacy-pw"), &["-Atc", "SELECT current_schema()"]).await;
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "acme", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        code(&env.try_client("legacy@globex", "bad").await.unwrap_err()),
+        "28P01"
+    );
+    let out = common::psql(
+        &env.dsn("legacy@acme", "legacy-pw"),
+        &["-Atc", "SELECT current_schema()"],
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "acme",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // reject
-    assert_eq!(code(&env.try_client("blocked@acme", "blocked-pw").await.unwrap_err()), "28000");
+    assert_eq!(
+        code(
+            &env.try_client("blocked@acme", "blocked-pw")
+                .await
+                .unwrap_err()
+        ),
+        "28000"
+    );
     env.finish().await;
 }
 
 #[tokio::test]
 async fn startup_settings_apply_and_bad_ones_are_refused() {
     let env = Env::new().await;
-    let dsn = env.dsn("app@acme", "acme-pw") + " application_name=myapp options='-c statement_timeout=1234'";
+    let dsn = env.dsn("app@acme", "acme-pw")
+        + " application_name=myapp options='-c statement_timeout=1234'";
     let (c, conn) = tokio_postgres::connect(&dsn, NoTls).await.unwrap();
     tokio::spawn(conn);
     for _ in 0..3 {
-        let r = c.query_one("SELECT current_setting('application_name'), current_setting('statement_timeout')", &[]).await.unwrap();
+        let r = c
+            .query_one(
+                "SELECT current_setting('application_name'), current_setting('statement_timeout')",
+                &[],
+            )
+            .await
+            .unwrap();
         assert_eq!(r.get::<_, String>(0), "myapp");
         assert_eq!(r.get::<_, String>(1), "1234ms");
     }
     // a client without those settings on the same pool does not inherit them
     let other = env.client("acme").await;
-    let r = other.query_one("SELECT current_setting('statement_timeout')", &[]).await.unwrap();
+    let r = other
+        .query_one("SELECT current_setting('statement_timeout')", &[])
+        .await
+        .unwrap();
     assert_eq!(r.get::<_, String>(0), "0");
     // an unknown setting is refused at login, as PostgreSQL does
     let bad = env.dsn("app@globex", "globex-pw") + " options='-c no_such_setting=1'";
-    let e = tokio_postgres::connect(&bad, NoTls).await.err().expect("refused");
-    assert!(code(&e) == "42704" || e.to_string().contains("no_such_setting"), "{e}");
+    let e = tokio_postgres::connect(&bad, NoTls)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        code(&e) == "42704" || e.to_string().contains("no_such_setting"),
+        "{e}"
+    );
     env.finish().await;
 }

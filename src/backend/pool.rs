@@ -19,6 +19,9 @@ use super::server::{BackendError, ServerConn};
 use crate::catalog::Tenant;
 use crate::config::PoolConfig;
 
+/// ParameterStatus pairs a server reported at startup.
+pub type ServerParams = Arc<Vec<(String, String)>>;
+
 /// Why a pool could not hand out a connection.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -105,7 +108,7 @@ pub struct TenantPool {
     state: Mutex<PoolState>,
     returned: Notify,
     retired: AtomicBool,
-    server_params: Mutex<Option<Arc<Vec<(String, String)>>>>,
+    server_params: Mutex<Option<ServerParams>>,
     acquired: AtomicU64,
     timeouts: AtomicU64,
 }
@@ -242,6 +245,11 @@ impl TenantPool {
     /// Get a connection: idle, new, or after waiting.
     pub async fn acquire(self: &Arc<Self>) -> Result<Pooled, PoolError> {
         let cfg = self.config.config.load_full();
+        // Fast path: an idle connection, without registering for wake-ups.
+        if let Take::Idle(conn) = self.try_take_idle(&cfg) {
+            self.acquired.fetch_add(1, Ordering::Relaxed);
+            return Ok(*conn);
+        }
         let wait = Duration::from_millis(cfg.query_wait_timeout_ms);
         let deadline = tokio::time::Instant::now() + wait;
         let mut counted_waiting = false;
@@ -251,9 +259,14 @@ impl TenantPool {
             tokio::pin!(returned, released);
             returned.as_mut().enable();
             released.as_mut().enable();
+            // Counted before looking, so a checkin after the look always notifies us.
+            if !counted_waiting {
+                counted_waiting = true;
+                self.state.lock().waiting += 1;
+            }
 
             match self.try_take(&cfg) {
-                Take::Idle(conn) => break Ok(conn),
+                Take::Idle(conn) => break Ok(*conn),
                 Take::Reserved => break self.open_new(&cfg).await,
                 Take::Full => {}
                 Take::InstanceFull => {
@@ -261,10 +274,6 @@ impl TenantPool {
                         continue;
                     }
                 }
-            }
-            if !counted_waiting {
-                counted_waiting = true;
-                self.state.lock().waiting += 1;
             }
             tokio::select! {
                 _ = &mut returned => {}
@@ -284,13 +293,44 @@ impl TenantPool {
         result
     }
 
+    /// Only an idle connection; never opens one.
+    fn try_take_idle(self: &Arc<Self>, cfg: &PoolConfig) -> Take {
+        let mut stale = Vec::new();
+        let found = {
+            let mut st = self.state.lock();
+            let mut found = None;
+            while let Some(c) = st.idle.pop_back() {
+                if !usable(&c, cfg, Instant::now()) {
+                    st.open -= 1;
+                    stale.push(c);
+                    continue;
+                }
+                found = Some(c);
+                break;
+            }
+            found
+        };
+        for c in stale {
+            self.instance.release();
+            self.returned.notify_one();
+            tokio::spawn(c.terminate());
+        }
+        match found {
+            Some(c) => Take::Idle(Box::new(Pooled {
+                conn: Some(c),
+                pool: self.clone(),
+            })),
+            None => Take::Full,
+        }
+    }
+
     fn try_take(self: &Arc<Self>, cfg: &PoolConfig) -> Take {
         let mut stale = Vec::new();
         let take = {
             let mut st = self.state.lock();
             let mut found = None;
             while let Some(c) = st.idle.pop_back() {
-                if expired(&c, cfg, Instant::now()) || !c.is_healthy() {
+                if !usable(&c, cfg, Instant::now()) {
                     st.open -= 1;
                     stale.push(c);
                     continue;
@@ -299,10 +339,10 @@ impl TenantPool {
                 break;
             }
             match found {
-                Some(c) => Take::Idle(Pooled {
+                Some(c) => Take::Idle(Box::new(Pooled {
                     conn: Some(c),
                     pool: self.clone(),
-                }),
+                })),
                 None if st.open >= self.size.load(Ordering::Relaxed) => Take::Full,
                 None if self.instance.try_reserve() => {
                     st.open += 1;
@@ -344,7 +384,7 @@ impl TenantPool {
     }
 
     /// ParameterStatus values of this tenant's server, once a connection has been made.
-    pub fn server_params(&self) -> Option<Arc<Vec<(String, String)>>> {
+    pub fn server_params(&self) -> Option<ServerParams> {
         self.server_params.lock().clone()
     }
 
@@ -362,8 +402,14 @@ impl TenantPool {
             tokio::spawn(conn.terminate());
             return;
         }
-        self.state.lock().idle.push_back(conn);
-        self.returned.notify_one();
+        let waiting = {
+            let mut st = self.state.lock();
+            st.idle.push_back(conn);
+            st.waiting > 0
+        };
+        if waiting {
+            self.returned.notify_one();
+        }
     }
 
     fn retire(&self) {
@@ -402,6 +448,7 @@ impl TenantPool {
             let mut st = self.state.lock();
             let (keep, stale): (Vec<_>, Vec<_>) = st.idle.drain(..).partition(|c| {
                 !(expired(c, cfg, now)
+                    || !c.is_healthy()
                     || (cfg.idle_timeout_ms > 0 && now.duration_since(c.last_used) >= idle_limit))
             });
             st.idle = keep.into();
@@ -430,10 +477,21 @@ impl TenantPool {
 }
 
 enum Take {
-    Idle(Pooled),
+    Idle(Box<Pooled>),
     Reserved,
     Full,
     InstanceFull,
+}
+
+/// Fit to hand out: not past its lifetime, and, when idle for `server_check_delay_ms` or
+/// longer, still open and silent (a non-blocking read). Connections used more recently skip
+/// the check; the reaper checks every idle connection each second.
+fn usable(c: &ServerConn, cfg: &PoolConfig, now: Instant) -> bool {
+    if expired(c, cfg, now) {
+        return false;
+    }
+    let idle = now.duration_since(c.last_used);
+    idle < Duration::from_millis(cfg.server_check_delay_ms) || c.is_healthy()
 }
 
 fn expired(c: &ServerConn, cfg: &PoolConfig, now: Instant) -> bool {

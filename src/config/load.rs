@@ -17,6 +17,20 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Top-level keys of [`Config`], the only names `TENANTGATE_*` variables may start with.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "catalog_url",
+    "instance_name",
+    "workers",
+    "tls",
+    "pool",
+    "limits",
+    "auth",
+    "instances",
+    "tenants",
+];
+
 /// Load `path` (if given), apply `TENANTGATE_*` environment overrides, validate.
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     let mut fig = Figment::from(Serialized::defaults(Config::default()));
@@ -29,7 +43,16 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         }
         fig = fig.merge(Toml::file(p));
     }
-    fig = fig.merge(Env::prefixed("TENANTGATE_").split("__"));
+    // Only variables naming a config section or key are config; others with the prefix
+    // (TENANTGATE_LOG, TENANTGATE_CONFIG, test helpers) belong to other parts.
+    fig = fig.merge(
+        Env::prefixed("TENANTGATE_")
+            .filter(|k| {
+                let first = k.as_str().split("__").next().unwrap_or_default();
+                TOP_LEVEL_KEYS.iter().any(|t| t.eq_ignore_ascii_case(first))
+            })
+            .split("__"),
+    );
     let cfg: Config = fig.extract().map_err(Box::new)?;
     validate(&cfg)?;
     Ok(cfg)
@@ -134,9 +157,21 @@ mod tests {
     }
 
     #[test]
+    fn top_level_keys_match_the_struct() {
+        let v = toml::Value::try_from(Config::default()).unwrap();
+        let mut keys: Vec<&str> = v.as_table().unwrap().keys().map(String::as_str).collect();
+        let mut known = TOP_LEVEL_KEYS.to_vec();
+        keys.sort();
+        known.sort();
+        assert_eq!(keys, known);
+    }
+
+    #[test]
     fn bad_values_are_refused() {
-        let mut c = Config::default();
-        c.listen = "nope".into();
+        let c = Config {
+            listen: "nope".into(),
+            ..Config::default()
+        };
         assert!(validate(&c).is_err());
         let mut c = Config::default();
         c.tenants.push(crate::config::TenantConfig {

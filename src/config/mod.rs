@@ -19,6 +19,8 @@ pub struct Config {
     pub catalog_url: String,
     /// Name of this replica for logs and telemetry; default the host name. Reload: no.
     pub instance_name: String,
+    /// Runtime worker threads; 0 means one per CPU core. Default 0. Reload: no.
+    pub workers: usize,
     /// TLS for clients. Reload: no.
     pub tls: TlsConfig,
     /// Server pools. Reload: yes.
@@ -39,6 +41,7 @@ impl Default for Config {
             listen: "127.0.0.1:6432".into(),
             catalog_url: String::new(),
             instance_name: String::new(),
+            workers: 0,
             tls: TlsConfig::default(),
             pool: PoolConfig::default(),
             limits: LimitsConfig::default(),
@@ -96,6 +99,9 @@ pub struct PoolConfig {
     pub connect_timeout_ms: u64,
     /// Prepared statements kept per server connection. Default 256.
     pub prepared_statements_cache: usize,
+    /// A connection idle this long is checked (non-blocking read) before it is handed out;
+    /// idle connections are also checked every second. Default 1000 ms.
+    pub server_check_delay_ms: u64,
 }
 
 impl Default for PoolConfig {
@@ -109,6 +115,7 @@ impl Default for PoolConfig {
             lifetime_ms: 3_600_000,
             connect_timeout_ms: 5000,
             prepared_statements_cache: 256,
+            server_check_delay_ms: 1000,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::auth::{self, ScramError, ScramServer, ScramVerifier};
 use super::cancel::CancelTarget;
@@ -58,7 +58,7 @@ pub async fn serve<S: ClientStream>(
     let span = info_span!("client", %peer, tenant = %who.tenant.key, user = %who.login_user);
     async move {
         match start_session(&proxy, who, stream, cin, out).await {
-            Ok(end) => info!(?end, "client left"),
+            Ok(end) => debug!(?end, "client left"),
             Err((mut stream, out, e)) => fail(&mut stream, out, e).await,
         }
     }

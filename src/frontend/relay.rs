@@ -295,9 +295,22 @@ pub enum TagEffect {
 /// Does statement text hint at session state that tags do not show (advisory locks,
 /// set_config, temporary tables)?
 pub fn text_dirties(sql: &[u8]) -> bool {
-    contains_ci(sql, b"advisory")
-        || contains_ci(sql, b"set_config")
-        || (contains_ci(sql, b"temp") && (contains_ci(sql, b"create") || contains_ci(sql, b"into")))
+    // One pass, looking closer only where a candidate word could start.
+    let mut temp = false;
+    for i in 0..sql.len() {
+        let rest = &sql[i..];
+        match sql[i] | 0x20 {
+            b'a' if starts_ci(rest, b"advisory") => return true,
+            b's' if starts_ci(rest, b"set_config") => return true,
+            b't' if !temp && starts_ci(rest, b"temp") => temp = true,
+            _ => {}
+        }
+    }
+    temp && (contains_ci(sql, b"create") || contains_ci(sql, b"into"))
+}
+
+fn starts_ci(hay: &[u8], prefix: &[u8]) -> bool {
+    hay.len() >= prefix.len() && hay[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
 fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {

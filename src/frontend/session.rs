@@ -18,7 +18,11 @@ use crate::state::Proxy;
 
 /// Stop reading a side while this much is queued for the other.
 const HIGH_WATER: usize = 256 * 1024;
+/// Read buffer growth for a server connection.
 const READ_CHUNK: usize = 16 * 1024;
+/// Client read buffers start small (idle clients are cheap) and grow while reads fill them.
+const CLIENT_CHUNK_MIN: usize = 2 * 1024;
+const CLIENT_CHUNK_MAX: usize = 64 * 1024;
 
 /// A client's server connection and what it still owes.
 pub struct Attached {
@@ -71,6 +75,8 @@ pub struct Session<R, W> {
     pub cancel: Arc<CancelTarget>,
     skip_until_sync: bool,
     max_message: usize,
+    /// Current client read size: doubles while reads fill the buffer, resets when not.
+    client_chunk: usize,
 }
 
 enum Event {
@@ -114,6 +120,7 @@ where
             cancel,
             skip_until_sync: false,
             max_message,
+            client_chunk: CLIENT_CHUNK_MIN,
         }
     }
 
@@ -133,7 +140,10 @@ where
     }
 
     async fn relay(&mut self) -> Result<End, PgError> {
-        let shutdown = self.proxy.shutdown_token();
+        // Registered once: creating the future per loop would lock the token each time.
+        let token = self.proxy.shutdown_token();
+        let shutdown = token.cancelled();
+        tokio::pin!(shutdown);
         // Anything the client pipelined behind its startup packet.
         if !self.cin.is_empty() {
             if let Some(end) = self.on_client_data().await? {
@@ -152,9 +162,10 @@ where
                     .as_ref()
                     .is_none_or(|a| a.sout.len() < HIGH_WATER);
             let read_server = attached && self.cout.len() < HIGH_WATER;
-            if self.cin.capacity() - self.cin.len() < 1024 {
-                self.cin.reserve(READ_CHUNK);
+            if self.cin.capacity() - self.cin.len() < self.client_chunk / 2 {
+                self.cin.reserve(self.client_chunk);
             }
+            let client_spare = self.cin.capacity() - self.cin.len();
             let ev = {
                 let Session {
                     cr,
@@ -183,7 +194,7 @@ where
                     r = cw.write(cout), if !cout.is_empty() => Event::ClientWrote(r),
                     r = async { sr.as_mut().unwrap().read_buf(sbuf.unwrap()).await }, if read_server => Event::ServerRead(r),
                     r = cr.read_buf(cin), if read_client => Event::ClientRead(r),
-                    _ = shutdown.cancelled(), if at_boundary && cout.is_empty() => Event::Shutdown,
+                    _ = &mut shutdown, if at_boundary && cout.is_empty() => Event::Shutdown,
                 }
             };
             match ev {
@@ -193,7 +204,13 @@ where
                     a.sout.advance(n);
                 }
                 Event::ClientWrote(r) => match r {
-                    Ok(n) => self.cout.advance(n),
+                    Ok(n) => {
+                        self.cout.advance(n);
+                        // Give back memory a large result needed once.
+                        if self.cout.is_empty() && self.cout.capacity() > HIGH_WATER {
+                            self.cout = BytesMut::new();
+                        }
+                    }
                     Err(_) => return Ok(End::ClientGone),
                 },
                 Event::ServerRead(r) => match r {
@@ -205,7 +222,12 @@ where
                 },
                 Event::ClientRead(r) => match r {
                     Ok(0) | Err(_) => return Ok(End::ClientGone),
-                    Ok(_) => {
+                    Ok(n) => {
+                        self.client_chunk = if n >= client_spare {
+                            (self.client_chunk * 2).min(CLIENT_CHUNK_MAX)
+                        } else {
+                            CLIENT_CHUNK_MIN
+                        };
                         if let Some(end) = self.on_client_data().await? {
                             return Ok(end);
                         }

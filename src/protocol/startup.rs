@@ -162,7 +162,7 @@ mod tests {
 
     #[test]
     fn collects_protocol_options_and_minor() {
-        let p = decode(&body(PROTOCOL_3_0 + 2, b"user\0u\0_pq_.x\01\0\0")).unwrap();
+        let p = decode(&body(PROTOCOL_3_0 + 2, b"user\0u\0_pq_.x\0\x31\0\0")).unwrap();
         let StartupPacket::Startup(p) = p else {
             panic!()
         };

@@ -140,7 +140,12 @@ mod tests {
     #[test]
     fn resolution_order_table() {
         let known = |d: &str| d == "acme" || d == "globex";
-        let cases: &[(&[(&str, &str)], &str, Option<(&str, TenantSource)>)] = &[
+        type Case<'a> = (
+            &'a [(&'a str, &'a str)],
+            &'a str,
+            Option<(&'a str, TenantSource)>,
+        );
+        let cases: &[Case] = &[
             (
                 &[("user", "app"), ("options", "-c tenant=acme")],
                 "app",

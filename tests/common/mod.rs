@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tenantgate::app::{self, Running};
-use tenantgate::config::{AuthMethod, AuthRule, Config, InstanceConfig, LoginUserConfig, PoolMode, TenantConfig};
+use tenantgate::config::{
+    AuthMethod, AuthRule, Config, InstanceConfig, LoginUserConfig, PoolMode, TenantConfig,
+};
 use tokio_postgres::{Client, NoTls};
 
 pub const PG_HOST: &str = "127.0.0.1";
@@ -16,14 +18,21 @@ pub const TENANTS: [&str; 2] = ["acme", "globex"];
 
 /// A unique suffix for names.
 pub fn unique() -> String {
-    format!("{:x}{:06x}", std::process::id(), rand::random::<u32>() & 0xff_ffff)
+    format!(
+        "{:x}{:06x}",
+        std::process::id(),
+        rand::random::<u32>() & 0xff_ffff
+    )
 }
 
 /// Superuser connection to `db` on the real server.
 pub async fn admin(db: &str) -> Client {
-    let (c, conn) = tokio_postgres::connect(&format!("host={PG_HOST} port={PG_PORT} user=postgres dbname={db}"), NoTls)
-        .await
-        .expect("PostgreSQL at 127.0.0.1:5432 (run scripts/services.sh)");
+    let (c, conn) = tokio_postgres::connect(
+        &format!("host={PG_HOST} port={PG_PORT} user=postgres dbname={db}"),
+        NoTls,
+    )
+    .await
+    .expect("PostgreSQL at 127.0.0.1:5432 (run scripts/services.sh)");
     tokio::spawn(conn);
     c
 }
@@ -40,9 +49,13 @@ impl TestDb {
         let id = unique();
         let db = format!("tg_test_{id}");
         let a = admin("postgres").await;
-        a.batch_execute(&format!("CREATE DATABASE {db}")).await.expect("create database");
+        a.batch_execute(&format!("CREATE DATABASE {db}"))
+            .await
+            .expect("create database");
         let d = admin(&db).await;
-        d.batch_execute("REVOKE ALL ON SCHEMA public FROM PUBLIC").await.unwrap();
+        d.batch_execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+            .await
+            .unwrap();
         let mut roles = Vec::new();
         for t in TENANTS {
             let role = format!("tgt_{id}_{t}");
@@ -64,22 +77,32 @@ impl TestDb {
     }
 
     pub fn role(&self, tenant: &str) -> String {
-        self.roles.iter().find(|r| r.ends_with(&format!("_{tenant}"))).unwrap().clone()
+        self.roles
+            .iter()
+            .find(|r| r.ends_with(&format!("_{tenant}")))
+            .unwrap()
+            .clone()
     }
 
     /// A config serving both tenants (users `app`, password `<tenant>-pw`), listen on port 0.
     pub fn config(&self) -> Config {
-        let mut c = Config::default();
-        c.listen = "127.0.0.1:0".into();
+        let mut c = Config {
+            listen: "127.0.0.1:0".into(),
+            auth: vec![AuthRule {
+                user: "*".into(),
+                address: "*".into(),
+                method: AuthMethod::ScramSha256,
+            }],
+            instances: vec![InstanceConfig {
+                name: "primary".into(),
+                host: PG_HOST.into(),
+                port: PG_PORT,
+                dbname: self.db.clone(),
+                password: String::new(),
+            }],
+            ..Config::default()
+        };
         c.pool.query_wait_timeout_ms = 3000;
-        c.auth = vec![AuthRule { user: "*".into(), address: "*".into(), method: AuthMethod::ScramSha256 }];
-        c.instances = vec![InstanceConfig {
-            name: "primary".into(),
-            host: PG_HOST.into(),
-            port: PG_PORT,
-            dbname: self.db.clone(),
-            password: String::new(),
-        }];
         c.tenants = TENANTS
             .iter()
             .map(|t| TenantConfig {
@@ -103,7 +126,9 @@ impl TestDb {
 
     pub async fn cleanup(self) {
         let a = admin("postgres").await;
-        let _ = a.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db)).await;
+        let _ = a
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db))
+            .await;
         for r in &self.roles {
             let _ = a.batch_execute(&format!("DROP ROLE IF EXISTS {r}")).await;
         }
@@ -155,10 +180,16 @@ impl Env {
 
     /// Connect as `app@tenant`.
     pub async fn client(&self, tenant: &str) -> Client {
-        self.try_client(&format!("app@{tenant}"), &format!("{tenant}-pw")).await.expect("connect through proxy")
+        self.try_client(&format!("app@{tenant}"), &format!("{tenant}-pw"))
+            .await
+            .expect("connect through proxy")
     }
 
-    pub async fn try_client(&self, user: &str, password: &str) -> Result<Client, tokio_postgres::Error> {
+    pub async fn try_client(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<Client, tokio_postgres::Error> {
         let (c, conn) = tokio_postgres::connect(&self.dsn(user, password), NoTls).await?;
         tokio::spawn(conn);
         Ok(c)
@@ -173,12 +204,18 @@ impl Env {
 /// Logs for debugging a test: `TG_TEST_LOG=tenantgate=trace cargo test ...`.
 fn tracing_subscriber_init() -> Option<()> {
     let filter = std::env::var("TG_TEST_LOG").ok()?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init().ok()
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init()
+        .ok()
 }
 
 /// SQLSTATE of a tokio-postgres error.
 pub fn code(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_owned()).unwrap_or_else(|| format!("no code: {e}"))
+    e.code()
+        .map(|c| c.code().to_owned())
+        .unwrap_or_else(|| format!("no code: {e}"))
 }
 
 /// Poll `f` until it returns true or `timeout` passes.
