@@ -9,7 +9,7 @@
 #   DURATION=3 CLIENTS="1 8" bash benches/load.sh
 #   TARGETS="direct pgbouncer" bash benches/load.sh   # without tenantgate
 #
-# Knobs: SCALE (10) DURATION seconds per run (10) POOL_SIZE (20) CLIENTS ("1 8 32")
+# Knobs: TG_WORKERS (1) SCALE (10) DURATION seconds per run (10) POOL_SIZE (20) CLIENTS ("1 8 32")
 # MODES ("simple extended prepared") TARGETS IDLE_CLIENTS (1000, 0 skips)
 # TENANTGATE_BIN (built with cargo build --release when missing).
 set -euo pipefail
@@ -141,6 +141,9 @@ if has tenantgate; then
   cat >"$WORK/tenantgate.toml" <<TOML
 # Written by benches/load.sh: one tenant "bench", trust auth, pool as pgbouncer's.
 listen = "127.0.0.1:$TG_PORT"
+# One runtime thread, like pgbouncer: on 2 cores shared with PostgreSQL and pgbench a
+# second proxy thread buys little TPS for more CPU per transaction (TG_WORKERS=2 to try).
+workers = ${TG_WORKERS:-1}
 catalog_url = ""
 instance_name = "bench"
 

@@ -250,6 +250,11 @@ impl TenantPool {
             self.acquired.fetch_add(1, Ordering::Relaxed);
             return Ok(*conn);
         }
+        // Boxed so callers' futures do not carry the waiting and connecting state.
+        Box::pin(self.acquire_slow(cfg)).await
+    }
+
+    async fn acquire_slow(self: &Arc<Self>, cfg: Arc<PoolConfig>) -> Result<Pooled, PoolError> {
         let wait = Duration::from_millis(cfg.query_wait_timeout_ms);
         let deadline = tokio::time::Instant::now() + wait;
         let mut counted_waiting = false;

@@ -256,6 +256,22 @@ impl ServerConn {
     /// Make the server's settings match `wanted` (client settings, lower-case names):
     /// SET what differs, RESET what an earlier client had applied and this one did not ask for.
     pub async fn sync_settings(&mut self, wanted: &[(String, String)]) -> Result<(), BackendError> {
+        if !self.settings_differ(wanted) {
+            return Ok(());
+        }
+        Box::pin(self.apply_settings(wanted)).await
+    }
+
+    /// Cheap check (no IO) whether [`Self::sync_settings`] has anything to do.
+    fn settings_differ(&self, wanted: &[(String, String)]) -> bool {
+        wanted.iter().any(|(k, v)| self.settings.get(k) != Some(v))
+            || self
+                .applied
+                .keys()
+                .any(|k| !wanted.iter().any(|(w, _)| w == k))
+    }
+
+    async fn apply_settings(&mut self, wanted: &[(String, String)]) -> Result<(), BackendError> {
         let mut stmts: Vec<String> = wanted
             .iter()
             .filter(|(k, v)| self.settings.get(k) != Some(v))

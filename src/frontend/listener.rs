@@ -30,7 +30,7 @@ pub async fn run(proxy: Proxy, listener: TcpListener, tracker: TaskTracker) {
             },
         };
         let proxy = proxy.clone();
-        tracker.spawn(async move {
+        let fut = async move {
             if !proxy.client_enter() {
                 let mut out = bytes::BytesMut::new();
                 PgError::too_many_clients().encode(&mut out);
@@ -40,7 +40,8 @@ pub async fn run(proxy: Proxy, listener: TcpListener, tracker: TaskTracker) {
             }
             handle(proxy.clone(), sock, peer).await;
             proxy.client_leave();
-        });
+        };
+        tracker.spawn(fut);
     }
     info!("listener stopped");
 }
@@ -75,7 +76,7 @@ async fn handle(proxy: Proxy, mut sock: TcpStream, peer: SocketAddr) {
                         Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => return debug!(%peer, "TLS handshake timed out"),
                     };
-                    return after_tls(proxy, tls, peer, remaining).await;
+                    return Box::pin(after_tls(proxy, tls, peer, remaining)).await;
                 }
                 None => {
                     tls_refused = true;
@@ -90,8 +91,9 @@ async fn handle(proxy: Proxy, mut sock: TcpStream, peer: SocketAddr) {
                 }
             }
             StartupPacket::Cancel { pid, secret } => return cancel(&proxy, pid, secret).await,
+            // Boxed: the task's own future stays small while the session runs.
             StartupPacket::Startup(params) => {
-                return super::login::serve(proxy, sock, peer, params, remaining).await
+                return Box::pin(super::login::serve(proxy, sock, peer, params, remaining)).await
             }
         }
     }

@@ -47,7 +47,14 @@ pub async fn serve<S: ClientStream>(
     }
     let login = tokio::time::timeout(
         deadline,
-        authenticate(&proxy, &mut stream, peer, &params, &mut cin, &mut out),
+        Box::pin(authenticate(
+            &proxy,
+            &mut stream,
+            peer,
+            &params,
+            &mut cin,
+            &mut out,
+        )),
     )
     .await;
     let who = match login {
@@ -302,5 +309,6 @@ async fn start_session<S: ClientStream>(
     session.cout = out;
     let end = session.run().await;
     proxy.cancels().unregister(ckey);
+    S::close(session.cr, session.cw);
     Ok(end)
 }

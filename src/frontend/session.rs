@@ -3,7 +3,9 @@
 //! (or session) end. Only message headers are read on the hot path; see [`super::relay`] for
 //! the bookkeeping.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -217,6 +219,10 @@ where
                     Ok(0) | Err(_) => return self.server_gone().await,
                     Ok(_) => {
                         self.on_server_data()?;
+                        // Answer the client now rather than on the next loop turn.
+                        if write_now(&mut self.cw, &mut self.cout).is_err() {
+                            return Ok(End::ClientGone);
+                        }
                         self.maybe_release().await;
                     }
                 },
@@ -230,6 +236,10 @@ where
                         };
                         if let Some(end) = self.on_client_data().await? {
                             return Ok(end);
+                        }
+                        if let Some(a) = self.server.as_mut() {
+                            write_now(&mut a.conn.stream, &mut a.sout)
+                                .map_err(|_| PgError::server_lost())?;
                         }
                     }
                 },
@@ -601,6 +611,21 @@ where
         }
         self.cw.flush().await
     }
+}
+
+/// Write as much of `buf` as the socket takes right now, without waiting: saves a turn of
+/// the relay loop (and its waker registrations) per message in the common case.
+fn write_now<Wr: AsyncWrite + Unpin>(w: &mut Wr, buf: &mut BytesMut) -> std::io::Result<()> {
+    let mut cx = Context::from_waker(Waker::noop());
+    while !buf.is_empty() {
+        match Pin::new(&mut *w).poll_write(&mut cx, buf) {
+            Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => buf.advance(n),
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => break,
+        }
+    }
+    Ok(())
 }
 
 /// Return a connection to its pool, resetting it first (in the background) if dirty.

@@ -13,6 +13,8 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     type R: AsyncRead + Unpin + Send;
     type W: AsyncWrite + Unpin + Send;
     fn split_rw(self) -> (Self::R, Self::W);
+    /// Close the connection (all output has been flushed by the caller).
+    fn close(r: Self::R, w: Self::W);
 }
 
 impl ClientStream for TcpStream {
@@ -21,6 +23,11 @@ impl ClientStream for TcpStream {
     fn split_rw(self) -> (Self::R, Self::W) {
         self.into_split()
     }
+    fn close(r: Self::R, w: Self::W) {
+        // Dropping an OwnedWriteHalf costs a shutdown(2) per client; a plain close is enough.
+        w.forget();
+        drop(r);
+    }
 }
 
 impl ClientStream for TlsStream<TcpStream> {
@@ -28,6 +35,9 @@ impl ClientStream for TlsStream<TcpStream> {
     type W = WriteHalf<TlsStream<TcpStream>>;
     fn split_rw(self) -> (Self::R, Self::W) {
         tokio::io::split(self)
+    }
+    fn close(r: Self::R, w: Self::W) {
+        drop((r, w));
     }
 }
 
