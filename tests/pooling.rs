@@ -219,3 +219,52 @@ async fn vanished_client_mid_query_does_not_poison_the_pool() {
     assert_eq!(r.expect("no hang").unwrap().get::<_, i32>(0), 42);
     env.finish().await;
 }
+
+#[tokio::test]
+async fn idle_connections_close_after_idle_timeout() {
+    let env = Env::with(|c| {
+        c.pool.idle_timeout_ms = 300;
+        tenant_pool(c, "acme", PoolMode::Transaction, 3);
+    })
+    .await;
+    let c = env.client("acme").await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let open = || {
+        env.proxy
+            .proxy
+            .pools()
+            .stats()
+            .iter()
+            .find(|s| s.tenant == "acme")
+            .map_or(0, |s| s.open)
+    };
+    assert_eq!(open(), 1);
+    assert!(
+        eventually(Duration::from_secs(5), || async { open() == 0 }).await,
+        "idle connection reaped"
+    );
+    // and a new one is opened on demand
+    c.simple_query("SELECT 1").await.unwrap();
+    assert_eq!(open(), 1);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn placement_used_as_it_is_without_a_schema() {
+    // globex: an existing database and role used as they are (no search_path set)
+    let env = Env::with(|c| c.tenants[1].schema = String::new()).await;
+    let g = env.client("globex").await;
+    let path: String = g.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    assert_eq!(path, "\"$user\", public");
+    let n: i64 = g
+        .query_one("SELECT count(*) FROM globex.items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 10);
+    // acme still gets its schema
+    let a = env.client("acme").await;
+    let path: String = a.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    assert_eq!(path, "acme");
+    env.finish().await;
+}

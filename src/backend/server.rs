@@ -67,7 +67,10 @@ fn startup_params(p: &Placement) -> Vec<(&'static str, String)> {
     if let Some(schema) = &p.schema {
         v.push((
             "options",
-            format!("-c search_path={}", options_escape(&quote_ident(schema))),
+            format!(
+                "-c search_path={}",
+                options_escape(&search_path_item(schema))
+            ),
         ));
     }
     v
@@ -76,6 +79,22 @@ fn startup_params(p: &Placement) -> Vec<(&'static str, String)> {
 /// Double-quote an identifier for SQL.
 pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// A schema name as a `search_path` element: bare when it is a plain lower-case name (so
+/// `SHOW search_path` reads naturally), double-quoted otherwise.
+pub fn search_path_item(s: &str) -> String {
+    let plain = s
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if plain {
+        s.to_owned()
+    } else {
+        quote_ident(s)
+    }
 }
 
 /// Single-quote a literal for SQL.
@@ -397,5 +416,7 @@ mod tests {
         let params = startup_params(&p);
         assert_eq!(params[3].1, "-c search_path=\"my\\ schema\"\"x\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(search_path_item("tenant_acme"), "tenant_acme");
+        assert_eq!(search_path_item("Acme"), "\"Acme\"");
     }
 }

@@ -3,6 +3,8 @@
 //! tests run in parallel and on a server that holds old data.
 #![allow(dead_code)]
 
+pub mod pg_instance;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -1,0 +1,160 @@
+//! A private PostgreSQL server for tests that must stop or restart it: initdb under a
+//! temporary directory, run as the unprivileged `postgres` OS user when the tests run as
+//! root, on a free port, with trust auth on 127.0.0.1. Stopped when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct PgInstance {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+fn bindir() -> PathBuf {
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if p.join("initdb").exists() {
+            return p;
+        }
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    found.sort();
+    found.pop().expect("initdb")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+/// Run a PostgreSQL binary as the unprivileged user (PostgreSQL refuses to run as root).
+fn run(bin: &Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    cmd.args(args)
+        .current_dir("/tmp")
+        .output()
+        .expect("run PostgreSQL binary")
+}
+
+impl PgInstance {
+    /// initdb and start; blocking, so call it from `spawn_blocking` or before the runtime.
+    pub fn start() -> PgInstance {
+        let bin = bindir();
+        let dir = tempfile::Builder::new().prefix("tg-pg-").tempdir().unwrap();
+        if is_root() {
+            let out = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+        }
+        let data = dir.path().join("data");
+        let out = run(
+            &bin.join("initdb"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let inst = PgInstance { port, dir, bin };
+        inst.ctl(&["start"]);
+        inst
+    }
+
+    fn ctl(&self, action: &[&str]) {
+        let data = self.dir.path().join("data");
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log");
+        let mut args = vec![
+            "-D",
+            data.to_str().unwrap(),
+            "-o",
+            &opts,
+            "-l",
+            log.to_str().unwrap(),
+            "-w",
+            "-m",
+            "fast",
+        ];
+        args.extend_from_slice(action);
+        let out = run(&self.bin.join("pg_ctl"), &args);
+        assert!(
+            out.status.success(),
+            "pg_ctl {action:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    pub fn restart(&self) {
+        self.ctl(&["restart"]);
+    }
+
+    pub fn stop(&self) {
+        self.ctl(&["stop"]);
+    }
+
+    pub fn start_again(&self) {
+        self.ctl(&["start"]);
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={db}",
+            self.port
+        )
+    }
+}
+
+impl Drop for PgInstance {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = run(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! A PostgreSQL server that restarts or goes away under the proxy: clients get errors,
+//! never hangs, and the pool heals by itself. Uses a private server (not the shared one).
+
+mod common;
+
+use std::time::Duration;
+
+use common::pg_instance::PgInstance;
+use common::{code, eventually};
+use tenantgate::config::{
+    AuthMethod, AuthRule, Config, InstanceConfig, LoginUserConfig, TenantConfig,
+};
+use tokio_postgres::NoTls;
+
+async fn setup() -> (PgInstance, tenantgate::app::Running) {
+    let pg = tokio::task::spawn_blocking(PgInstance::start)
+        .await
+        .unwrap();
+    let (c, conn) = tokio_postgres::connect(&pg.url("postgres"), NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c.batch_execute(
+        "CREATE ROLE tg_acme LOGIN; CREATE SCHEMA acme AUTHORIZATION tg_acme;
+         CREATE TABLE acme.items (id int); GRANT ALL ON acme.items TO tg_acme;
+         INSERT INTO acme.items VALUES (1), (2);",
+    )
+    .await
+    .unwrap();
+    let mut cfg = Config {
+        listen: "127.0.0.1:0".into(),
+        auth: vec![AuthRule {
+            user: "*".into(),
+            address: "*".into(),
+            method: AuthMethod::Trust,
+        }],
+        instances: vec![InstanceConfig {
+            name: "primary".into(),
+            host: "127.0.0.1".into(),
+            port: pg.port,
+            dbname: "postgres".into(),
+            password: String::new(),
+        }],
+        tenants: vec![TenantConfig {
+            key: "acme".into(),
+            instance: "primary".into(),
+            schema: "acme".into(),
+            database: String::new(),
+            backend_user: "tg_acme".into(),
+            backend_password: String::new(),
+            pool_mode: String::new(),
+            pool_size: 2,
+            users: vec![LoginUserConfig {
+                name: "app".into(),
+                password: "x".into(),
+                scram_verifier: String::new(),
+            }],
+        }],
+        ..Config::default()
+    };
+    cfg.pool.connect_timeout_ms = 2000;
+    let proxy = tenantgate::app::start(cfg, None).await.unwrap();
+    (pg, proxy)
+}
+
+async fn client(port: u16, extra: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (c, conn) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=app@acme dbname=x {extra}"),
+        NoTls,
+    )
+    .await?;
+    tokio::spawn(conn);
+    Ok(c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_gives_errors_not_hangs_and_the_pool_heals() {
+    let (pg, proxy) = setup().await;
+    let port = proxy.addr.port();
+    let idle = client(port, "").await.unwrap();
+    let n: i64 = idle
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    let in_tx = client(port, "").await.unwrap();
+    in_tx.batch_execute("BEGIN").await.unwrap();
+
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.restart();
+        pg
+    })
+    .await
+    .unwrap();
+
+    // the client whose transaction was on the restarted server gets an error, promptly
+    let r = tokio::time::timeout(Duration::from_secs(5), in_tx.simple_query("SELECT 1"))
+        .await
+        .expect("no hang");
+    assert!(r.is_err());
+    // the idle client (no server held) works again once the dead pooled connections are gone
+    let healed = eventually(Duration::from_secs(5), || async {
+        idle.query_one("SELECT count(*) FROM items", &[])
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(healed, "pool healed after restart");
+    client(port, "")
+        .await
+        .unwrap()
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+
+    // server down: statements fail fast with 08006, the connection stays usable
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.stop();
+        pg
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let e = tokio::time::timeout(Duration::from_secs(5), idle.simple_query("SELECT 1"))
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert_eq!(code(&e), "08006", "{e}");
+    // ...and when it is back, the same client continues
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.start_again();
+        pg
+    })
+    .await
+    .unwrap();
+    let back = eventually(Duration::from_secs(10), || async {
+        idle.simple_query("SELECT 1").await.is_ok()
+    })
+    .await;
+    assert!(back);
+    proxy.shutdown().await;
+    drop(pg);
+}
