@@ -24,4 +24,4 @@ ENV TENANTGATE_LISTEN=0.0.0.0:6432
 EXPOSE 6432
 USER tenantgate
 ENTRYPOINT ["tenantgate"]
-CMD ["serve", "--config", "/etc/tenantgate/tenantgate.toml"]
+CMD ["--config", "/etc/tenantgate/tenantgate.toml", "serve"]

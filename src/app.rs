@@ -14,6 +14,10 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use std::sync::Arc;
+
+use crate::catalog::pg_dir::{CatalogDirectory, OnChange};
+use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::frontend::listener;
 use crate::state::Proxy;
@@ -30,9 +34,20 @@ pub struct Running {
 pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<Running> {
     let listener = TcpListener::bind(&cfg.listen).await?;
     let addr = listener.local_addr()?;
-    let proxy = Proxy::new(cfg, config_path)?;
-    let tracker = TaskTracker::new();
     let mut tasks = Vec::new();
+    let proxy = if cfg.catalog_url.is_empty() {
+        Proxy::new(cfg, config_path)?
+    } else {
+        // Tenants from the master catalog, followed by LISTEN/NOTIFY.
+        let catalog = Catalog::connect(&cfg.catalog_url, &cfg.catalog_key).await?;
+        let dir = CatalogDirectory::load(catalog, cfg.pool.clone()).await?;
+        let proxy = Proxy::with_directory(cfg, config_path, Box::new(dir.clone()), true)?;
+        let p = proxy.clone();
+        let on_change: OnChange = Arc::new(move |_, _| p.tenants_changed());
+        tasks.push(dir.watch(on_change, proxy.shutdown_token()));
+        proxy
+    };
+    let tracker = TaskTracker::new();
     tasks.push(tokio::spawn(listener::run(
         proxy.clone(),
         listener,

@@ -18,6 +18,7 @@
 pub mod app;
 pub mod backend;
 pub mod catalog;
+pub mod cli;
 pub mod config;
 pub mod frontend;
 pub mod protocol;

@@ -1,8 +1,11 @@
 //! Shared proxy state: a cheap-to-clone handle passed explicitly to every task.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use arc_swap::ArcSwap;
 use tokio_rustls::TlsAcceptor;
@@ -31,6 +34,10 @@ struct Inner {
     mock_secret: [u8; 32],
     clients: AtomicUsize,
     shutdown: CancellationToken,
+    /// Tenants come from the catalog (reload keeps the directory).
+    uses_catalog: bool,
+    sessions: Mutex<HashMap<u64, (String, CancellationToken)>>,
+    next_session: AtomicU64,
 }
 
 /// Why the proxy could not start.
@@ -43,14 +50,24 @@ pub enum StartError {
 }
 
 impl Proxy {
-    /// Build state from a validated config.
+    /// Build state from a validated config, with tenants from the config file.
     pub fn new(cfg: Config, config_path: Option<PathBuf>) -> Result<Self, StartError> {
+        let directory: Box<dyn TenantDirectory> = Box::new(StaticDirectory::from_config(&cfg));
+        Self::with_directory(cfg, config_path, directory, false)
+    }
+
+    /// Build state around a tenant directory (`uses_catalog`: reloads keep it).
+    pub fn with_directory(
+        cfg: Config,
+        config_path: Option<PathBuf>,
+        directory: Box<dyn TenantDirectory>,
+        uses_catalog: bool,
+    ) -> Result<Self, StartError> {
         let tls = if cfg.tls.enabled() {
             Some(crate::frontend::tls::acceptor(&cfg.tls).map_err(StartError::Tls)?)
         } else {
             None
         };
-        let directory: Box<dyn TenantDirectory> = Box::new(StaticDirectory::from_config(&cfg));
         let mut mock_secret = [0u8; 32];
         rand::Rng::fill(&mut rand::thread_rng(), &mut mock_secret[..]);
         Ok(Proxy {
@@ -64,6 +81,9 @@ impl Proxy {
                 mock_secret,
                 clients: AtomicUsize::new(0),
                 shutdown: CancellationToken::new(),
+                uses_catalog,
+                sessions: Mutex::new(HashMap::new()),
+                next_session: AtomicU64::new(1),
             }),
         })
     }
@@ -115,6 +135,57 @@ impl Proxy {
         self.inner.clients.load(Ordering::Acquire)
     }
 
+    /// Register a client session of `tenant`; its token is cancelled to end it.
+    pub fn session_enter(&self, tenant: &str) -> (u64, CancellationToken) {
+        let id = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
+        let token = CancellationToken::new();
+        self.inner
+            .sessions
+            .lock()
+            .insert(id, (tenant.to_owned(), token.clone()));
+        (id, token)
+    }
+
+    pub fn session_leave(&self, id: u64) {
+        self.inner.sessions.lock().remove(&id);
+    }
+
+    /// End every session of `tenant` (suspended, cancelled or dropped). Returns how many.
+    pub fn end_tenant_sessions(&self, tenant: &str) -> usize {
+        let sessions = self.inner.sessions.lock();
+        let mut n = 0;
+        for (t, token) in sessions.values() {
+            if t == tenant {
+                token.cancel();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// React to a new tenant directory snapshot: end sessions of tenants that may no
+    /// longer connect, retire pools of tenants that are gone or moved.
+    pub fn tenants_changed(&self) {
+        let dir = self.directory();
+        let ended: Vec<String> = {
+            let sessions = self.inner.sessions.lock();
+            let mut keys: Vec<String> = sessions.values().map(|(t, _)| t.clone()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter()
+                .filter(|k| dir.tenant(k).is_none_or(|t| !t.status.may_connect()))
+                .collect()
+        };
+        for k in ended {
+            let n = self.end_tenant_sessions(&k);
+            info!(tenant = %k, sessions = n, "tenant no longer active; its sessions were ended");
+        }
+        self.inner.pools.retain_tenants(|k| dir.tenant(k).is_some());
+        for t in dir.tenants() {
+            self.inner.pools.for_tenant(&t);
+        }
+    }
+
     /// Reload the config file: build, validate, swap, then drain what changed.
     pub fn reload(&self) -> Result<(), ConfigError> {
         // 1. Build and validate the new config (environment overrides apply again).
@@ -123,20 +194,22 @@ impl Proxy {
         if cfg.listen != old.listen || cfg.tls != old.tls || cfg.catalog_url != old.catalog_url {
             warn!("listen, tls and catalog_url changes need a restart; keeping the old values");
         }
-        // 2. Build the new tenant directory.
-        let dir: Box<dyn TenantDirectory> = Box::new(StaticDirectory::from_config(&cfg));
+        // 2. Build the new tenant directory (the catalog's follows the catalog instead).
+        let dir: Option<Box<dyn TenantDirectory>> =
+            (!self.inner.uses_catalog).then(|| Box::new(StaticDirectory::from_config(&cfg)) as _);
         // 3. Swap config, directory and pool settings; clients keep running.
         self.inner.pools.reconfigure(cfg.pool.clone());
-        self.inner.directory.store(Arc::new(dir));
+        if let Some(dir) = dir {
+            self.inner.directory.store(Arc::new(dir));
+        }
         self.inner.config.store(Arc::new(cfg));
         // 4. Drain: retire pools of removed tenants and of tenants whose placement changed;
         //    their idle connections close now, busy ones when released.
-        let dir = self.directory();
-        self.inner.pools.retain_tenants(|k| dir.tenant(k).is_some());
-        for t in dir.tenants() {
-            self.inner.pools.for_tenant(&t);
-        }
-        info!(tenants = dir.tenants().len(), "configuration reloaded");
+        self.tenants_changed();
+        info!(
+            tenants = self.directory().tenants().len(),
+            "configuration reloaded"
+        );
         Ok(())
     }
 }

@@ -2,9 +2,21 @@
 //!
 //! [`TenantDirectory`] is the seam the proxy routes through. Lookups are synchronous reads of
 //! an in-memory snapshot so the connection path never waits on IO; implementations refresh
-//! their snapshot in the background. [`static_dir::StaticDirectory`] reads the config file.
+//! their snapshot in the background. [`static_dir::StaticDirectory`] reads the config file;
+//! [`pg_dir::CatalogDirectory`] reads the master catalog ([`store`]) and follows its changes
+//! by LISTEN/NOTIFY. [`provision`] creates and changes tenants; [`migrate`] keeps tenant
+//! schemas in step with `migrations/tenant/`.
 
+pub mod crypto;
+pub mod migrate;
+pub mod migrations;
+pub mod pg_dir;
+pub mod provision;
+pub mod sample;
 pub mod static_dir;
+pub mod store;
+
+pub use store::{Catalog, CatalogError};
 
 use std::sync::Arc;
 
@@ -25,10 +37,44 @@ pub struct Placement {
     pub backend_password: String,
 }
 
+/// Lifecycle state of a tenant. Only `Trial` and `Active` tenants may connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantStatus {
+    Trial,
+    Active,
+    Suspended,
+    Cancelled,
+}
+
+impl TenantStatus {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "trial" => TenantStatus::Trial,
+            "suspended" => TenantStatus::Suspended,
+            "cancelled" => TenantStatus::Cancelled,
+            _ => TenantStatus::Active,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantStatus::Trial => "trial",
+            TenantStatus::Active => "active",
+            TenantStatus::Suspended => "suspended",
+            TenantStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn may_connect(self) -> bool {
+        matches!(self, TenantStatus::Trial | TenantStatus::Active)
+    }
+}
+
 /// A tenant as the proxy routes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
     pub key: String,
+    pub status: TenantStatus,
     pub placement: Placement,
     pub pool_mode: PoolMode,
     pub pool_size: usize,
@@ -49,6 +95,18 @@ pub trait TenantDirectory: Send + Sync + 'static {
     fn login(&self, tenant: &str, user: &str) -> Option<Arc<LoginUser>>;
     /// All tenants, for pool maintenance and reporting.
     fn tenants(&self) -> Vec<Arc<Tenant>>;
+}
+
+impl<T: TenantDirectory> TenantDirectory for Arc<T> {
+    fn tenant(&self, key: &str) -> Option<Arc<Tenant>> {
+        (**self).tenant(key)
+    }
+    fn login(&self, tenant: &str, user: &str) -> Option<Arc<LoginUser>> {
+        (**self).login(tenant, user)
+    }
+    fn tenants(&self) -> Vec<Arc<Tenant>> {
+        (**self).tenants()
+    }
 }
 
 /// A tenant key: 1-63 chars of `[a-z0-9_]`, starting with a letter, so it is always a

@@ -40,6 +40,7 @@ impl StaticDirectory {
             };
             let tenant = Tenant {
                 key: t.key.clone(),
+                status: super::TenantStatus::Active,
                 placement,
                 pool_mode: parse_mode(&t.pool_mode).unwrap_or(cfg.pool.mode),
                 pool_size: if t.pool_size == 0 {

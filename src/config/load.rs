@@ -21,6 +21,8 @@ pub enum ConfigError {
 const TOP_LEVEL_KEYS: &[&str] = &[
     "listen",
     "catalog_url",
+    "catalog_key",
+    "migrate",
     "instance_name",
     "workers",
     "tls",
@@ -66,6 +68,14 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
     }
     if cfg.tls.cert.is_empty() != cfg.tls.key.is_empty() {
         return bad("tls.cert and tls.key must be set together".into());
+    }
+    if !cfg.catalog_url.is_empty() {
+        if let Err(e) = crate::catalog::crypto::SecretKey::from_base64(&cfg.catalog_key) {
+            return bad(format!("catalog_key: {e}"));
+        }
+    }
+    if cfg.migrate.concurrency == 0 {
+        return bad("migrate.concurrency must be at least 1".into());
     }
     if cfg.pool.default_size == 0 || cfg.pool.instance_max_connections == 0 {
         return bad("pool sizes must be at least 1".into());
@@ -153,7 +163,10 @@ mod tests {
     fn demo_config_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml");
         let cfg = load(Some(&path)).expect("demo config must load");
-        assert!(cfg.tenants.len() >= 5);
+        assert!(
+            !cfg.catalog_url.is_empty(),
+            "the demo routes from the catalog"
+        );
     }
 
     #[test]

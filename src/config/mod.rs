@@ -17,6 +17,11 @@ pub struct Config {
     pub listen: String,
     /// Tenant catalog URL; empty means tenants come from this file. Reload: no.
     pub catalog_url: String,
+    /// Base64 of 32 bytes encrypting tenant backend-role passwords in the catalog
+    /// (`tenantgate gen-key`). Required with `catalog_url`. Reload: no.
+    pub catalog_key: String,
+    /// Tenant migrations. Reload: yes.
+    pub migrate: MigrateConfig,
     /// Name of this replica for logs and telemetry; default the host name. Reload: no.
     pub instance_name: String,
     /// Runtime worker threads; 0 means one per CPU core. Default 0. Reload: no.
@@ -40,6 +45,8 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:6432".into(),
             catalog_url: String::new(),
+            catalog_key: String::new(),
+            migrate: MigrateConfig::default(),
             instance_name: String::new(),
             workers: 0,
             tls: TlsConfig::default(),
@@ -49,6 +56,20 @@ impl Default for Config {
             instances: Vec::new(),
             tenants: Vec::new(),
         }
+    }
+}
+
+/// Tenant migration runner settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MigrateConfig {
+    /// Tenants migrated at once. Default 4.
+    pub concurrency: usize,
+}
+
+impl Default for MigrateConfig {
+    fn default() -> Self {
+        MigrateConfig { concurrency: 4 }
     }
 }
 

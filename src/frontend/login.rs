@@ -131,6 +131,13 @@ async fn authenticate<S: ClientStream>(
         return Err(PgError::auth_failed(&startup_user));
     }
     let (tenant, user) = found.expect("ok implies found");
+    // Only after the password is proven, so status does not reveal tenants to strangers.
+    if !tenant.status.may_connect() {
+        return Err(PgError::tenant_unavailable(
+            &tenant.key,
+            tenant.status.as_str(),
+        ));
+    }
     write::auth_ok(out);
     Ok(LoggedIn {
         tenant,
@@ -295,6 +302,7 @@ async fn start_session<S: ClientStream>(
         (_, None) => None,
     };
     let (r, w) = stream.split_rw();
+    let (sid, kill) = proxy.session_enter(key);
     let mut session = Session::new(
         proxy.clone(),
         r,
@@ -307,7 +315,9 @@ async fn start_session<S: ClientStream>(
         server,
     );
     session.cout = out;
+    session.kill = kill;
     let end = session.run().await;
+    proxy.session_leave(sid);
     proxy.cancels().unregister(ckey);
     S::close(session.cr, session.cw);
     Ok(end)

@@ -79,6 +79,8 @@ pub struct Session<R, W> {
     max_message: usize,
     /// Current client read size: doubles while reads fill the buffer, resets when not.
     client_chunk: usize,
+    /// Cancelled when the tenant is suspended or removed: the session ends at once.
+    pub kill: tokio_util::sync::CancellationToken,
 }
 
 enum Event {
@@ -87,6 +89,7 @@ enum Event {
     ClientWrote(std::io::Result<usize>),
     ServerWrote(std::io::Result<usize>),
     Shutdown,
+    Killed,
 }
 
 impl<R, W> Session<R, W>
@@ -123,6 +126,7 @@ where
             skip_until_sync: false,
             max_message,
             client_chunk: CLIENT_CHUNK_MIN,
+            kill: tokio_util::sync::CancellationToken::new(),
         }
     }
 
@@ -146,6 +150,9 @@ where
         let token = self.proxy.shutdown_token();
         let shutdown = token.cancelled();
         tokio::pin!(shutdown);
+        let kill = self.kill.clone();
+        let killed = kill.cancelled();
+        tokio::pin!(killed);
         // Anything the client pipelined behind its startup packet.
         if !self.cin.is_empty() {
             if let Some(end) = self.on_client_data().await? {
@@ -197,6 +204,7 @@ where
                     r = async { sr.as_mut().unwrap().read_buf(sbuf.unwrap()).await }, if read_server => Event::ServerRead(r),
                     r = cr.read_buf(cin), if read_client => Event::ClientRead(r),
                     _ = &mut shutdown, if at_boundary && cout.is_empty() => Event::Shutdown,
+                    _ = &mut killed => Event::Killed,
                 }
             };
             match ev {
@@ -244,6 +252,7 @@ where
                     }
                 },
                 Event::Shutdown => return Err(PgError::shutting_down()),
+                Event::Killed => return Err(PgError::tenant_ended(&self.pool.tenant.key)),
             }
         }
     }

@@ -161,6 +161,25 @@ impl PgError {
         )
     }
 
+    /// 57P03 at login: the tenant exists but may not connect now. Fatal.
+    pub fn tenant_unavailable(tenant: &str, status: &str) -> Self {
+        Self::new(
+            Severity::Fatal,
+            "57P03",
+            format!("tenant \"{tenant}\" is {status} and cannot accept connections"),
+        )
+        .with_hint("Contact the service operator.")
+    }
+
+    /// 57P01: the tenant was suspended or removed while connected. Fatal.
+    pub fn tenant_ended(tenant: &str) -> Self {
+        Self::new(
+            Severity::Fatal,
+            "57P01",
+            format!("terminating connection because tenant \"{tenant}\" is no longer active"),
+        )
+    }
+
     /// 57P01: an administrator closed this client. Fatal.
     pub fn killed() -> Self {
         Self::new(

@@ -1,19 +1,11 @@
 -- Sample data for one tenant of the sample SaaS, in the schema of the current
--- search_path (names unqualified). Needs migrations/tenant/0001_saas_app.sql applied.
---   psql -v tenant_users=200 -c "SET search_path=tenant_acme" -f scripts/sample-data.sql
--- Fills only an empty users table, so a rerun changes nothing. Seeded by schema name:
--- the same schema and count give the same data (apart from now()).
-
-\if :{?tenant_users}
-\else
-  \set tenant_users 50
-\endif
-
-SELECT NOT EXISTS (SELECT 1 FROM users) AS tg_users_empty \gset
-\if :tg_users_empty
+-- search_path (names unqualified), after migrations/tenant/ has been applied.
+-- `tenantgate setup --sample` runs it for each sample tenant whose users table is empty,
+-- with :tenant_users replaced by the tenant's user count. Seeded by schema name: the
+-- same schema and count give the same data (apart from now()).
 
 -- Seeded per schema: reproducible, yet each tenant gets different data.
-SELECT setseed((hashtext(current_schema()) & 2147483647) / 2147483648.0) \g /dev/null
+SELECT setseed((hashtext(current_schema()) & 2147483647) / 2147483648.0);
 
 -- Users: #1 is the owner, ~5% admins, the rest members; ~6% deactivated.
 -- last_login: ~12% never logged in; the others skewed towards recent days
@@ -64,7 +56,3 @@ FROM projects AS pr
 CROSS JOIN LATERAL generate_series(1, 3 + (pr.id * 5) % 12) AS t
 CROSS JOIN LATERAL (SELECT random() AS x, t AS _) AS r
 CROSS JOIN (SELECT array_agg(id ORDER BY id) AS ids FROM users) AS u;
-
-\else
-\echo sample-data.sql: users already has rows, nothing inserted
-\endif
