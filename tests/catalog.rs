@@ -563,3 +563,83 @@ async fn migrate_many_tenants_with_a_failure_and_a_resumed_run() {
     assert_eq!(versions, migrations::tenant().len() as i64);
     cat.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_on_another_instance() {
+    let cat = Cat::new().await;
+    let pg = tokio::task::spawn_blocking(common::pg_instance::PgInstance::start)
+        .await
+        .unwrap();
+    let url = format!("postgresql://postgres@127.0.0.1:{}/postgres", pg.port);
+    admin(&cat.db)
+        .await
+        .execute(
+            "INSERT INTO tenantgate.instances (name, url, dedicated) VALUES ('big1', $1, true)",
+            &[&url],
+        )
+        .await
+        .unwrap();
+    let mut req = cat.req("remote", "enterprise");
+    req.instance = Some("big1".into());
+    let p = cat.catalog.create_tenant(&req).await.unwrap();
+    assert_eq!(p.instance, "big1");
+    // the schema lives on the other server, not on the catalog's
+    let (remote, conn) = tokio_postgres::connect(&pg.url("postgres"), NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let n: i64 = remote
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = $1",
+            &[&schema_of(&p.key)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+    let local: i64 = admin(&cat.db)
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
+            &[&schema_of(&p.key)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(local, 0);
+    // and the proxy routes there, logging in with the encrypted secret
+    let proxy = tenantgate::app::start(cat.config(), None).await.unwrap();
+    let c = connect(proxy.addr.port(), "app", &p.key, "remote-pw")
+        .await
+        .unwrap();
+    let port: String = c
+        .query_one("SELECT current_setting('port')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(port, pg.port.to_string());
+    // migrations reach it too (version recorded in the catalog after the instance commits)
+    let mut list = migrations::tenant();
+    list.push(Migration {
+        version: "0002_x".into(),
+        sql: "CREATE TABLE notes (id int);".into(),
+    });
+    let r = migrate_all(
+        &cat.catalog,
+        &MigrateOptions {
+            concurrency: 2,
+            fail_fast: false,
+            migrations: list,
+            only: vec![p.key.clone()],
+        },
+        &|_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.migrated, 1);
+    c.simple_query("SELECT * FROM notes").await.unwrap();
+    proxy.shutdown().await;
+    cat.catalog.drop_tenant(&p.key, true, "test").await.unwrap();
+    drop(pg);
+    cat.cleanup().await;
+}

@@ -184,3 +184,97 @@ async fn check_config_rejects_bad_files() {
         "env override applies"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_and_tenant_commands() {
+    let id = common::unique();
+    let db = format!("tg_clicat_{id}");
+    common::admin("postgres")
+        .await
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    let url = format!("postgresql://postgres@127.0.0.1:5432/{db}");
+    let key = tenantgate::catalog::crypto::SecretKey::generate();
+    let run = |args: Vec<String>, stdin: Option<&'static str>| {
+        let (url, key) = (url.clone(), key.clone());
+        async move {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantgate"));
+            cmd.args(&args)
+                .env("TENANTGATE_CATALOG_URL", &url)
+                .env("TENANTGATE_CATALOG_KEY", &key)
+                .env("TENANTGATE_LOG", "warn")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = cmd.spawn().unwrap();
+            let mut input = child.stdin.take().unwrap();
+            if let Some(s) = stdin {
+                use tokio::io::AsyncWriteExt;
+                input.write_all(s.as_bytes()).await.unwrap();
+            }
+            drop(input);
+            let out = child.wait_with_output().await.unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let (ok, out, err) = run(s(&["setup"]), None).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("0001_catalog"), "{out}");
+    let t = format!("c{id}");
+    let (ok, out, err) = run(
+        s(&[
+            "tenant",
+            "create",
+            &t,
+            "--plan",
+            "premium",
+            "--password-stdin",
+        ]),
+        Some("from-stdin\n"),
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("plan pro") && !out.contains("from-stdin"),
+        "{out}"
+    );
+    let (ok, out, _) = run(s(&["tenant", "list"]), None).await;
+    assert!(ok && out.contains(&t), "{out}");
+    let (ok, _, err) = run(s(&["tenant", "create", "Bad;Key", "--plan", "free"]), None).await;
+    assert!(!ok && err.contains("invalid tenant key"), "{err}");
+    let (ok, _, err) = run(s(&["tenant", "create", "zz", "--plan", "gold"]), None).await;
+    assert!(!ok && err.contains("unknown plan"), "{err}");
+    let (ok, _, err) = run(s(&["tenant", "suspend", "nosuch"]), None).await;
+    assert!(!ok && err.contains("does not exist"), "{err}");
+    let (ok, out, err) = run(
+        s(&[
+            "tenant",
+            "user",
+            "add",
+            &t,
+            "bob",
+            "--password-env",
+            "NOPE_NOT_SET",
+        ]),
+        None,
+    )
+    .await;
+    assert!(!ok && err.contains("NOPE_NOT_SET"), "{out}{err}");
+    let (ok, out, err) = run(s(&["admin-user", "add", "ops", "--password", "x"]), None).await;
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = run(s(&["migrate"]), None).await;
+    assert!(ok && out.contains("1 up to date"), "{out}{err}");
+    let (ok, _, err) = run(s(&["tenant", "drop", &t, "--force"]), None).await;
+    assert!(ok, "{err}");
+    common::admin("postgres")
+        .await
+        .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .await
+        .unwrap();
+}
