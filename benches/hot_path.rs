@@ -103,5 +103,52 @@ fn prepared(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, framing, routing, prepared);
+/// A realistic statement mix of the sample SaaS.
+const MIX: &[&str] = &[
+    "SELECT abalance FROM pgbench_accounts WHERE aid = 48213",
+    "SELECT id, email, name FROM users WHERE active AND last_login > now() - interval '30 days'",
+    "INSERT INTO tasks (project_id, title, status, priority) VALUES (4, 'Write spec', 'todo', 2)",
+    "UPDATE tasks SET status = 'done' WHERE id = 991 AND project_id = 4",
+    "SELECT p.name, count(t.id) FROM projects p LEFT JOIN tasks t ON t.project_id = p.id GROUP BY p.name ORDER BY 2 DESC LIMIT 10",
+    "BEGIN",
+    "COMMIT",
+];
+
+fn guard(c: &mut Criterion) {
+    use tenantgate::config::GuardConfig;
+    use tenantgate::frontend::guard::GuardCache;
+    use tenantgate::router::guard::{analyze, check, GuardContext};
+    let cfg = GuardConfig::default();
+    let cache = GuardCache::default();
+    for s in MIX {
+        cache.verdict(&cfg, Some("tenant_acme"), s.as_bytes());
+    }
+    c.bench_function(
+        "guard: cached verdict, statement mix (per statement)",
+        |bench| {
+            let mut i = 0;
+            bench.iter(|| {
+                i = (i + 1) % MIX.len();
+                cache.verdict(&cfg, Some("tenant_acme"), black_box(MIX[i].as_bytes()))
+            })
+        },
+    );
+    let ctx = GuardContext {
+        tenant_schema: Some("tenant_acme"),
+        logical_schema: "public",
+        strict: false,
+    };
+    c.bench_function(
+        "guard: uncached analyse + check, statement mix (per statement)",
+        |bench| {
+            let mut i = 0;
+            bench.iter(|| {
+                i = (i + 1) % MIX.len();
+                check(&analyze(black_box(MIX[i])), &ctx)
+            })
+        },
+    );
+}
+
+criterion_group!(benches, framing, routing, prepared, guard);
 criterion_main!(benches);

@@ -38,6 +38,7 @@ struct Inner {
     uses_catalog: bool,
     sessions: Mutex<HashMap<u64, (String, CancellationToken)>>,
     next_session: AtomicU64,
+    guard: crate::frontend::guard::GuardCache,
 }
 
 /// Why the proxy could not start.
@@ -84,6 +85,7 @@ impl Proxy {
                 uses_catalog,
                 sessions: Mutex::new(HashMap::new()),
                 next_session: AtomicU64::new(1),
+                guard: Default::default(),
             }),
         })
     }
@@ -98,6 +100,10 @@ impl Proxy {
 
     pub fn pools(&self) -> &Pools {
         &self.inner.pools
+    }
+
+    pub fn guard(&self) -> &crate::frontend::guard::GuardCache {
+        &self.inner.guard
     }
 
     pub fn cancels(&self) -> &CancelRegistry {

@@ -23,6 +23,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "catalog_url",
     "catalog_key",
     "migrate",
+    "guard",
     "instance_name",
     "workers",
     "tls",

@@ -22,6 +22,8 @@ pub struct Config {
     pub catalog_key: String,
     /// Tenant migrations. Reload: yes.
     pub migrate: MigrateConfig,
+    /// Statement guard. Reload: yes.
+    pub guard: GuardConfig,
     /// Name of this replica for logs and telemetry; default the host name. Reload: no.
     pub instance_name: String,
     /// Runtime worker threads; 0 means one per CPU core. Default 0. Reload: no.
@@ -47,6 +49,7 @@ impl Default for Config {
             catalog_url: String::new(),
             catalog_key: String::new(),
             migrate: MigrateConfig::default(),
+            guard: GuardConfig::default(),
             instance_name: String::new(),
             workers: 0,
             tls: TlsConfig::default(),
@@ -55,6 +58,31 @@ impl Default for Config {
             auth: Vec::new(),
             instances: Vec::new(),
             tenants: Vec::new(),
+        }
+    }
+}
+
+/// The statement guard (isolation checks before statements reach PostgreSQL).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardConfig {
+    /// Check statements. Default true.
+    pub enabled: bool,
+    /// Refuse statements the SQL parser does not understand. Default false.
+    pub strict: bool,
+    /// The schema applications believe they use. Default `public`.
+    pub logical_schema: String,
+    /// Statement analyses cached by text. Default 10000.
+    pub cache_size: usize,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            enabled: true,
+            strict: false,
+            logical_schema: "public".into(),
+            cache_size: 10_000,
         }
     }
 }

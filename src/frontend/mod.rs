@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod cancel;
+pub mod guard;
 pub mod listener;
 pub mod login;
 pub mod relay;

@@ -36,6 +36,8 @@ pub struct Attached {
     t: Tracker,
     /// The server sent a FATAL error; its connection is ending.
     fatal_seen: bool,
+    /// Reasons of refused Parses sent as failing marker Parses, oldest first.
+    refusals: std::collections::VecDeque<String>,
 }
 
 impl Attached {
@@ -47,6 +49,7 @@ impl Attached {
             s_remaining: 0,
             t: Tracker::new(),
             fatal_seen: false,
+            refusals: Default::default(),
         }
     }
 }
@@ -336,6 +339,36 @@ where
             }
             return Ok(None);
         }
+        // The statement guard, before anything reaches a server.
+        let mut msg = msg;
+        if tag == b'Q' || tag == b'P' {
+            if let Some(reason) = self.refusal(tag, &msg) {
+                if self.server.is_none() {
+                    // Nothing pending: answer directly.
+                    PgError::guard_refused(&super::guard::refusal_message(&reason))
+                        .encode(&mut self.cout);
+                    match tag {
+                        b'Q' => write::ready_for_query(&mut self.cout, b'I'),
+                        _ => self.skip_until_sync = true,
+                    }
+                    return Ok(None);
+                }
+                // Replies are pending: let the server raise it, in order.
+                let body = &msg[frame::HEADER_LEN..];
+                msg = match tag {
+                    b'Q' => super::guard::rewrite_query(&reason),
+                    _ => match super::guard::rewrite_parse(body) {
+                        Some(m) => {
+                            if let Some(a) = self.server.as_mut() {
+                                a.refusals.push_back(reason);
+                            }
+                            m
+                        }
+                        None => return Err(PgError::protocol_violation("malformed Parse message")),
+                    },
+                };
+            }
+        }
         if self.server.is_none() {
             match tag {
                 // Nothing to flush and no COPY in progress without a server.
@@ -457,6 +490,22 @@ where
         Ok(None)
     }
 
+    /// The guard's reason to refuse a Query or Parse, if any.
+    fn refusal(&self, tag: u8, msg: &[u8]) -> Option<String> {
+        let body = &msg[frame::HEADER_LEN..];
+        let sql = if tag == b'Q' {
+            frame::parse_query(body)?
+        } else {
+            frame::parse_parse(body)?.query
+        };
+        let cfg = self.proxy.config();
+        let schema = self.pool.tenant.placement.schema.as_deref();
+        match self.proxy.guard().verdict(&cfg.guard, schema, sql) {
+            crate::router::guard::Verdict::Allow => None,
+            crate::router::guard::Verdict::Refuse(r) => Some(r),
+        }
+    }
+
     /// Get a server connection for this client and bring its settings in line.
     async fn attach(&mut self) -> Result<(), PgError> {
         let mut conn = self.pool.acquire().await.map_err(|e| match e {
@@ -519,6 +568,10 @@ where
                 b'Z' => {
                     let status = body.first().copied().unwrap_or(b'I');
                     relay::on_ready(status, &mut a.t, stmts, &mut a.conn.prepared);
+                    // Marker Parses skipped by an earlier error never answer.
+                    if a.t.quiet() {
+                        a.refusals.clear();
+                    }
                     true
                 }
                 b'1' | b'3' => relay::on_complete(h.tag, &mut a.t) == Reply::Forward,
@@ -557,7 +610,14 @@ where
                     if matches!(sev, Some(b"FATAL") | Some(b"PANIC")) {
                         a.fatal_seen = true;
                     }
-                    true
+                    if !a.refusals.is_empty() && super::guard::is_marker_error(body) {
+                        let reason = a.refusals.pop_front().unwrap_or_default();
+                        PgError::guard_refused(&super::guard::refusal_message(&reason))
+                            .encode(cout);
+                        false
+                    } else {
+                        true
+                    }
                 }
                 _ => true,
             };

@@ -180,6 +180,11 @@ impl PgError {
         )
     }
 
+    /// 42501: the statement guard refused a statement. Recoverable.
+    pub fn guard_refused(message: &str) -> Self {
+        Self::new(Severity::Error, "42501", message)
+    }
+
     /// 57P01: an administrator closed this client. Fatal.
     pub fn killed() -> Self {
         Self::new(

@@ -1,5 +1,8 @@
 //! Pure routing decisions: no IO, no shared state.
 //!
-//! [`startup`] decides which tenant and login user a new client is, from its startup parameters.
+//! - [`startup`] decides which tenant and login user a new client is, from its startup
+//!   parameters.
+//! - [`guard`] checks statements against a tenant's isolation policy.
 
+pub mod guard;
 pub mod startup;

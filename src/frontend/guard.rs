@@ -1,0 +1,125 @@
+//! Running the statement guard on the relay path: a shared cache of analyses by statement
+//! text, the decision for the session's tenant, and how a refusal reaches the client in
+//! protocol order.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+
+use crate::config::GuardConfig;
+use crate::protocol::frame;
+use crate::router::guard::{analyze, check, Analysis, GuardContext, Verdict};
+
+/// Analyses by statement text, shared by all sessions (the analysis is tenant-independent).
+#[derive(Default)]
+pub struct GuardCache {
+    map: Mutex<HashMap<Box<str>, Arc<Analysis>>>,
+    /// Statements the parser did not understand (passed unless strict).
+    pub unparsed: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+impl GuardCache {
+    /// The analysis of `sql`, computed once per distinct text (bounded: the cache is
+    /// emptied when it reaches `cap` entries).
+    pub fn analysis(&self, sql: &str, cap: usize) -> Arc<Analysis> {
+        if let Some(a) = self.map.lock().get(sql) {
+            return a.clone();
+        }
+        let a = Arc::new(analyze(sql));
+        if !a.parsed {
+            self.unparsed.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut m = self.map.lock();
+        if m.len() >= cap {
+            m.clear();
+        }
+        m.insert(sql.into(), a.clone());
+        a
+    }
+
+    /// The verdict for `sql` run by a tenant with `tenant_schema`.
+    pub fn verdict(&self, cfg: &GuardConfig, tenant_schema: Option<&str>, sql: &[u8]) -> Verdict {
+        if !cfg.enabled {
+            return Verdict::Allow;
+        }
+        if !cfg.strict && crate::router::guard::trivially_allowed(sql) {
+            return Verdict::Allow;
+        }
+        let Ok(text) = std::str::from_utf8(sql) else {
+            return Verdict::Refuse("statement text is not valid UTF-8".into());
+        };
+        let a = self.analysis(
+            &crate::router::guard::cache_key(text),
+            cfg.cache_size.max(1),
+        );
+        let v = check(
+            &a,
+            &GuardContext {
+                tenant_schema,
+                logical_schema: &cfg.logical_schema,
+                strict: cfg.strict,
+            },
+        );
+        if v != Verdict::Allow {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        v
+    }
+}
+
+/// The client-visible message of a refusal.
+pub fn refusal_message(reason: &str) -> String {
+    format!("permission denied by tenantgate: {reason}")
+}
+
+/// A statement that makes the server raise the refusal itself, so the error arrives in
+/// order with replies to earlier pipelined messages and aborts an open transaction, as a
+/// PostgreSQL permission error would.
+pub fn raising_statement(reason: &str) -> String {
+    format!(
+        "DO $tg_guard$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = {}; END$tg_guard$",
+        crate::backend::server::quote_literal(&refusal_message(reason).replace("$tg_guard$", ""))
+    )
+}
+
+/// Rewrite a Query message to raise the refusal.
+pub fn rewrite_query(reason: &str) -> BytesMut {
+    let mut out = BytesMut::new();
+    frame::write_query(&mut out, &raising_statement(reason));
+    out
+}
+
+/// The relation a refused Parse is rewritten to name: it does not exist, so the server fails
+/// the Parse itself (in order, skipping to Sync like any failed Parse), and the relay
+/// replaces that error with the refusal.
+pub const PARSE_MARKER: &str = "tenantgate_refused_statement";
+
+/// Is this server ErrorResponse the failure of a marker Parse?
+pub fn is_marker_error(body: &[u8]) -> bool {
+    let (code, _) = crate::protocol::error::parse_error_fields(body);
+    code == Some(&b"42P01"[..])
+        && body
+            .windows(PARSE_MARKER.len())
+            .any(|w| w == PARSE_MARKER.as_bytes())
+}
+
+/// Rewrite a Parse message (same name and parameter types) so that the server fails it.
+pub fn rewrite_parse(body: &[u8]) -> Option<BytesMut> {
+    let m = frame::parse_parse(body)?;
+    let sql = format!("SELECT FROM pg_catalog.{PARSE_MARKER}");
+    let mut out = BytesMut::new();
+    frame::write_parse(
+        &mut out,
+        m.name,
+        &frame::ParseMsg {
+            name: m.name,
+            query: sql.as_bytes(),
+            rest: m.rest,
+        },
+    );
+    Some(out)
+}

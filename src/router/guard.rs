@@ -1,0 +1,616 @@
+//! The statement guard: defense in depth on top of the per-tenant roles. Pure: a statement
+//! text is analysed once (tokens + sqlparser AST, tenant-independent, cacheable by text),
+//! then checked against a tenant's context.
+//!
+//! Refused (SQLSTATE 42501, with the reason):
+//! - references to schemas outside the tenant (other tenants', or any not in the allow list)
+//! - role or session-authorization changes (`SET ROLE`, `RESET ROLE`,
+//!   `SET SESSION AUTHORIZATION`, `set_config('role', ...)`)
+//! - `search_path` pointing outside the tenant (`SET search_path`, `set_config`)
+//! - server-side file and program access (`COPY ... PROGRAM`, `COPY ... FROM/TO 'file'`,
+//!   `pg_read_file`, `lo_import`, ...)
+//!
+//! Statements sqlparser cannot parse still get the token-level checks; they pass by
+//! default (PostgreSQL's privileges still hold) and are refused in strict mode.
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{visit_expressions, visit_relations, Expr, ObjectName, Statement};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, Tokenizer};
+
+/// Functions that reach the server's files, programs or other databases.
+const FORBIDDEN_FUNCTIONS: &[&str] = &[
+    "pg_read_file",
+    "pg_read_binary_file",
+    "pg_ls_dir",
+    "pg_stat_file",
+    "pg_ls_logdir",
+    "pg_ls_waldir",
+    "pg_ls_tmpdir",
+    "pg_ls_archive_statusdir",
+    "pg_file_write",
+    "pg_file_rename",
+    "pg_file_unlink",
+    "lo_import",
+    "lo_export",
+    "lo_from_bytea",
+    "dblink",
+    "dblink_exec",
+    "dblink_connect",
+    "dblink_connect_u",
+    "pg_terminate_backend",
+    "pg_cancel_backend",
+    "pg_reload_conf",
+    "pg_rotate_logfile",
+    "pg_promote",
+];
+
+/// Settings that must not be changed through `set_config`.
+const GUARDED_SETTINGS: &[&str] = &["role", "session_authorization", "search_path"];
+
+/// Schemas every tenant may name.
+const SYSTEM_SCHEMAS: &[&str] = &["pg_catalog", "information_schema", "pg_temp", "pg_toast"];
+
+/// What a statement text does, independent of the tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Analysis {
+    /// sqlparser understood the text.
+    pub parsed: bool,
+    /// Schema names the statement qualifies objects with (case-folded like PostgreSQL).
+    pub schemas: Vec<String>,
+    pub role_change: bool,
+    /// Values of `SET search_path` (case-folded, quotes removed).
+    pub search_path: Option<Vec<String>>,
+    /// `set_config` of role/session_authorization/search_path.
+    pub guarded_set_config: Option<String>,
+    /// `COPY ... PROGRAM` or `COPY` to/from a server file.
+    pub server_file_copy: bool,
+    pub forbidden_function: Option<String>,
+}
+
+/// The tenant a statement runs for.
+#[derive(Debug, Clone, Copy)]
+pub struct GuardContext<'a> {
+    /// The tenant's schema; `None` for a placement used as it is (schema checks off).
+    pub tenant_schema: Option<&'a str>,
+    /// The schema applications believe they use (default `public`).
+    pub logical_schema: &'a str,
+    /// Refuse statements the parser does not understand.
+    pub strict: bool,
+}
+
+/// The decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Refuse(String),
+}
+
+/// Cheap proof that a text cannot trip any check (outside strict mode): every refusal needs a
+/// `.` (schema-qualified name), or one of a few words (role, authorization, search_path,
+/// set_config, copy, and the forbidden functions' prefixes); `\\` and `&` are excluded so
+/// escaped identifiers (`U&"..."`) always get the full analysis.
+pub fn trivially_allowed(sql: &[u8]) -> bool {
+    const WORDS: &[&[u8]] = &[
+        b"role",
+        b"authorization",
+        b"search_path",
+        b"set_config",
+        b"copy",
+        b"pg_",
+        b"lo_",
+        b"dblink",
+    ];
+    for (i, &b) in sql.iter().enumerate() {
+        if matches!(b, b'.' | b'\\' | b'&') {
+            return false;
+        }
+        match b | 0x20 {
+            b'r' | b'a' | b's' | b'c' | b'p' | b'l' | b'd' => {
+                let rest = &sql[i..];
+                if WORDS
+                    .iter()
+                    .any(|w| rest.len() >= w.len() && rest[..w.len()].eq_ignore_ascii_case(w))
+                {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    true
+}
+
+/// A cache key for the analysis: the text with numeric literals outside strings,
+/// identifiers and comments replaced by `0` (the analysis never depends on them), so
+/// statements that differ only in numbers share one entry.
+pub fn cache_key(sql: &str) -> std::borrow::Cow<'_, str> {
+    let b = sql.as_bytes();
+    if !b.iter().any(u8::is_ascii_digit) {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'\'' | b'"' => {
+                let end = b[i + 1..]
+                    .iter()
+                    .position(|&x| x == c)
+                    .map_or(b.len(), |p| i + 1 + p + 1);
+                out.extend_from_slice(&b[i..end]);
+                i = end;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                let end = b[i..]
+                    .iter()
+                    .position(|&x| x == b'\n')
+                    .map_or(b.len(), |p| i + p);
+                out.extend_from_slice(&b[i..end]);
+                i = end;
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let end = b[i + 2..]
+                    .windows(2)
+                    .position(|w| w == b"*/")
+                    .map_or(b.len(), |p| i + 2 + p + 2);
+                out.extend_from_slice(&b[i..end]);
+                i = end;
+            }
+            b'$' => {
+                // $n parameters and $tag$ quotes are kept as they are
+                let end = b[i + 1..]
+                    .iter()
+                    .position(|x| !(x.is_ascii_alphanumeric() || *x == b'_'))
+                    .map_or(b.len(), |p| i + 1 + p);
+                out.extend_from_slice(&b[i..end]);
+                i = end;
+            }
+            d if d.is_ascii_digit()
+                && !i
+                    .checked_sub(1)
+                    .is_some_and(|p| b[p].is_ascii_alphanumeric() || b[p] == b'_') =>
+            {
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+                out.push(b'0');
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(String::from_utf8(out).unwrap_or_else(|_| sql.to_owned()))
+}
+
+/// Analyse a statement text (one or more statements).
+pub fn analyze(sql: &str) -> Analysis {
+    let mut a = Analysis::default();
+    let dialect = PostgreSqlDialect {};
+    let tokens: Vec<Token> = match Tokenizer::new(&dialect, sql).tokenize() {
+        Ok(t) => t
+            .into_iter()
+            .filter(|t| !matches!(t, Token::Whitespace(_)))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    scan_tokens(&tokens, &mut a);
+    if let Ok(stmts) = Parser::parse_sql(&dialect, sql) {
+        a.parsed = true;
+        scan_ast(&stmts, &mut a);
+    }
+    a.schemas.sort();
+    a.schemas.dedup();
+    a
+}
+
+fn word(t: &Token) -> Option<String> {
+    match t {
+        Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_lowercase()),
+        _ => None,
+    }
+}
+
+fn ident(t: &Token) -> Option<String> {
+    match t {
+        Token::Word(w) if w.quote_style.is_some() => Some(w.value.clone()),
+        Token::Word(w) => Some(w.value.to_ascii_lowercase()),
+        Token::SingleQuotedString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn string(t: &Token) -> Option<&str> {
+    match t {
+        Token::SingleQuotedString(s) | Token::EscapedStringLiteral(s) => Some(s),
+        Token::DollarQuotedString(d) => Some(&d.value),
+        _ => None,
+    }
+}
+
+/// Token-level checks: they work on statements the parser does not understand too.
+fn scan_tokens(tokens: &[Token], a: &mut Analysis) {
+    for stmt in tokens.split(|t| matches!(t, Token::SemiColon)) {
+        let words: Vec<Option<String>> = stmt.iter().map(word).collect();
+        let w = |i: usize| words.get(i).and_then(|x| x.as_deref());
+        // SET/RESET [SESSION|LOCAL] ROLE, SET/RESET SESSION AUTHORIZATION
+        if matches!(w(0), Some("set") | Some("reset")) {
+            let mut i = 1;
+            if matches!(w(i), Some("session") | Some("local")) && w(i + 1) != Some("authorization")
+            {
+                i += 1;
+            }
+            if w(i) == Some("role")
+                || (w(i) == Some("session") && w(i + 1) == Some("authorization"))
+            {
+                a.role_change = true;
+            }
+            if w(0) == Some("set") && w(i) == Some("search_path") {
+                let mut vals = Vec::new();
+                for t in stmt.iter().skip(i + 1) {
+                    if matches!(t, Token::Eq | Token::Comma) || word(t).as_deref() == Some("to") {
+                        continue;
+                    }
+                    if let Some(v) = ident(t) {
+                        // a quoted string may itself hold a list
+                        vals.extend(v.split(',').map(|s| s.trim().trim_matches('"').to_owned()));
+                    }
+                }
+                a.search_path = Some(vals);
+            }
+        }
+        if w(0) == Some("copy") {
+            let mut after_direction = false;
+            for t in stmt {
+                let lw = word(t);
+                if lw.as_deref() == Some("program") {
+                    a.server_file_copy = true;
+                }
+                if after_direction && string(t).is_some() {
+                    a.server_file_copy = true;
+                }
+                after_direction = matches!(lw.as_deref(), Some("from") | Some("to"));
+            }
+        }
+        // function calls by name: name '(' ...
+        for (i, t) in stmt.iter().enumerate() {
+            let Token::Word(wd) = t else { continue };
+            if !matches!(stmt.get(i + 1), Some(Token::LParen)) {
+                continue;
+            }
+            let name = if wd.quote_style.is_some() {
+                wd.value.clone()
+            } else {
+                wd.value.to_ascii_lowercase()
+            };
+            if FORBIDDEN_FUNCTIONS.contains(&name.as_str()) {
+                a.forbidden_function.get_or_insert(name.clone());
+            }
+            if name == "set_config" {
+                if let Some(arg) = stmt.get(i + 2).and_then(string) {
+                    let arg = arg.trim().to_ascii_lowercase();
+                    if GUARDED_SETTINGS.contains(&arg.as_str()) {
+                        a.guarded_set_config.get_or_insert(arg);
+                    }
+                } else {
+                    // the setting name is computed: cannot prove it harmless
+                    a.guarded_set_config.get_or_insert("(computed)".into());
+                }
+            }
+        }
+        // schema-qualified names the parser may miss: word . word (not after a word
+        // that starts a column reference is indistinguishable here; the AST decides
+        // when it parses, tokens only for what follows FROM/JOIN/INTO/UPDATE/TABLE)
+        for (i, t) in stmt.iter().enumerate() {
+            let Token::Word(kw) = t else { continue };
+            if !matches!(
+                kw.keyword,
+                Keyword::FROM
+                    | Keyword::JOIN
+                    | Keyword::INTO
+                    | Keyword::UPDATE
+                    | Keyword::TABLE
+                    | Keyword::COPY
+                    | Keyword::TRUNCATE
+            ) {
+                continue;
+            }
+            // FROM ONLY schema.table
+            let j = if matches!(stmt.get(i + 1), Some(Token::Word(w)) if w.keyword == Keyword::ONLY)
+            {
+                i + 2
+            } else {
+                i + 1
+            };
+            if let (Some(Token::Word(s)), Some(Token::Period), Some(Token::Word(_))) =
+                (stmt.get(j), stmt.get(j + 1), stmt.get(j + 2))
+            {
+                a.schemas.push(fold(&s.value, s.quote_style.is_some()));
+            }
+        }
+    }
+}
+
+fn fold(s: &str, quoted: bool) -> String {
+    if quoted {
+        s.to_owned()
+    } else {
+        s.to_ascii_lowercase()
+    }
+}
+
+fn schema_of(name: &ObjectName, parts_after: usize) -> Option<String> {
+    let idents: Vec<_> = name.0.iter().filter_map(|p| p.as_ident()).collect();
+    if idents.len() > parts_after {
+        let s = idents[idents.len() - 1 - parts_after];
+        Some(fold(&s.value, s.quote_style.is_some()))
+    } else {
+        None
+    }
+}
+
+fn scan_ast(stmts: &[Statement], a: &mut Analysis) {
+    let _ = visit_relations(&stmts.to_vec(), |rel: &ObjectName| {
+        if let Some(s) = schema_of(rel, 1) {
+            a.schemas.push(s);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    let _ = visit_expressions(&stmts.to_vec(), |e: &Expr| {
+        match e {
+            Expr::Function(f) => {
+                if let Some(s) = schema_of(&f.name, 1) {
+                    a.schemas.push(s);
+                }
+            }
+            Expr::CompoundIdentifier(parts) if parts.len() >= 3 => {
+                let s = &parts[parts.len() - 3];
+                a.schemas.push(fold(&s.value, s.quote_style.is_some()));
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    for s in stmts {
+        if let Statement::Copy { target, .. } = s {
+            if matches!(
+                target,
+                sqlparser::ast::CopyTarget::Program { .. }
+                    | sqlparser::ast::CopyTarget::File { .. }
+            ) {
+                a.server_file_copy = true;
+            }
+        }
+    }
+}
+
+/// Decide for a tenant.
+pub fn check(a: &Analysis, ctx: &GuardContext<'_>) -> Verdict {
+    if a.role_change {
+        return Verdict::Refuse("changing role or session authorization is not allowed".into());
+    }
+    if let Some(s) = &a.guarded_set_config {
+        return Verdict::Refuse(format!("set_config of \"{s}\" is not allowed"));
+    }
+    if a.server_file_copy {
+        return Verdict::Refuse(
+            "COPY with server files or programs is not allowed; use COPY FROM STDIN / TO STDOUT"
+                .into(),
+        );
+    }
+    if let Some(f) = &a.forbidden_function {
+        return Verdict::Refuse(format!("function {f}() is not allowed"));
+    }
+    if let Some(schema) = ctx.tenant_schema {
+        let allowed = |s: &str| {
+            s == schema
+                || s == ctx.logical_schema
+                || SYSTEM_SCHEMAS.contains(&s)
+                || s.starts_with("pg_temp")
+        };
+        if let Some(path) = &a.search_path {
+            if let Some(bad) = path
+                .iter()
+                .find(|s| !(allowed(s) || *s == "$user" || s.eq_ignore_ascii_case("default")))
+            {
+                return Verdict::Refuse(format!(
+                    "search_path may only name the tenant's own schema, not \"{bad}\""
+                ));
+            }
+        }
+        if let Some(bad) = a.schemas.iter().find(|s| !allowed(s)) {
+            return Verdict::Refuse(format!(
+                "statement references schema \"{bad}\", which is outside this tenant"
+            ));
+        }
+    }
+    if !a.parsed && ctx.strict {
+        return Verdict::Refuse("statement could not be verified (guard strict mode)".into());
+    }
+    Verdict::Allow
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(sql: &str, strict: bool) -> Verdict {
+        check(
+            &analyze(sql),
+            &GuardContext {
+                tenant_schema: Some("tenant_acme"),
+                logical_schema: "public",
+                strict,
+            },
+        )
+    }
+
+    #[test]
+    fn policy_table() {
+        // (statement, allowed?)
+        let cases: &[(&str, bool)] = &[
+            ("SELECT * FROM users WHERE id = 1", true),
+            ("SELECT * FROM tenant_acme.users", true),
+            ("SELECT * FROM public.users", true),
+            ("SELECT count(*) FROM pg_catalog.pg_class", true),
+            ("SELECT * FROM information_schema.tables", true),
+            ("INSERT INTO users (email) VALUES ('set role admin')", true),
+            ("SELECT 'tenant_globex.users'", true),
+            (
+                "SELECT u.id FROM users u JOIN projects p ON p.owner_id = u.id",
+                true,
+            ),
+            ("CREATE TEMP TABLE t (x int)", true),
+            ("SET search_path TO tenant_acme, public", true),
+            ("SET search_path = \"$user\", public", true),
+            ("COPY users FROM STDIN", true),
+            ("COPY (SELECT 1) TO STDOUT", true),
+            ("SELECT set_config('application_name', 'x', false)", true),
+            ("SELECT * FROM tenant_globex.users", false),
+            ("SELECT * FROM TENANT_GLOBEX.users", false),
+            ("SELECT * FROM \"tenant_globex\".users", false),
+            (
+                "SELECT * FROM users JOIN tenant_globex.users g ON true",
+                false,
+            ),
+            ("SELECT * FROM ONLY tenant_globex.users", false),
+            (
+                "SELECT * FROM users WHERE id IN (SELECT id FROM tenant_globex.users)",
+                false,
+            ),
+            (
+                "WITH x AS (SELECT * FROM tenant_globex.users) SELECT * FROM x",
+                false,
+            ),
+            ("SELECT tenant_globex.users.email FROM users", false),
+            ("SELECT tenant_globex.secret_fn()", false),
+            ("UPDATE tenant_globex.users SET name = 'x'", false),
+            ("DELETE FROM tenant_globex.users", false),
+            (
+                "INSERT INTO tenant_globex.users (email) VALUES ('x')",
+                false,
+            ),
+            ("TRUNCATE tenant_globex.users", false),
+            ("COPY tenant_globex.users TO STDOUT", false),
+            ("DROP TABLE tenant_globex.users", false),
+            ("ALTER TABLE tenant_globex.users ADD COLUMN x int", false),
+            ("SELECT * FROM /* x */ tenant_globex . users", false),
+            ("select * from tenantgate.tenant_users", false),
+            ("SET ROLE postgres", false),
+            ("set role postgres", false),
+            ("SET LOCAL ROLE tg_globex", false),
+            ("SET SESSION ROLE tg_globex", false),
+            ("RESET ROLE", false),
+            ("SET SESSION AUTHORIZATION postgres", false),
+            ("RESET SESSION AUTHORIZATION", false),
+            ("SELECT 1; SET ROLE postgres", false),
+            ("SELECT set_config('role', 'postgres', false)", false),
+            ("SELECT set_config('ROLE', 'postgres', true)", false),
+            (
+                "SELECT set_config('search_path', 'tenant_globex', false)",
+                false,
+            ),
+            ("SELECT set_config(current_setting('x'), 'y', false)", false),
+            ("SET search_path TO tenant_globex", false),
+            ("SET search_path = 'tenant_globex, public'", false),
+            ("SET LOCAL search_path TO tenant_globex", false),
+            ("COPY users TO PROGRAM 'curl evil'", false),
+            ("COPY users FROM '/etc/passwd'", false),
+            ("COPY (SELECT 1) TO '/tmp/x'", false),
+            ("SELECT pg_read_file('/etc/passwd')", false),
+            ("SELECT PG_READ_FILE('/etc/passwd')", false),
+            ("SELECT lo_import('/etc/passwd')", false),
+            ("SELECT lo_export(1, '/tmp/x')", false),
+            ("SELECT pg_ls_dir('.')", false),
+            (
+                "SELECT * FROM dblink('dbname=x', 'select 1') AS t(a int)",
+                false,
+            ),
+            ("SELECT pg_terminate_backend(1)", false),
+        ];
+        for (sql, ok) in cases {
+            let v = verdict(sql, false);
+            assert_eq!(v == Verdict::Allow, *ok, "{sql}: {v:?}");
+        }
+    }
+
+    #[test]
+    fn unparseable_statements_pass_unless_strict_but_still_get_token_checks() {
+        let odd = "SELEC 1";
+        assert!(!analyze(odd).parsed);
+        assert_eq!(verdict(odd, false), Verdict::Allow);
+        assert!(matches!(verdict(odd, true), Verdict::Refuse(_)));
+        // token checks catch role changes and forbidden functions in unparseable text
+        assert!(matches!(
+            verdict("SET ROLE postgres GARBAGE (((", false),
+            Verdict::Refuse(_)
+        ));
+        assert!(matches!(
+            verdict("SELEC pg_read_file('/etc/passwd')", false),
+            Verdict::Refuse(_)
+        ));
+    }
+
+    #[test]
+    fn quick_path_and_cache_key_never_change_a_decision() {
+        let samples = [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 48213",
+            "SELECT * FROM tenant_globex.users WHERE id = 5",
+            "SET ROLE x",
+            "select pg_read_file('/x')",
+            "SELECT 1",
+            "SELECT U&\"\\0070g_read_file\"('/x')",
+            "COPY t TO PROGRAM 'x'",
+            "SELECT set_config('role', 'x', false)",
+            "SELECT 'a.b', \"x1\" FROM t2 WHERE c3 = 4 -- 5\n AND d = $1",
+        ];
+        for s in samples {
+            let full = verdict(s, false);
+            if trivially_allowed(s.as_bytes()) {
+                assert_eq!(full, Verdict::Allow, "{s}");
+            }
+            let keyed = check(
+                &analyze(&cache_key(s)),
+                &GuardContext {
+                    tenant_schema: Some("tenant_acme"),
+                    logical_schema: "public",
+                    strict: false,
+                },
+            );
+            assert_eq!(keyed, full, "{s}");
+        }
+        assert_eq!(
+            cache_key("SELECT * FROM t WHERE a = 12 AND b = 'x9' AND c9 = $2"),
+            "SELECT * FROM t WHERE a = 0 AND b = 'x9' AND c9 = $2"
+        );
+        assert!(trivially_allowed(
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = 1"
+        ));
+        assert!(!trivially_allowed(b"SELECT * FROM a.b"));
+        assert!(!trivially_allowed(b"SELECT U&\"\\0070g\"()"));
+        assert!(!trivially_allowed(b"SET ROLE x"));
+    }
+
+    #[test]
+    fn placement_without_schema_checks_roles_only() {
+        let ctx = GuardContext {
+            tenant_schema: None,
+            logical_schema: "public",
+            strict: false,
+        };
+        assert_eq!(
+            check(&analyze("SELECT * FROM other.t"), &ctx),
+            Verdict::Allow
+        );
+        assert!(matches!(
+            check(&analyze("SET ROLE x"), &ctx),
+            Verdict::Refuse(_)
+        ));
+    }
+}

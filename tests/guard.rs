@@ -1,0 +1,252 @@
+//! The isolation battery: statements that try to leave tenant `acme` for `globex`'s data,
+//! each run through the proxy against real PostgreSQL. None may return globex's rows;
+//! the ones the guard owns must be refused by it with 42501.
+
+mod common;
+
+use common::{admin, code, Env};
+use tenantgate::config::{AuthMethod, AuthRule};
+use tokio_postgres::SimpleQueryMessage;
+
+const SECRET: &str = "globex-secret";
+
+async fn env() -> Env {
+    let env = Env::with(|c| {
+        c.auth = vec![AuthRule {
+            user: "*".into(),
+            address: "*".into(),
+            method: AuthMethod::Trust,
+        }];
+    })
+    .await;
+    let a = admin(&env.db.db).await;
+    a.batch_execute(&format!(
+        "UPDATE globex.items SET owner = '{SECRET}-' || id;
+         CREATE SEQUENCE globex.seq; ALTER SEQUENCE globex.seq OWNER TO {};",
+        env.db.role("globex")
+    ))
+    .await
+    .unwrap();
+    env
+}
+
+/// Run `sql` as acme; returns Err(code, message) or every cell returned.
+async fn run(env: &Env, sql: &str) -> Result<Vec<String>, (String, String)> {
+    let c = env.client("acme").await;
+    match c.simple_query(sql).await {
+        Ok(msgs) => Ok(msgs
+            .iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .filter_map(|i| r.get(i).map(str::to_owned))
+                        .collect::<Vec<_>>(),
+                ),
+                _ => None,
+            })
+            .flatten()
+            .collect()),
+        Err(e) => Err((
+            code(&e),
+            e.as_db_error()
+                .map(|d| d.message().to_owned())
+                .unwrap_or_default(),
+        )),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escape_battery() {
+    let env = env().await;
+    let g = env.db.role("globex");
+    // (statement, must the guard itself refuse it?)
+    let cases: Vec<(String, bool)> = vec![
+        ("SELECT * FROM globex.items".into(), true),
+        ("SELECT * FROM GLOBEX.items".into(), true),
+        ("SELECT * FROM \"globex\".items".into(), true),
+        ("SELECT * FROM \"globex\".\"items\"".into(), true),
+        ("SELECT * FROM globex . items".into(), true),
+        ("SELECT * FROM /*x*/globex/*y*/./*z*/items".into(), true),
+        ("SeLeCt * FrOm GlObEx.ItEmS".into(), true),
+        ("select * from globex.items -- trailing comment".into(), true),
+        ("SELECT (SELECT owner FROM globex.items LIMIT 1)".into(), true),
+        ("WITH g AS (SELECT * FROM globex.items) SELECT * FROM g".into(), true),
+        ("SELECT * FROM items UNION ALL SELECT * FROM globex.items".into(), true),
+        ("SELECT globex.items.owner FROM globex.items".into(), true),
+        ("SELECT * FROM items, LATERAL (SELECT * FROM globex.items) x".into(), true),
+        ("SELECT * FROM ONLY globex.items".into(), true),
+        ("TABLE globex.items".into(), false),
+        ("SELECT * FROM globex.items FOR UPDATE".into(), true),
+        ("EXPLAIN ANALYZE SELECT * FROM globex.items".into(), true),
+        ("SELECT 1; SELECT * FROM globex.items".into(), true),
+        ("INSERT INTO items SELECT id + 100, owner FROM globex.items".into(), true),
+        ("UPDATE globex.items SET owner = 'x'".into(), true),
+        ("DELETE FROM globex.items".into(), true),
+        ("TRUNCATE globex.items".into(), false),
+        ("CREATE TEMP TABLE t AS SELECT * FROM globex.items".into(), true),
+        ("CREATE VIEW v AS SELECT * FROM globex.items".into(), true),
+        ("CREATE TABLE globex.evil (x int)".into(), true),
+        ("PREPARE p AS SELECT * FROM globex.items".into(), false),
+        ("COPY globex.items TO STDOUT".into(), true),
+        ("COPY (SELECT * FROM globex.items) TO STDOUT".into(), true),
+        ("SELECT * FROM \"GLOBEX\".items".into(), true),
+        ("SELECT * FROM \"globex\" . \"items\"".into(), true),
+        ("SET search_path TO globex".into(), true),
+        ("SET search_path = globex, acme".into(), true),
+        ("SET search_path TO 'globex'".into(), true),
+        ("SET search_path TO \"$user\", globex".into(), true),
+        ("SET SESSION search_path TO globex".into(), true),
+        ("SET LOCAL search_path TO globex".into(), true),
+        ("SELECT set_config('search_path', 'globex', false)".into(), true),
+        ("SELECT set_config('search_path', 'globex', false); SELECT * FROM items".into(), true),
+        (format!("SET ROLE {g}"), true),
+        (format!("set role {g}"), true),
+        (format!("SET SESSION ROLE {g}"), true),
+        (format!("BEGIN; SET LOCAL ROLE {g}; SELECT * FROM globex.items; COMMIT"), true),
+        ("RESET ROLE".into(), true),
+        (format!("SET SESSION AUTHORIZATION {g}"), true),
+        ("SET SESSION AUTHORIZATION postgres".into(), true),
+        ("RESET SESSION AUTHORIZATION".into(), true),
+        (format!("SELECT set_config('role', '{g}', false)"), true),
+        ("SELECT set_config('ROLE', 'postgres', true)".into(), true),
+        ("SELECT set_config(lower('ROLE'), 'postgres', true)".into(), true),
+        ("COPY items TO PROGRAM 'cat'".into(), true),
+        ("COPY items FROM '/etc/passwd'".into(), true),
+        ("COPY (SELECT 1) TO '/tmp/tg-escape'".into(), true),
+        ("SELECT pg_read_file('/etc/passwd')".into(), true),
+        ("SELECT PG_READ_FILE('/etc/passwd')".into(), true),
+        ("SELECT pg_read_binary_file('/etc/passwd')".into(), true),
+        ("SELECT lo_import('/etc/passwd')".into(), true),
+        ("SELECT lo_export(1, '/tmp/tg-escape')".into(), true),
+        ("SELECT * FROM pg_ls_dir('.')".into(), true),
+        ("SELECT pg_terminate_backend(pg_backend_pid())".into(), true),
+        // dynamic SQL and functions: the guard cannot see inside strings; the tenant's role
+        // has no privilege on globex's schema, so PostgreSQL refuses them
+        ("DO $$ BEGIN EXECUTE 'SELECT * FROM globex.items'; END $$".into(), false),
+        ("DO $$ DECLARE r text; BEGIN SELECT owner INTO r FROM glo || 'bex.items'; END $$".into(), false),
+        ("CREATE FUNCTION acme.leak() RETURNS SETOF text LANGUAGE plpgsql AS $$ BEGIN RETURN QUERY EXECUTE 'SELECT owner FROM glo' || 'bex.items'; END $$; SELECT acme.leak()".into(), false),
+        ("SELECT query_to_xml('select * from globex.items', true, true, '')".into(), false),
+        ("SELECT currval('globex.seq')".into(), false),
+        ("SELECT nextval('globex.seq')".into(), false),
+        ("SELECT * FROM pg_catalog.pg_class c WHERE c.relname = 'items' AND pg_catalog.has_table_privilege(c.oid, 'SELECT') AND c.relnamespace = 'globex'::regnamespace".into(), false),
+        ("GRANT SELECT ON ALL TABLES IN SCHEMA globex TO PUBLIC".into(), false),
+        ("ALTER DEFAULT PRIVILEGES IN SCHEMA globex GRANT SELECT ON TABLES TO PUBLIC".into(), false),
+        ("CREATE TEMP VIEW tv AS SELECT 1; SELECT * FROM pg_temp.tv".into(), false),
+        ("SELECT * FROM tenantgate.tenant_users".into(), true),
+    ];
+    assert!(cases.len() >= 60, "battery has {} statements", cases.len());
+    let mut guard_refusals = 0;
+    for (sql, guard_owns) in &cases {
+        match run(&env, sql).await {
+            Ok(cells) => {
+                assert!(
+                    !cells.iter().any(|c| c.contains(SECRET)),
+                    "LEAK: {sql} returned {cells:?}"
+                );
+                assert!(!guard_owns, "the guard should have refused: {sql}");
+            }
+            Err((code, msg)) => {
+                if *guard_owns {
+                    assert_eq!(code, "42501", "{sql}: {msg}");
+                    assert!(
+                        msg.contains("tenantgate"),
+                        "{sql}: refused by the guard, with a reason: {msg}"
+                    );
+                    guard_refusals += 1;
+                }
+            }
+        }
+    }
+    assert!(guard_refusals >= 50);
+    // acme's own data stays reachable, also through the logical schema name
+    let own = run(&env, "SELECT owner FROM items ORDER BY id LIMIT 1")
+        .await
+        .unwrap();
+    assert_eq!(own, vec!["acme".to_string()]);
+    let own = run(&env, "SELECT owner FROM acme.items LIMIT 1")
+        .await
+        .unwrap();
+    assert_eq!(own, vec!["acme".to_string()]);
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_keep_protocol_order_and_transaction_semantics() {
+    let env = env().await;
+    let mut c = env.client("acme").await;
+    // extended protocol, no server held: refused at Parse
+    let e = c.prepare("SELECT * FROM globex.items").await.unwrap_err();
+    assert_eq!(code(&e), "42501");
+    // inside a transaction the server raises it, so the transaction is aborted as in PostgreSQL
+    let tx = c.transaction().await.unwrap();
+    tx.execute("INSERT INTO items VALUES (77, 'acme')", &[])
+        .await
+        .unwrap();
+    let e = tx
+        .batch_execute("SELECT * FROM globex.items")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501");
+    assert!(e.as_db_error().unwrap().message().contains("tenantgate"));
+    assert_eq!(code(&tx.query("SELECT 1", &[]).await.unwrap_err()), "25P02");
+    tx.rollback().await.unwrap();
+    // pipelined: a refused statement between two good ones, replies in order
+    let good = c.prepare("SELECT count(*) FROM items").await.unwrap();
+    let (a, b, d) = tokio::join!(
+        c.query_one(&good, &[]),
+        c.prepare("SELECT owner FROM globex.items"),
+        c.query_one(&good, &[])
+    );
+    assert_eq!(a.unwrap().get::<_, i64>(0), 10);
+    assert_eq!(code(&b.unwrap_err()), "42501");
+    assert_eq!(d.unwrap().get::<_, i64>(0), 10);
+    // the same statement text prepared by two tenants runs on each tenant's own data
+    let gl = env.client("globex").await;
+    let sa = c
+        .prepare("SELECT owner FROM items ORDER BY id LIMIT 1")
+        .await
+        .unwrap();
+    let sg = gl
+        .prepare("SELECT owner FROM items ORDER BY id LIMIT 1")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            c.query_one(&sa, &[]).await.unwrap().get::<_, String>(0),
+            "acme"
+        );
+        assert!(gl
+            .query_one(&sg, &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+            .starts_with(SECRET));
+    }
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn strict_mode_refuses_what_it_cannot_parse() {
+    let env = Env::with(|c| {
+        c.guard.strict = true;
+        c.auth = vec![AuthRule {
+            user: "*".into(),
+            address: "*".into(),
+            method: AuthMethod::Trust,
+        }];
+    })
+    .await;
+    let c = env.client("acme").await;
+    let e = c.simple_query("SELEC 1").await.unwrap_err();
+    assert_eq!(code(&e), "42501");
+    c.simple_query("SELECT 1").await.unwrap();
+    assert!(
+        env.proxy
+            .proxy
+            .guard()
+            .unparsed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    env.finish().await;
+}
