@@ -47,6 +47,9 @@ pub enum Command {
     /// Manage admin logins of the admin database.
     #[command(subcommand, name = "admin-user")]
     AdminUser(AdminUserCmd),
+    /// Manage trusted service users (name the tenant per transaction with /* tenant: key */).
+    #[command(subcommand, name = "service-user")]
+    ServiceUser(AdminUserCmd),
     /// Register PostgreSQL instances tenants can live on.
     #[command(subcommand)]
     Instance(InstanceCmd),
@@ -243,6 +246,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .add_admin_user(&name, &pw, &actor())
                 .await?;
             println!("admin user {name} added");
+            Ok(())
+        }
+        Command::ServiceUser(AdminUserCmd::Add { name, password }) => {
+            let pw = read_password(&password)?.context("a service user needs a password")?;
+            catalog(&cfg)
+                .await?
+                .add_service_user(&name, &pw, &actor())
+                .await?;
+            println!("service user {name} added");
             Ok(())
         }
         Command::Instance(InstanceCmd::Add {

@@ -179,7 +179,7 @@ impl Proxy {
             keys.sort();
             keys.dedup();
             keys.into_iter()
-                .filter(|k| dir.tenant(k).is_none_or(|t| !t.status.may_connect()))
+                .filter(|k| !k.is_empty() && dir.tenant(k).is_none_or(|t| !t.status.may_connect()))
                 .collect()
         };
         for k in ended {

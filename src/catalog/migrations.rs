@@ -14,10 +14,16 @@ pub struct Migration {
 
 /// Master catalog migrations, in order.
 pub fn master() -> Vec<Migration> {
-    embedded(&[(
-        "0001_catalog",
-        include_str!("../../migrations/master/0001_catalog.sql"),
-    )])
+    embedded(&[
+        (
+            "0001_catalog",
+            include_str!("../../migrations/master/0001_catalog.sql"),
+        ),
+        (
+            "0002_service_users",
+            include_str!("../../migrations/master/0002_service_users.sql"),
+        ),
+    ])
 }
 
 /// The tenant template, in order.

@@ -95,6 +95,10 @@ pub trait TenantDirectory: Send + Sync + 'static {
     fn login(&self, tenant: &str, user: &str) -> Option<Arc<LoginUser>>;
     /// All tenants, for pool maintenance and reporting.
     fn tenants(&self) -> Vec<Arc<Tenant>>;
+    /// A trusted service user: not tied to one tenant, names it per transaction.
+    fn service_user(&self, _name: &str) -> Option<Arc<LoginUser>> {
+        None
+    }
 }
 
 impl<T: TenantDirectory> TenantDirectory for Arc<T> {
@@ -106,6 +110,9 @@ impl<T: TenantDirectory> TenantDirectory for Arc<T> {
     }
     fn tenants(&self) -> Vec<Arc<Tenant>> {
         (**self).tenants()
+    }
+    fn service_user(&self, name: &str) -> Option<Arc<LoginUser>> {
+        (**self).service_user(name)
     }
 }
 

@@ -137,4 +137,8 @@ impl TenantDirectory for CatalogDirectory {
     fn tenants(&self) -> Vec<Arc<Tenant>> {
         self.snapshot.load().tenants.values().cloned().collect()
     }
+
+    fn service_user(&self, name: &str) -> Option<Arc<LoginUser>> {
+        self.snapshot.load().services.get(name).cloned()
+    }
 }

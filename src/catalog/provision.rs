@@ -392,30 +392,55 @@ impl Catalog {
         password: &str,
         actor: &str,
     ) -> Result<(), CatalogError> {
+        self.add_global_user("admin_users", "admin user", name, password, actor)
+            .await
+    }
+
+    /// Add a trusted service user (names the tenant per transaction with a header comment).
+    pub async fn add_service_user(
+        &self,
+        name: &str,
+        password: &str,
+        actor: &str,
+    ) -> Result<(), CatalogError> {
+        self.add_global_user("service_users", "service user", name, password, actor)
+            .await
+    }
+
+    async fn add_global_user(
+        &self,
+        table: &str,
+        what: &str,
+        name: &str,
+        password: &str,
+        actor: &str,
+    ) -> Result<(), CatalogError> {
         if !valid_user(name) || password.is_empty() {
-            return Err(CatalogError::Invalid(
-                "admin user needs a valid name and a non-empty password".into(),
-            ));
+            return Err(CatalogError::Invalid(format!(
+                "a {what} needs a valid name and a non-empty password"
+            )));
         }
         let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
         let mut conn = self.pool().get().await?;
         let tx = conn.transaction().await?;
-        let r = tx
-            .execute(
-                "INSERT INTO tenantgate.admin_users (name, scram_verifier) VALUES ($1, $2)",
-                &[&name, &verifier],
-            )
-            .await;
-        match r {
+        let q = format!("INSERT INTO tenantgate.{table} (name, scram_verifier) VALUES ($1, $2)");
+        match tx.execute(q.as_str(), &[&name, &verifier]).await {
             Ok(_) => {}
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
                 return Err(CatalogError::Exists(format!(
-                    "admin user \"{name}\" already exists"
+                    "{what} \"{name}\" already exists"
                 )))
             }
             Err(e) => return Err(not_set_up(e)),
         }
-        audit(&tx, actor, "admin_user.add", None, json!({"name": name})).await?;
+        audit(
+            &tx,
+            actor,
+            &format!("{}.add", table.trim_end_matches('s')),
+            None,
+            json!({"name": name}),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -11,6 +11,7 @@ use crate::frontend::auth::ScramVerifier;
 pub struct StaticDirectory {
     tenants: HashMap<String, Arc<Tenant>>,
     users: HashMap<(String, String), Arc<LoginUser>>,
+    services: HashMap<String, Arc<LoginUser>>,
 }
 
 impl StaticDirectory {
@@ -51,20 +52,32 @@ impl StaticDirectory {
             };
             tenants.insert(t.key.clone(), Arc::new(tenant));
             for u in &t.users {
-                let scram = if u.scram_verifier.is_empty() {
-                    ScramVerifier::from_password(&u.password)
-                } else {
-                    ScramVerifier::parse(&u.scram_verifier).expect("validated")
-                };
-                let login = LoginUser {
-                    name: u.name.clone(),
-                    password: (!u.password.is_empty()).then(|| u.password.clone()),
-                    scram,
-                };
-                users.insert((t.key.clone(), u.name.clone()), Arc::new(login));
+                users.insert((t.key.clone(), u.name.clone()), Arc::new(login_user(u)));
             }
         }
-        StaticDirectory { tenants, users }
+        let services = cfg
+            .service_users
+            .iter()
+            .map(|u| (u.name.clone(), Arc::new(login_user(u))))
+            .collect();
+        StaticDirectory {
+            tenants,
+            users,
+            services,
+        }
+    }
+}
+
+fn login_user(u: &crate::config::LoginUserConfig) -> LoginUser {
+    let scram = if u.scram_verifier.is_empty() {
+        ScramVerifier::from_password(&u.password)
+    } else {
+        ScramVerifier::parse(&u.scram_verifier).expect("validated")
+    };
+    LoginUser {
+        name: u.name.clone(),
+        password: (!u.password.is_empty()).then(|| u.password.clone()),
+        scram,
     }
 }
 
@@ -81,5 +94,9 @@ impl TenantDirectory for StaticDirectory {
 
     fn tenants(&self) -> Vec<Arc<Tenant>> {
         self.tenants.values().cloned().collect()
+    }
+
+    fn service_user(&self, name: &str) -> Option<Arc<LoginUser>> {
+        self.services.get(name).cloned()
     }
 }

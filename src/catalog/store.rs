@@ -85,6 +85,7 @@ pub struct Snapshot {
     pub tenants: HashMap<String, Arc<Tenant>>,
     pub users: HashMap<(String, String), Arc<LoginUser>>,
     pub admins: HashMap<String, Arc<LoginUser>>,
+    pub services: HashMap<String, Arc<LoginUser>>,
 }
 
 impl Catalog {
@@ -223,23 +224,23 @@ impl Catalog {
                 );
             }
         }
-        for r in conn
-            .query(
-                "SELECT name, scram_verifier FROM tenantgate.admin_users",
-                &[],
-            )
-            .await?
-        {
-            if let Some(v) = ScramVerifier::parse(r.get(1)) {
-                let n: String = r.get(0);
-                snap.admins.insert(
-                    n.clone(),
-                    Arc::new(LoginUser {
-                        name: n,
-                        password: None,
-                        scram: v,
-                    }),
-                );
+        for (table, map) in [
+            ("admin_users", &mut snap.admins),
+            ("service_users", &mut snap.services),
+        ] {
+            let q = format!("SELECT name, scram_verifier FROM tenantgate.{table}");
+            for r in conn.query(q.as_str(), &[]).await.map_err(not_set_up)? {
+                if let Some(v) = ScramVerifier::parse(r.get(1)) {
+                    let n: String = r.get(0);
+                    map.insert(
+                        n.clone(),
+                        Arc::new(LoginUser {
+                            name: n,
+                            password: None,
+                            scram: v,
+                        }),
+                    );
+                }
             }
         }
         Ok(snap)

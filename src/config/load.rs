@@ -32,6 +32,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "auth",
     "instances",
     "tenants",
+    "service_users",
 ];
 
 /// Load `path` (if given), apply `TENANTGATE_*` environment overrides, validate.

@@ -40,6 +40,9 @@ pub struct Config {
     pub instances: Vec<InstanceConfig>,
     /// Tenants (when `catalog_url` is empty). Reload: yes.
     pub tenants: Vec<TenantConfig>,
+    /// Trusted service users that name the tenant per transaction with a header comment
+    /// (when `catalog_url` is empty; the catalog has its own). Reload: yes.
+    pub service_users: Vec<LoginUserConfig>,
 }
 
 impl Default for Config {
@@ -58,6 +61,7 @@ impl Default for Config {
             auth: Vec::new(),
             instances: Vec::new(),
             tenants: Vec::new(),
+            service_users: Vec::new(),
         }
     }
 }

@@ -76,20 +76,23 @@ pub fn refusal_message(reason: &str) -> String {
     format!("permission denied by tenantgate: {reason}")
 }
 
-/// A statement that makes the server raise the refusal itself, so the error arrives in
-/// order with replies to earlier pipelined messages and aborts an open transaction, as a
-/// PostgreSQL permission error would.
-pub fn raising_statement(reason: &str) -> String {
-    format!(
-        "DO $tg_guard$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = {}; END$tg_guard$",
-        crate::backend::server::quote_literal(&refusal_message(reason).replace("$tg_guard$", ""))
-    )
+/// A statement that makes the server raise `e` itself, so the error arrives in order with
+/// replies to earlier pipelined messages and aborts an open transaction, as a PostgreSQL
+/// error would.
+pub fn raising_statement(e: &crate::protocol::PgError) -> String {
+    let q = |s: &str| crate::backend::server::quote_literal(&s.replace("$tg_guard$", ""));
+    let code: String = e.code.chars().filter(char::is_ascii_alphanumeric).collect();
+    let mut opts = format!("ERRCODE = '{code}', MESSAGE = {}", q(&e.message));
+    if let Some(h) = &e.hint {
+        opts.push_str(&format!(", HINT = {}", q(h)));
+    }
+    format!("DO $tg_guard$BEGIN RAISE EXCEPTION USING {opts}; END$tg_guard$")
 }
 
-/// Rewrite a Query message to raise the refusal.
-pub fn rewrite_query(reason: &str) -> BytesMut {
+/// Rewrite a Query message to raise `e`.
+pub fn rewrite_query(e: &crate::protocol::PgError) -> BytesMut {
     let mut out = BytesMut::new();
-    frame::write_query(&mut out, &raising_statement(reason));
+    frame::write_query(&mut out, &raising_statement(e));
     out
 }
 

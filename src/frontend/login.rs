@@ -27,9 +27,12 @@ const MAX_AUTH_MESSAGE: usize = 8192;
 
 /// What login produced: the session's pieces, ready to relay.
 struct LoggedIn {
-    tenant: Arc<Tenant>,
+    /// `None` for a service user that named no tenant at login.
+    tenant: Option<Arc<Tenant>>,
     login_user: String,
     settings: Vec<(String, String)>,
+    /// A trusted service user.
+    trusted: bool,
 }
 
 /// Run a client from its StartupMessage to the end of its session.
@@ -62,7 +65,12 @@ pub async fn serve<S: ClientStream>(
         Ok(Err(e)) => return fail(&mut stream, out, e).await,
         Err(_) => return fail(&mut stream, out, PgError::login_timeout()).await,
     };
-    let span = info_span!("client", %peer, tenant = %who.tenant.key, user = %who.login_user);
+    let tenant_key = who
+        .tenant
+        .as_ref()
+        .map_or("", |t| t.key.as_str())
+        .to_owned();
+    let span = info_span!("client", %peer, tenant = %tenant_key, user = %who.login_user, trusted = who.trusted);
     async move {
         match start_session(&proxy, who, stream, cin, out).await {
             Ok(end) => debug!(?end, "client left"),
@@ -94,11 +102,15 @@ async fn authenticate<S: ClientStream>(
     let startup_user = params.get("user").unwrap_or_default().to_owned();
     let cfg = proxy.config();
     let method = auth::method_for(&cfg.auth, &r.login_user, peer.ip());
-    let found: Option<(Arc<Tenant>, Arc<LoginUser>)> = r
-        .tenant
+    let tenant = r.tenant.as_ref().and_then(|(t, _)| dir.tenant(t));
+    // A tenant's own login user first, then a trusted service user of that name.
+    let (found, trusted): (Option<Arc<LoginUser>>, bool) = match tenant
         .as_ref()
-        .and_then(|(t, _)| dir.tenant(t))
-        .and_then(|t| dir.login(&t.key, &r.login_user).map(|u| (t, u)));
+        .and_then(|t| dir.login(&t.key, &r.login_user))
+    {
+        Some(u) => (Some(u), false),
+        None => (dir.service_user(&r.login_user), true),
+    };
     let ok = match method {
         AuthMethod::Reject => {
             return Err(PgError::auth_rejected(
@@ -107,8 +119,8 @@ async fn authenticate<S: ClientStream>(
             ))
         }
         AuthMethod::Trust => found.is_some(),
-        AuthMethod::Md5 if found.as_ref().is_some_and(|(_, u)| u.password.is_some()) => {
-            let (_, user) = found.as_ref().expect("checked");
+        AuthMethod::Md5 if found.as_ref().is_some_and(|u| u.password.is_some()) => {
+            let user = found.as_ref().expect("checked");
             md5_exchange(
                 stream,
                 cin,
@@ -121,7 +133,7 @@ async fn authenticate<S: ClientStream>(
         // md5 without a plain password falls back to SCRAM, as PostgreSQL does.
         AuthMethod::Md5 | AuthMethod::ScramSha256 => {
             let verifier = match &found {
-                Some((_, u)) => u.scram.clone(),
+                Some(u) => u.scram.clone(),
                 None => ScramVerifier::mock(proxy.mock_secret(), &startup_user),
             };
             scram_exchange(stream, cin, out, verifier).await? && found.is_some()
@@ -130,19 +142,25 @@ async fn authenticate<S: ClientStream>(
     if !ok {
         return Err(PgError::auth_failed(&startup_user));
     }
-    let (tenant, user) = found.expect("ok implies found");
+    let user = found.expect("ok implies found");
+    if trusted && tenant.is_none() {
+        if let Some((t, _)) = &r.tenant {
+            return Err(PgError {
+                severity: Severity::Fatal,
+                ..PgError::unknown_tenant(t)
+            });
+        }
+    }
     // Only after the password is proven, so status does not reveal tenants to strangers.
-    if !tenant.status.may_connect() {
-        return Err(PgError::tenant_unavailable(
-            &tenant.key,
-            tenant.status.as_str(),
-        ));
+    if let Some(t) = tenant.as_ref().filter(|t| !t.status.may_connect()) {
+        return Err(PgError::tenant_unavailable(&t.key, t.status.as_str()));
     }
     write::auth_ok(out);
     Ok(LoggedIn {
         tenant,
         login_user: user.name.clone(),
         settings: r.settings,
+        trusted,
     })
 }
 
@@ -252,13 +270,31 @@ async fn start_session<S: ClientStream>(
     cin: BytesMut,
     mut out: BytesMut,
 ) -> Result<End, Failed<S>> {
-    let pool = proxy.pools().for_tenant(&who.tenant);
-    let mode = who.tenant.pool_mode;
-    let key = &who.tenant.key;
+    // A service user without a tenant gets the parameters of some tenant's server.
+    let params_tenant = who.tenant.clone().or_else(|| {
+        let mut all = proxy.directory().tenants();
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        all.into_iter().next()
+    });
+    let pool = who.tenant.as_ref().map(|t| proxy.pools().for_tenant(t));
+    let params_pool = params_tenant.as_ref().map(|t| proxy.pools().for_tenant(t));
+    let mode = who
+        .tenant
+        .as_ref()
+        .map_or(PoolMode::Transaction, |t| t.pool_mode);
+    let key = who
+        .tenant
+        .as_ref()
+        .map_or("", |t| t.key.as_str())
+        .to_owned();
+    let key = key.as_str();
     // Session pooling holds a server from the start (its pid is the client's pid);
     // transaction pooling needs one only to learn the server's parameters the first time.
     let mut held = None;
-    if mode == PoolMode::Session || pool.server_params().is_none() {
+    if let Some(pool) = params_pool
+        .as_ref()
+        .filter(|p| mode == PoolMode::Session || p.server_params().is_none())
+    {
         let mut conn = match pool.acquire().await {
             Ok(c) => c,
             Err(e) => return Err((stream, out, login_pool_error(key, e))),
@@ -274,7 +310,10 @@ async fn start_session<S: ClientStream>(
         }
         held = Some(conn);
     }
-    let params = pool.server_params().unwrap_or_default();
+    let params = params_pool
+        .as_ref()
+        .and_then(|p| p.server_params())
+        .unwrap_or_default();
     for (k, v) in params.iter() {
         let lk = k.to_ascii_lowercase();
         let v = who
@@ -302,7 +341,8 @@ async fn start_session<S: ClientStream>(
         (_, None) => None,
     };
     let (r, w) = stream.split_rw();
-    let (sid, kill) = proxy.session_enter(key);
+    // Service users move between tenants; their tenant's status is checked per transaction.
+    let (sid, kill) = proxy.session_enter(if who.trusted { "" } else { key });
     let mut session = Session::new(
         proxy.clone(),
         r,
@@ -316,6 +356,7 @@ async fn start_session<S: ClientStream>(
     );
     session.cout = out;
     session.kill = kill;
+    session.trusted = who.trusted;
     let end = session.run().await;
     proxy.session_leave(sid);
     proxy.cancels().unregister(ckey);

@@ -36,8 +36,8 @@ pub struct Attached {
     t: Tracker,
     /// The server sent a FATAL error; its connection is ending.
     fatal_seen: bool,
-    /// Reasons of refused Parses sent as failing marker Parses, oldest first.
-    refusals: std::collections::VecDeque<String>,
+    /// Errors of refused Parses sent as failing marker Parses, oldest first.
+    refusals: std::collections::VecDeque<PgError>,
 }
 
 impl Attached {
@@ -71,8 +71,11 @@ pub struct Session<R, W> {
     pub cin: BytesMut,
     pub cout: BytesMut,
     c_remaining: usize,
-    pub pool: Arc<TenantPool>,
+    /// The tenant statements run for; `None` for a service user until a header names one.
+    pub pool: Option<Arc<TenantPool>>,
     pub mode: PoolMode,
+    /// A trusted service user: may name the tenant per transaction.
+    pub trusted: bool,
     /// Settings the client asked for (startup params, options, later SETs).
     pub settings: Vec<(String, String)>,
     stmts: Statements,
@@ -106,7 +109,7 @@ where
         cr: R,
         cw: W,
         cin: BytesMut,
-        pool: Arc<TenantPool>,
+        pool: Option<Arc<TenantPool>>,
         mode: PoolMode,
         settings: Vec<(String, String)>,
         cancel: Arc<CancelTarget>,
@@ -122,6 +125,7 @@ where
             c_remaining: 0,
             pool,
             mode,
+            trusted: false,
             settings,
             stmts: Statements::default(),
             server,
@@ -255,7 +259,7 @@ where
                     }
                 },
                 Event::Shutdown => return Err(PgError::shutting_down()),
-                Event::Killed => return Err(PgError::tenant_ended(&self.pool.tenant.key)),
+                Event::Killed => return Err(PgError::tenant_ended(self.tenant_key())),
             }
         }
     }
@@ -264,7 +268,7 @@ where
     async fn server_gone(&mut self) -> Result<End, PgError> {
         let a = self.server.take().expect("attached");
         self.cancel.set(None);
-        warn!(tenant = %self.pool.tenant.key, "server connection lost while in use");
+        warn!(tenant = %self.tenant_key(), "server connection lost while in use");
         let fatal_seen = a.fatal_seen;
         drop(a);
         if fatal_seen {
@@ -342,11 +346,17 @@ where
         // The statement guard, before anything reaches a server.
         let mut msg = msg;
         if tag == b'Q' || tag == b'P' {
-            if let Some(reason) = self.refusal(tag, &msg) {
+            // Tenant header routing, then the statement guard.
+            let refused = match self.route(tag, &msg) {
+                Err(e) => Some(e),
+                Ok(()) => self
+                    .refusal(tag, &msg)
+                    .map(|reason| PgError::guard_refused(&super::guard::refusal_message(&reason))),
+            };
+            if let Some(err) = refused {
                 if self.server.is_none() {
                     // Nothing pending: answer directly.
-                    PgError::guard_refused(&super::guard::refusal_message(&reason))
-                        .encode(&mut self.cout);
+                    err.encode(&mut self.cout);
                     match tag {
                         b'Q' => write::ready_for_query(&mut self.cout, b'I'),
                         _ => self.skip_until_sync = true,
@@ -356,11 +366,11 @@ where
                 // Replies are pending: let the server raise it, in order.
                 let body = &msg[frame::HEADER_LEN..];
                 msg = match tag {
-                    b'Q' => super::guard::rewrite_query(&reason),
+                    b'Q' => super::guard::rewrite_query(&err),
                     _ => match super::guard::rewrite_parse(body) {
                         Some(m) => {
                             if let Some(a) = self.server.as_mut() {
-                                a.refusals.push_back(reason);
+                                a.refusals.push_back(err);
                             }
                             m
                         }
@@ -499,25 +509,86 @@ where
             frame::parse_parse(body)?.query
         };
         let cfg = self.proxy.config();
-        let schema = self.pool.tenant.placement.schema.as_deref();
+        let schema = self.pool.as_ref()?.tenant.placement.schema.as_deref();
         match self.proxy.guard().verdict(&cfg.guard, schema, sql) {
             crate::router::guard::Verdict::Allow => None,
             crate::router::guard::Verdict::Refuse(r) => Some(r),
         }
     }
 
+    fn tenant_key(&self) -> &str {
+        self.pool.as_ref().map_or("", |p| p.tenant.key.as_str())
+    }
+
+    /// Apply a statement's tenant header: switch tenants at a transaction boundary for
+    /// trusted service users, refuse a switch otherwise.
+    fn route(&mut self, tag: u8, msg: &[u8]) -> Result<(), PgError> {
+        let body = &msg[frame::HEADER_LEN..];
+        let sql = if tag == b'Q' {
+            frame::parse_query(body).unwrap_or_default()
+        } else {
+            frame::parse_parse(body).map_or(&[][..], |m| m.query)
+        };
+        let Some(key) = crate::router::header::tenant_header(sql) else {
+            return if self.pool.is_some() {
+                Ok(())
+            } else {
+                Err(PgError::no_tenant())
+            };
+        };
+        if self.pool.as_ref().is_some_and(|p| p.tenant.key == key) {
+            return Ok(());
+        }
+        if !self.trusted {
+            return Err(PgError::tenant_not_allowed(key));
+        }
+        if self.server.is_some() {
+            return Err(PgError::tenant_switch_in_transaction(key));
+        }
+        let dir = self.proxy.directory();
+        let tenant = dir
+            .tenant(key)
+            .ok_or_else(|| PgError::unknown_tenant(key))?;
+        if !tenant.status.may_connect() {
+            return Err(PgError {
+                severity: crate::protocol::Severity::Error,
+                ..PgError::tenant_unavailable(key, tenant.status.as_str())
+            });
+        }
+        // Statements prepared for the previous tenant must never run for this one: forget
+        // them (a Bind of one now fails with 26000 at the server).
+        self.stmts = Statements::default();
+        self.mode = PoolMode::Transaction;
+        self.pool = Some(self.proxy.pools().for_tenant(&tenant));
+        Ok(())
+    }
+
     /// Get a server connection for this client and bring its settings in line.
     async fn attach(&mut self) -> Result<(), PgError> {
-        let mut conn = self.pool.acquire().await.map_err(|e| match e {
-            PoolError::Timeout(ms) => PgError::pool_timeout(&self.pool.tenant.key, ms),
+        let pool = self.pool.clone().ok_or_else(PgError::no_tenant)?;
+        if self.trusted {
+            let dir = self.proxy.directory();
+            match dir.tenant(&pool.tenant.key) {
+                Some(t) if t.status.may_connect() => {}
+                Some(t) => {
+                    return Err(PgError {
+                        severity: crate::protocol::Severity::Error,
+                        ..PgError::tenant_unavailable(&t.key, t.status.as_str())
+                    })
+                }
+                None => return Err(PgError::unknown_tenant(&pool.tenant.key)),
+            }
+        }
+        let mut conn = pool.acquire().await.map_err(|e| match e {
+            PoolError::Timeout(ms) => PgError::pool_timeout(&pool.tenant.key, ms),
             PoolError::Backend(e) => {
-                warn!(tenant = %self.pool.tenant.key, error = %e, "server connection failed");
-                PgError::server_unavailable(&self.pool.tenant.key)
+                warn!(tenant = %pool.tenant.key, error = %e, "server connection failed");
+                PgError::server_unavailable(&pool.tenant.key)
             }
         })?;
         if let Err(e) = conn.sync_settings(&self.settings).await {
-            warn!(tenant = %self.pool.tenant.key, error = %e, "could not apply client settings");
-            return Err(PgError::server_unavailable(&self.pool.tenant.key));
+            warn!(tenant = %pool.tenant.key, error = %e, "could not apply client settings");
+            return Err(PgError::server_unavailable(&pool.tenant.key));
         }
         self.cancel.set(Some((conn.addr, conn.pid, conn.secret)));
         self.server = Some(Attached::new(conn));
@@ -611,9 +682,9 @@ where
                         a.fatal_seen = true;
                     }
                     if !a.refusals.is_empty() && super::guard::is_marker_error(body) {
-                        let reason = a.refusals.pop_front().unwrap_or_default();
-                        PgError::guard_refused(&super::guard::refusal_message(&reason))
-                            .encode(cout);
+                        if let Some(err) = a.refusals.pop_front() {
+                            err.encode(cout);
+                        }
                         false
                     } else {
                         true

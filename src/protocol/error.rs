@@ -180,6 +180,40 @@ impl PgError {
         )
     }
 
+    /// 3D000: a service user's statement names no tenant and the session has none.
+    pub fn no_tenant() -> Self {
+        Self::new(Severity::Error, "3D000", "no tenant selected for this statement")
+            .with_hint("Start the statement with a header comment such as /* tenant: acme */, or name the tenant at login.")
+    }
+
+    /// 3D000: a header names a tenant that does not exist.
+    pub fn unknown_tenant(tenant: &str) -> Self {
+        Self::new(
+            Severity::Error,
+            "3D000",
+            format!("tenant \"{tenant}\" does not exist"),
+        )
+    }
+
+    /// 25001: a header names another tenant inside a transaction.
+    pub fn tenant_switch_in_transaction(tenant: &str) -> Self {
+        Self::new(
+            Severity::Error,
+            "25001",
+            format!("cannot switch to tenant \"{tenant}\" inside a transaction"),
+        )
+        .with_hint("Name the tenant in the first statement of the transaction.")
+    }
+
+    /// 42501: a user that is not a trusted service user names another tenant.
+    pub fn tenant_not_allowed(tenant: &str) -> Self {
+        Self::new(
+            Severity::Error,
+            "42501",
+            format!("permission denied to use tenant \"{tenant}\": only trusted service users may name the tenant per statement"),
+        )
+    }
+
     /// 42501: the statement guard refused a statement. Recoverable.
     pub fn guard_refused(message: &str) -> Self {
         Self::new(Severity::Error, "42501", message)

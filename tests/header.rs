@@ -1,0 +1,155 @@
+//! Header-comment routing: trusted service users name the tenant per transaction with
+//! `/* tenant: key */` or `-- tenant: key`; others may not switch tenants.
+
+mod common;
+
+use common::{code, Env};
+use tenantgate::config::LoginUserConfig;
+
+async fn env() -> Env {
+    Env::with(|c| {
+        c.service_users = vec![LoginUserConfig {
+            name: "svc".into(),
+            password: "svc-pw".into(),
+            scram_verifier: String::new(),
+        }];
+    })
+    .await
+}
+
+async fn owner(c: &tokio_postgres::Client, sql: &str) -> Result<String, String> {
+    match c.simple_query(sql).await {
+        Ok(msgs) => Ok(msgs
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .unwrap_or_default()),
+        Err(e) => Err(code(&e)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_user_names_the_tenant_per_transaction() {
+    let env = env().await;
+    let svc = env.try_client("svc", "svc-pw").await.unwrap();
+    // no header, no tenant
+    assert_eq!(owner(&svc, "SELECT 1").await, Err("3D000".into()));
+    assert_eq!(
+        owner(&svc, "/* tenant: acme */ SELECT owner FROM items LIMIT 1")
+            .await
+            .unwrap(),
+        "acme"
+    );
+    assert_eq!(
+        owner(&svc, "/* tenant: globex */ SELECT owner FROM items LIMIT 1")
+            .await
+            .unwrap(),
+        "globex"
+    );
+    assert_eq!(
+        owner(&svc, "-- tenant: acme\nSELECT current_schema()")
+            .await
+            .unwrap(),
+        "acme"
+    );
+    assert_eq!(
+        owner(&svc, "/*tenant:globex*/ SELECT current_user::text")
+            .await
+            .unwrap(),
+        env.db.role("globex"),
+        "runs as the tenant's own role"
+    );
+    // without a header the last tenant stays
+    assert_eq!(
+        owner(&svc, "SELECT current_schema()").await.unwrap(),
+        "globex"
+    );
+    // unknown tenant: clear error, connection usable
+    assert_eq!(
+        owner(&svc, "/* tenant: nosuch */ SELECT 1").await,
+        Err("3D000".into())
+    );
+    // switching inside a transaction is refused; the same tenant is fine
+    svc.batch_execute("/* tenant: acme */ BEGIN").await.unwrap();
+    assert_eq!(
+        owner(&svc, "/* tenant: acme */ SELECT current_schema()")
+            .await
+            .unwrap(),
+        "acme"
+    );
+    assert_eq!(
+        owner(&svc, "/* tenant: globex */ SELECT 1").await,
+        Err("25001".into())
+    );
+    svc.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        owner(&svc, "/* tenant: globex */ SELECT current_schema()")
+            .await
+            .unwrap(),
+        "globex"
+    );
+    // extended protocol: the header inside Parse routes too
+    let st = svc
+        .prepare("/* tenant: acme */ SELECT owner FROM items ORDER BY id LIMIT 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        svc.query_one(&st, &[]).await.unwrap().get::<_, String>(0),
+        "acme"
+    );
+    // ...and a statement prepared for acme never runs for globex
+    assert_eq!(
+        owner(&svc, "/* tenant: globex */ SELECT 1").await.unwrap(),
+        "1"
+    );
+    let e = svc.query_one(&st, &[]).await.unwrap_err();
+    assert_eq!(code(&e), "26000", "{e}");
+    // the guard applies to the tenant the header names
+    assert_eq!(
+        owner(&svc, "/* tenant: globex */ SELECT owner FROM acme.items").await,
+        Err("42501".into())
+    );
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_trusted_users_switch_tenants() {
+    let env = env().await;
+    let app = env.client("acme").await;
+    assert_eq!(
+        owner(&app, "/* tenant: acme */ SELECT owner FROM items LIMIT 1")
+            .await
+            .unwrap(),
+        "acme"
+    );
+    assert_eq!(
+        owner(&app, "/* tenant: globex */ SELECT owner FROM items LIMIT 1").await,
+        Err("42501".into())
+    );
+    assert_eq!(
+        owner(&app, "SELECT owner FROM items LIMIT 1")
+            .await
+            .unwrap(),
+        "acme",
+        "still acme"
+    );
+    // a service user may start with a tenant; unknown tenants and bad passwords are refused
+    let svc = env.try_client("svc@globex", "svc-pw").await.unwrap();
+    assert_eq!(
+        owner(&svc, "SELECT owner FROM items LIMIT 1")
+            .await
+            .unwrap(),
+        "globex"
+    );
+    assert_eq!(
+        code(&env.try_client("svc@nosuch", "svc-pw").await.unwrap_err()),
+        "3D000"
+    );
+    assert_eq!(
+        code(&env.try_client("svc", "wrong").await.unwrap_err()),
+        "28P01"
+    );
+    env.finish().await;
+}
