@@ -38,7 +38,10 @@ impl Cat {
         let key = SecretKey::generate();
         let catalog = Catalog::connect(&url, &key).await.unwrap();
         let report = catalog.setup().await.unwrap();
-        let all: Vec<String> = migrations::master().into_iter().map(|m| m.version).collect();
+        let all: Vec<String> = migrations::master()
+            .into_iter()
+            .map(|m| m.version)
+            .collect();
         assert_eq!(report.applied, all);
         assert!(report.primary_registered);
         Cat {

@@ -153,3 +153,66 @@ async fn only_trusted_users_switch_tenants() {
     );
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logical_schema_is_rewritten_to_the_tenants() {
+    let env = env().await;
+    let c = env.client("acme").await;
+    assert_eq!(
+        owner(&c, "SELECT owner FROM public.items LIMIT 1")
+            .await
+            .unwrap(),
+        "acme"
+    );
+    assert_eq!(
+        owner(&c, "SELECT owner FROM \"public\".items LIMIT 1")
+            .await
+            .unwrap(),
+        "acme"
+    );
+    // literals are left alone
+    assert_eq!(
+        owner(&c, "SELECT 'public.items'").await.unwrap(),
+        "public.items"
+    );
+    // SET search_path TO public lands on the tenant's schema; SHOW reports the logical name
+    c.batch_execute("BEGIN; SET LOCAL search_path TO public")
+        .await
+        .unwrap();
+    assert_eq!(
+        owner(&c, "SELECT current_setting('search_path')")
+            .await
+            .unwrap(),
+        "acme"
+    );
+    assert_eq!(owner(&c, "SHOW search_path").await.unwrap(), "public");
+    assert_eq!(
+        owner(&c, "SELECT owner FROM items LIMIT 1").await.unwrap(),
+        "acme"
+    );
+    c.batch_execute("COMMIT").await.unwrap();
+    // extended protocol too
+    let st = c
+        .prepare("SELECT owner FROM public.items WHERE id = $1")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.query_one(&st, &[&3i32])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+        "acme"
+    );
+    // a service user's public is whichever tenant its header names
+    let svc = env.try_client("svc", "svc-pw").await.unwrap();
+    assert_eq!(
+        owner(
+            &svc,
+            "/* tenant: globex */ SELECT owner FROM public.items LIMIT 1"
+        )
+        .await
+        .unwrap(),
+        "globex"
+    );
+    env.finish().await;
+}

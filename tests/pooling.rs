@@ -264,7 +264,14 @@ async fn placement_used_as_it_is_without_a_schema() {
     assert_eq!(n, 10);
     // acme still gets its schema
     let a = env.client("acme").await;
-    let path: String = a.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    let path: String = a
+        .query_one("SELECT current_setting('search_path')", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(path, "acme");
+    // ...which SHOW reports as the logical schema
+    let path: String = a.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    assert_eq!(path, "public");
     env.finish().await;
 }

@@ -74,7 +74,9 @@ pub struct GuardConfig {
     pub enabled: bool,
     /// Refuse statements the SQL parser does not understand. Default false.
     pub strict: bool,
-    /// The schema applications believe they use. Default `public`.
+    /// The schema applications believe they use; references to it (`public.users`,
+    /// `SET search_path TO public`, `SHOW search_path`) are rewritten to the tenant's
+    /// schema. Empty disables the rewriting. Default `public`.
     pub logical_schema: String,
     /// Statement analyses cached by text. Default 10000.
     pub cache_size: usize,

@@ -346,12 +346,17 @@ where
         // The statement guard, before anything reaches a server.
         let mut msg = msg;
         if tag == b'Q' || tag == b'P' {
-            // Tenant header routing, then the statement guard.
+            // Tenant header routing, logical-schema rewriting, then the statement guard.
             let refused = match self.route(tag, &msg) {
                 Err(e) => Some(e),
-                Ok(()) => self
-                    .refusal(tag, &msg)
-                    .map(|reason| PgError::guard_refused(&super::guard::refusal_message(&reason))),
+                Ok(()) => {
+                    if let Some(m) = self.rewrite(tag, &msg) {
+                        msg = m;
+                    }
+                    self.refusal(tag, &msg).map(|reason| {
+                        PgError::guard_refused(&super::guard::refusal_message(&reason))
+                    })
+                }
             };
             if let Some(err) = refused {
                 if self.server.is_none() {
@@ -498,6 +503,36 @@ where
             _ => a.sout.extend_from_slice(&msg),
         }
         Ok(None)
+    }
+
+    /// The Query/Parse with the logical schema mapped to the tenant's, if anything changes.
+    fn rewrite(&self, tag: u8, msg: &[u8]) -> Option<BytesMut> {
+        let schema = self.pool.as_ref()?.tenant.placement.schema.clone()?;
+        let cfg = self.proxy.config();
+        if cfg.guard.logical_schema.is_empty() {
+            return None;
+        }
+        let body = &msg[frame::HEADER_LEN..];
+        let mut out = BytesMut::new();
+        if tag == b'Q' {
+            let sql = std::str::from_utf8(frame::parse_query(body)?).ok()?;
+            let new = crate::router::rewrite::rewrite(sql, &cfg.guard.logical_schema, &schema)?;
+            frame::write_query(&mut out, &new);
+        } else {
+            let m = frame::parse_parse(body)?;
+            let sql = std::str::from_utf8(m.query).ok()?;
+            let new = crate::router::rewrite::rewrite(sql, &cfg.guard.logical_schema, &schema)?;
+            frame::write_parse(
+                &mut out,
+                m.name,
+                &frame::ParseMsg {
+                    name: m.name,
+                    query: new.as_bytes(),
+                    rest: m.rest,
+                },
+            );
+        }
+        Some(out)
     }
 
     /// The guard's reason to refuse a Query or Parse, if any.

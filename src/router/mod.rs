@@ -4,7 +4,9 @@
 //!   parameters.
 //! - [`guard`] checks statements against a tenant's isolation policy.
 //! - [`header`] reads `/* tenant: key */` header comments.
+//! - [`rewrite`] maps the logical schema (`public`) to the tenant's schema.
 
 pub mod guard;
 pub mod header;
+pub mod rewrite;
 pub mod startup;
