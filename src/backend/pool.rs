@@ -301,30 +301,10 @@ impl TenantPool {
     /// Only an idle connection; never opens one.
     fn try_take_idle(self: &Arc<Self>, cfg: &PoolConfig) -> Take {
         let mut stale = Vec::new();
-        let found = {
-            let mut st = self.state.lock();
-            let mut found = None;
-            while let Some(c) = st.idle.pop_back() {
-                if !usable(&c, cfg, Instant::now()) {
-                    st.open -= 1;
-                    stale.push(c);
-                    continue;
-                }
-                found = Some(c);
-                break;
-            }
-            found
-        };
-        for c in stale {
-            self.instance.release();
-            self.returned.notify_one();
-            tokio::spawn(c.terminate());
-        }
+        let found = pop_usable(&mut self.state.lock(), cfg, &mut stale);
+        self.close_stale(stale);
         match found {
-            Some(c) => Take::Idle(Box::new(Pooled {
-                conn: Some(c),
-                pool: self.clone(),
-            })),
+            Some(c) => Take::Idle(Box::new(self.pooled(c))),
             None => Take::Full,
         }
     }
@@ -333,21 +313,8 @@ impl TenantPool {
         let mut stale = Vec::new();
         let take = {
             let mut st = self.state.lock();
-            let mut found = None;
-            while let Some(c) = st.idle.pop_back() {
-                if !usable(&c, cfg, Instant::now()) {
-                    st.open -= 1;
-                    stale.push(c);
-                    continue;
-                }
-                found = Some(c);
-                break;
-            }
-            match found {
-                Some(c) => Take::Idle(Box::new(Pooled {
-                    conn: Some(c),
-                    pool: self.clone(),
-                })),
+            match pop_usable(&mut st, cfg, &mut stale) {
+                Some(c) => Take::Idle(Box::new(self.pooled(c))),
                 None if st.open >= self.size.load(Ordering::Relaxed) => Take::Full,
                 None if self.instance.try_reserve() => {
                     st.open += 1;
@@ -356,11 +323,24 @@ impl TenantPool {
                 None => Take::InstanceFull,
             }
         };
+        self.close_stale(stale);
+        take
+    }
+
+    fn pooled(self: &Arc<Self>, c: ServerConn) -> Pooled {
+        Pooled {
+            conn: Some(c),
+            pool: self.clone(),
+        }
+    }
+
+    /// Close connections found unusable (their slots were already given back).
+    fn close_stale(&self, stale: Vec<ServerConn>) {
         for c in stale {
             self.instance.release();
+            self.returned.notify_one();
             tokio::spawn(c.terminate());
         }
-        take
     }
 
     async fn open_new(self: &Arc<Self>, cfg: &PoolConfig) -> Result<Pooled, PoolError> {
@@ -376,10 +356,7 @@ impl TenantPool {
                 if sp.is_none() {
                     *sp = Some(Arc::new(conn.reported.clone()));
                 }
-                Ok(Pooled {
-                    conn: Some(conn),
-                    pool: self.clone(),
-                })
+                Ok(self.pooled(conn))
             }
             Err(e) => {
                 self.forget_one();
@@ -486,6 +463,23 @@ enum Take {
     Reserved,
     Full,
     InstanceFull,
+}
+
+/// Pop the most recently used idle connection that is fit to hand out; unfit ones are
+/// moved to `stale` and uncounted.
+fn pop_usable(
+    st: &mut PoolState,
+    cfg: &PoolConfig,
+    stale: &mut Vec<ServerConn>,
+) -> Option<ServerConn> {
+    while let Some(c) = st.idle.pop_back() {
+        if usable(&c, cfg, Instant::now()) {
+            return Some(c);
+        }
+        st.open -= 1;
+        stale.push(c);
+    }
+    None
 }
 
 /// Fit to hand out: not past its lifetime, and, when idle for `server_check_delay_ms` or
