@@ -209,3 +209,53 @@ async fn tls_is_offered_when_configured() {
     assert!(out.status.success());
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_settings_cannot_inject_sql_even_without_standard_strings() {
+    let env = Env::new().await;
+    let evil = "x\\'; SET search_path = globex; --";
+    // standard_conforming_strings first, so it is already off when application_name is set
+    let escaped: String = evil
+        .chars()
+        .flat_map(|c| {
+            if c == '\\' || c == ' ' {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    let mut cfg: tokio_postgres::Config = env.dsn("app@acme", "acme-pw").parse().unwrap();
+    cfg.options(format!(
+        "-c standard_conforming_strings=off -c application_name={escaped}"
+    ));
+    let (c, conn) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let r = c
+        .query_one(
+            "SELECT current_setting('application_name'), current_setting('search_path')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, String>(0), evil, "the value arrives intact");
+    assert_eq!(r.get::<_, String>(1), "acme", "and nothing else ran");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_statement_does_not_take_the_proxy_down() {
+    let env = Env::new().await;
+    let c = env.client("acme").await;
+    let deep = format!("SELECT {} FROM globex.items", vec!["1"; 100_000].join("+"));
+    let e = c.simple_query(&deep).await.unwrap_err();
+    assert_eq!(
+        e.as_db_error().map(|d| d.code().code()),
+        Some("42501"),
+        "{e}"
+    );
+    let deep_ok = format!("SELECT {}", vec!["1"; 50_000].join("+"));
+    let _ = c.simple_query(&deep_ok).await; // PostgreSQL may refuse it (stack depth); either way
+    still_alive(&env).await;
+    env.finish().await;
+}

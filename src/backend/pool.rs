@@ -63,7 +63,9 @@ impl Instance {
 
     fn release(&self) {
         self.open.fetch_sub(1, Ordering::AcqRel);
-        self.released.notify_one();
+        // Every waiter re-checks: a waiter of a tenant at its own size cannot use the slot,
+        // so waking only one could strand a waiter that can.
+        self.released.notify_waiters();
     }
 
     /// Close the longest-idle connection of a tenant other than `except`. True if one closed.
@@ -363,6 +365,11 @@ impl TenantPool {
                 Err(e.into())
             }
         }
+    }
+
+    /// Replaced by a pool with a new placement or removed (reload, catalog change).
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
     }
 
     /// ParameterStatus values of this tenant's server, once a connection has been made.

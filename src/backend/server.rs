@@ -97,9 +97,11 @@ pub fn search_path_item(s: &str) -> String {
     }
 }
 
-/// Single-quote a literal for SQL.
+/// Quote a literal for SQL.
+/// An escape-string literal (`E'...'`) reads the same whatever the client set
+/// standard_conforming_strings to, so client-chosen values can never end it early.
 pub fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// Escape a value for the libpq `options` word syntax.
@@ -415,7 +417,8 @@ mod tests {
         };
         let params = startup_params(&p);
         assert_eq!(params[3].1, "-c search_path=\"my\\ schema\"\"x\"");
-        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal("it's"), "E'it''s'");
+        assert_eq!(quote_literal("x\\'; --"), "E'x\\\\''; --'");
         assert_eq!(search_path_item("tenant_acme"), "tenant_acme");
         assert_eq!(search_path_item("Acme"), "\"Acme\"");
     }

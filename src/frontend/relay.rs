@@ -36,6 +36,8 @@ pub enum Pending {
 #[derive(Debug, Clone)]
 pub struct ClientStmt {
     pub server_name: Arc<str>,
+    /// Running it changes session state (advisory locks, set_config, temp tables).
+    pub dirties: bool,
     /// The Parse message, already renamed to `server_name`.
     pub parse: bytes::Bytes,
 }
@@ -81,10 +83,14 @@ impl Tracker {
 
     /// A Query, FunctionCall (`query`) or Sync was forwarded.
     pub fn sent_sync(&mut self, query: bool) {
-        self.outstanding += 1;
         if !query {
             self.unsynced = false;
+            // The server is in a COPY IN the client has not ended: it ignores this Sync.
+            if self.copy_ins_seen > self.copy_ends_sent {
+                return;
+            }
         }
+        self.outstanding += 1;
         self.pending.push_back(Pending::Sync {
             copy_seq: self.copy_ends_sent,
             query,
@@ -168,9 +174,14 @@ pub fn forward_named_parse(
     if let Some(ev) = cache.insert(server_name.clone()) {
         evict(&ev, t, out);
     }
-    stmts
-        .map
-        .insert(m.name.to_vec(), ClientStmt { server_name, parse });
+    stmts.map.insert(
+        m.name.to_vec(),
+        ClientStmt {
+            server_name,
+            dirties: text_dirties(m.query),
+            parse,
+        },
+    );
     t.unsynced = true;
     true
 }

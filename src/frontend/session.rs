@@ -143,8 +143,12 @@ where
             Ok(end) => end,
             Err(e) => {
                 debug!(error = %e, "session closed with error");
+                // Give the server back first: a client that stopped reading must not pin it.
+                self.detach_on_exit().await;
                 e.encode(&mut self.cout);
-                let _ = self.flush_client().await;
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), self.flush_client())
+                        .await;
                 End::Closed
             }
         };
@@ -219,6 +223,7 @@ where
                     let n = r.map_err(|_| PgError::server_lost())?;
                     let a = self.server.as_mut().expect("attached");
                     a.sout.advance(n);
+                    self.maybe_release().await;
                 }
                 Event::ClientWrote(r) => match r {
                     Ok(n) => {
@@ -256,6 +261,7 @@ where
                             write_now(&mut a.conn.stream, &mut a.sout)
                                 .map_err(|_| PgError::server_lost())?;
                         }
+                        self.maybe_release().await;
                     }
                 },
                 Event::Shutdown => return Err(PgError::shutting_down()),
@@ -345,9 +351,16 @@ where
         }
         // The statement guard, before anything reaches a server.
         let mut msg = msg;
-        if tag == b'Q' || tag == b'P' {
+        if tag == b'Q' || tag == b'P' || tag == b'F' {
             // Tenant header routing, logical-schema rewriting, then the statement guard.
+            // A FunctionCall names its function by OID (set_config, lo_import, ...), which
+            // the guard cannot vet: refused while the guard is on.
             let refused = match self.route(tag, &msg) {
+                _ if tag == b'F' => self.proxy.config().guard.enabled.then(|| {
+                    PgError::guard_refused(&super::guard::refusal_message(
+                        "FunctionCall messages are not allowed; call the function with SQL",
+                    ))
+                }),
                 Err(e) => Some(e),
                 Ok(()) => {
                     if let Some(m) = self.rewrite(tag, &msg) {
@@ -363,7 +376,7 @@ where
                     // Nothing pending: answer directly.
                     err.encode(&mut self.cout);
                     match tag {
-                        b'Q' => write::ready_for_query(&mut self.cout, b'I'),
+                        b'Q' | b'F' => write::ready_for_query(&mut self.cout, b'I'),
                         _ => self.skip_until_sync = true,
                     }
                     return Ok(None);
@@ -371,7 +384,7 @@ where
                 // Replies are pending: let the server raise it, in order.
                 let body = &msg[frame::HEADER_LEN..];
                 msg = match tag {
-                    b'Q' => super::guard::rewrite_query(&err),
+                    b'Q' | b'F' => super::guard::rewrite_query(&err),
                     _ => match super::guard::rewrite_parse(body) {
                         Some(m) => {
                             if let Some(a) = self.server.as_mut() {
@@ -405,9 +418,10 @@ where
         let body = &msg[frame::HEADER_LEN..];
         match tag {
             b'Q' | b'F' => {
-                if tag == b'Q'
-                    && transaction_mode
-                    && relay::text_dirties(frame::parse_query(body).unwrap_or(body))
+                // A FunctionCall can change anything; a query only when its text says so.
+                if transaction_mode
+                    && (tag == b'F'
+                        || relay::text_dirties(frame::parse_query(body).unwrap_or(body)))
                 {
                     a.conn.dirty = true;
                 }
@@ -460,6 +474,9 @@ where
                     });
                 match mapped {
                     Some((portal, s, rest)) => {
+                        if s.dirties {
+                            a.conn.dirty = true;
+                        }
                         relay::ensure_prepared(&s, &mut a.conn.prepared, &mut a.t, &mut a.sout);
                         frame::write_bind(&mut a.sout, portal, s.server_name.as_bytes(), rest);
                     }
@@ -600,7 +617,18 @@ where
 
     /// Get a server connection for this client and bring its settings in line.
     async fn attach(&mut self) -> Result<(), PgError> {
-        let pool = self.pool.clone().ok_or_else(PgError::no_tenant)?;
+        let mut pool = self.pool.clone().ok_or_else(PgError::no_tenant)?;
+        if pool.is_retired() {
+            // The tenant's placement or secret changed: use its current pool.
+            let key = pool.tenant.key.clone();
+            let t = self
+                .proxy
+                .directory()
+                .tenant(&key)
+                .ok_or_else(|| PgError::unknown_tenant(&key))?;
+            pool = self.proxy.pools().for_tenant(&t);
+            self.pool = Some(pool.clone());
+        }
         if self.trusted {
             let dir = self.proxy.directory();
             match dir.tenant(&pool.tenant.key) {
@@ -758,7 +786,8 @@ where
     async fn detach_on_exit(&mut self) {
         self.cancel.set(None);
         let Some(a) = self.server.take() else { return };
-        let clean = a.sout.is_empty()
+        let clean = self.c_remaining == 0
+            && a.sout.is_empty()
             && a.sbuf.is_empty()
             && a.s_remaining == 0
             && a.t.quiet()

@@ -51,6 +51,9 @@ const FORBIDDEN_FUNCTIONS: &[&str] = &[
 /// Settings that must not be changed through `set_config`.
 const GUARDED_SETTINGS: &[&str] = &["role", "session_authorization", "search_path"];
 
+/// Statements with more tokens than this are not parsed (see [`analyze`]).
+const MAX_PARSE_TOKENS: usize = 4096;
+
 /// Schemas every tenant may name.
 const SYSTEM_SCHEMAS: &[&str] = &["pg_catalog", "information_schema", "pg_temp", "pg_toast"];
 
@@ -201,18 +204,25 @@ pub fn analyze(sql: &str) -> Analysis {
         Err(_) => Vec::new(),
     };
     scan_tokens(&tokens, &mut a);
-    if let Ok(stmts) = Parser::parse_sql(&dialect, sql) {
-        a.parsed = true;
-        scan_ast(&stmts, &mut a);
+    // Very long token streams (deeply nested expressions) are not parsed: walking or even
+    // dropping such an AST recurses deeper than a worker stack allows. They count as
+    // unparsed (token checks only; refused in strict mode).
+    if !tokens.is_empty() && tokens.len() <= MAX_PARSE_TOKENS {
+        if let Ok(stmts) = Parser::parse_sql(&dialect, sql) {
+            a.parsed = true;
+            scan_ast(&stmts, &mut a);
+        }
     }
     a.schemas.sort();
     a.schemas.dedup();
     a
 }
 
+/// A word, quoted or not, case-folded: setting names are case-insensitive even quoted
+/// (`SET "ROLE" TO x` is `SET ROLE x`).
 fn word(t: &Token) -> Option<String> {
     match t {
-        Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_lowercase()),
+        Token::Word(w) => Some(w.value.to_ascii_lowercase()),
         _ => None,
     }
 }
@@ -355,14 +365,14 @@ fn schema_of(name: &ObjectName, parts_after: usize) -> Option<String> {
     }
 }
 
-fn scan_ast(stmts: &[Statement], a: &mut Analysis) {
-    let _ = visit_relations(&stmts.to_vec(), |rel: &ObjectName| {
+fn scan_ast(stmts: &Vec<Statement>, a: &mut Analysis) {
+    let _ = visit_relations(stmts, |rel: &ObjectName| {
         if let Some(s) = schema_of(rel, 1) {
             a.schemas.push(s);
         }
         ControlFlow::<()>::Continue(())
     });
-    let _ = visit_expressions(&stmts.to_vec(), |e: &Expr| {
+    let _ = visit_expressions(stmts, |e: &Expr| {
         match e {
             Expr::Function(f) => {
                 if let Some(s) = schema_of(&f.name, 1) {
@@ -503,6 +513,8 @@ mod tests {
             ("SELECT * FROM /* x */ tenant_globex . users", false),
             ("select * from tenantgate.tenant_users", false),
             ("SET ROLE postgres", false),
+            ("SET \"role\" TO postgres", false),
+            ("SET \"search_path\" TO tenant_globex", false),
             ("set role postgres", false),
             ("SET LOCAL ROLE tg_globex", false),
             ("SET SESSION ROLE tg_globex", false),
@@ -595,6 +607,16 @@ mod tests {
         assert!(!trivially_allowed(b"SELECT * FROM a.b"));
         assert!(!trivially_allowed(b"SELECT U&\"\\0070g\"()"));
         assert!(!trivially_allowed(b"SET ROLE x"));
+    }
+
+    #[test]
+    fn deeply_nested_expressions_do_not_crash() {
+        let deep = format!("SELECT {} FROM a.b", vec!["1"; 100_000].join("+"));
+        let a = analyze(&deep);
+        assert!(!a.parsed);
+        assert_eq!(a.schemas, vec!["a".to_string()]);
+        let parens = format!("SELECT {}1{} FROM t", "(".repeat(3000), ")".repeat(3000));
+        let _ = analyze(&parens);
     }
 
     #[test]

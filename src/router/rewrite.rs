@@ -187,7 +187,7 @@ mod tests {
             ),
             (
                 "SET LOCAL search_path TO 'public'",
-                Some("SET LOCAL search_path TO 'tenant_acme'"),
+                Some("SET LOCAL search_path TO E'tenant_acme'"),
             ),
             ("SET search_path TO tenant_acme", None),
             (
