@@ -32,6 +32,10 @@ pub struct Running {
 
 /// Bind and start serving; returns once the listener is bound.
 pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<Running> {
+    // The recorder first: metric handles made before it would be no-ops.
+    if !cfg.metrics.listen.is_empty() {
+        crate::telemetry::metrics::install(&cfg.metrics.listen);
+    }
     let listener = TcpListener::bind(&cfg.listen).await?;
     let addr = listener.local_addr()?;
     let mut tasks = Vec::new();

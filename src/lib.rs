@@ -13,7 +13,9 @@
 //! - [`frontend`]: client side: negotiation, TLS, authentication, the relay loop.
 //! - [`router`]: pure routing decisions (tenant resolution at startup).
 //! - [`backend`]: server connections and per-tenant pools with per-instance caps.
-//! - [`catalog`]: the tenant directory trait and its config-file implementation.
+//! - [`catalog`]: the tenant directory trait, config-file and PostgreSQL catalog, provisioning.
+//! - [`telemetry`]: metrics (names in one file, Prometheus exporter).
+//! - [`cli`]: the command line.
 
 pub mod app;
 pub mod backend;
@@ -24,3 +26,4 @@ pub mod frontend;
 pub mod protocol;
 pub mod router;
 pub mod state;
+pub mod telemetry;

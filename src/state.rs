@@ -39,6 +39,7 @@ struct Inner {
     sessions: Mutex<HashMap<u64, (String, CancellationToken)>>,
     next_session: AtomicU64,
     guard: crate::frontend::guard::GuardCache,
+    metrics: crate::telemetry::metrics::Metrics,
 }
 
 /// Why the proxy could not start.
@@ -86,6 +87,7 @@ impl Proxy {
                 sessions: Mutex::new(HashMap::new()),
                 next_session: AtomicU64::new(1),
                 guard: Default::default(),
+                metrics: crate::telemetry::metrics::Metrics::new(),
             }),
         })
     }
@@ -104,6 +106,10 @@ impl Proxy {
 
     pub fn guard(&self) -> &crate::frontend::guard::GuardCache {
         &self.inner.guard
+    }
+
+    pub fn metrics(&self) -> &crate::telemetry::metrics::Metrics {
+        &self.inner.metrics
     }
 
     pub fn cancels(&self) -> &CancelRegistry {
@@ -125,16 +131,23 @@ impl Proxy {
     /// Count a new client; false when `max_clients` is reached.
     pub fn client_enter(&self) -> bool {
         let max = self.config().limits.max_clients;
-        self.inner
+        let entered = self
+            .inner
             .clients
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
-            .is_ok()
+            .is_ok();
+        if entered {
+            self.inner.metrics.client_connections.increment(1);
+            self.inner.metrics.clients.increment(1.0);
+        }
+        entered
     }
 
     pub fn client_leave(&self) {
         self.inner.clients.fetch_sub(1, Ordering::AcqRel);
+        self.inner.metrics.clients.decrement(1.0);
     }
 
     pub fn clients(&self) -> usize {
@@ -166,6 +179,7 @@ impl Proxy {
                 n += 1;
             }
         }
+        self.inner.metrics.sessions_ended.increment(n as u64);
         n
     }
 

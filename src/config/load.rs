@@ -24,6 +24,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "catalog_key",
     "migrate",
     "guard",
+    "metrics",
     "instance_name",
     "workers",
     "tls",
@@ -75,6 +76,13 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
         if let Err(e) = crate::catalog::crypto::SecretKey::from_base64(&cfg.catalog_key) {
             return bad(format!("catalog_key: {e}"));
         }
+    }
+    if !cfg.metrics.listen.is_empty() && cfg.metrics.listen.parse::<std::net::SocketAddr>().is_err()
+    {
+        return bad(format!(
+            "metrics.listen = {:?} is not an address:port",
+            cfg.metrics.listen
+        ));
     }
     if cfg.migrate.concurrency == 0 {
         return bad("migrate.concurrency must be at least 1".into());

@@ -24,6 +24,8 @@ pub struct Config {
     pub migrate: MigrateConfig,
     /// Statement guard. Reload: yes.
     pub guard: GuardConfig,
+    /// Prometheus metrics. Reload: no.
+    pub metrics: MetricsConfig,
     /// Name of this replica for logs and telemetry; default the host name. Reload: no.
     pub instance_name: String,
     /// Runtime worker threads; 0 means one per CPU core. Default 0. Reload: no.
@@ -53,6 +55,7 @@ impl Default for Config {
             catalog_key: String::new(),
             migrate: MigrateConfig::default(),
             guard: GuardConfig::default(),
+            metrics: MetricsConfig::default(),
             instance_name: String::new(),
             workers: 0,
             tls: TlsConfig::default(),
@@ -91,6 +94,14 @@ impl Default for GuardConfig {
             cache_size: 10_000,
         }
     }
+}
+
+/// Prometheus exporter.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address serving `/metrics`; empty disables. Default empty.
+    pub listen: String,
 }
 
 /// Tenant migration runner settings.

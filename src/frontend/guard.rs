@@ -32,6 +32,7 @@ impl GuardCache {
         let a = Arc::new(analyze(sql));
         if !a.parsed {
             self.unparsed.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(crate::telemetry::metrics::GUARD_UNPARSED).increment(1);
         }
         let mut m = self.map.lock();
         if m.len() >= cap {
@@ -66,6 +67,7 @@ impl GuardCache {
         );
         if v != Verdict::Allow {
             self.refused.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(crate::telemetry::metrics::GUARD_REFUSED).increment(1);
         }
         v
     }

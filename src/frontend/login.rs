@@ -83,6 +83,7 @@ pub async fn serve<S: ClientStream>(
 
 async fn fail<S: ClientStream>(stream: &mut S, mut out: BytesMut, e: PgError) {
     info!(code = %e.code, message = %e.message, "login refused");
+    crate::telemetry::metrics::Metrics::login_failed(&e.code);
     e.encode(&mut out);
     let _ = stream.write_all(&out).await;
     let _ = stream.shutdown().await;

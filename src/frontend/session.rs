@@ -413,11 +413,21 @@ where
             }
         }
         let transaction_mode = self.mode == PoolMode::Transaction;
-        let Session { server, stmts, .. } = self;
+        let Session {
+            server,
+            stmts,
+            proxy,
+            ..
+        } = self;
+        let metrics = proxy.metrics();
         let a = server.as_mut().expect("attached above");
         let body = &msg[frame::HEADER_LEN..];
         match tag {
             b'Q' | b'F' => {
+                if tag == b'Q' {
+                    let sql = frame::parse_query(body).unwrap_or(body);
+                    metrics.queries[crate::telemetry::metrics::kind_index(sql)].increment(1);
+                }
                 // A FunctionCall can change anything; a query only when its text says so.
                 if transaction_mode
                     && (tag == b'F'
@@ -514,6 +524,9 @@ where
                 a.t.unsynced = true;
             }
             b'E' | b'H' => {
+                if tag == b'E' {
+                    metrics.executes.increment(1);
+                }
                 a.sout.extend_from_slice(&msg);
                 a.t.unsynced = true;
             }
@@ -642,8 +655,13 @@ where
                 None => return Err(PgError::unknown_tenant(&pool.tenant.key)),
             }
         }
+        let waited = std::time::Instant::now();
+        let metrics = self.proxy.metrics().clone();
         let mut conn = pool.acquire().await.map_err(|e| match e {
-            PoolError::Timeout(ms) => PgError::pool_timeout(&pool.tenant.key, ms),
+            PoolError::Timeout(ms) => {
+                metrics.pool_timeouts.increment(1);
+                PgError::pool_timeout(&pool.tenant.key, ms)
+            }
             PoolError::Backend(e) => {
                 warn!(tenant = %pool.tenant.key, error = %e, "server connection failed");
                 PgError::server_unavailable(&pool.tenant.key)
@@ -653,6 +671,8 @@ where
             warn!(tenant = %pool.tenant.key, error = %e, "could not apply client settings");
             return Err(PgError::server_unavailable(&pool.tenant.key));
         }
+        metrics.checkouts.increment(1);
+        metrics.pool_wait.record(waited.elapsed().as_secs_f64());
         self.cancel.set(Some((conn.addr, conn.pid, conn.secret)));
         self.server = Some(Attached::new(conn));
         Ok(())
@@ -666,8 +686,10 @@ where
             cout,
             stmts,
             settings,
+            proxy,
             ..
         } = self;
+        let query_errors = &proxy.metrics().query_errors;
         let a = server.as_mut().expect("attached");
         loop {
             if a.s_remaining > 0 {
@@ -740,6 +762,7 @@ where
                     true
                 }
                 b'E' => {
+                    query_errors.increment(1);
                     let (_, sev) = crate::protocol::error::parse_error_fields(body);
                     if matches!(sev, Some(b"FATAL") | Some(b"PANIC")) {
                         a.fatal_seen = true;

@@ -1,0 +1,209 @@
+//! Every metric the proxy exports, declared and described in one place, with handles cached
+//! so the hot path only does atomic adds. Labels have bounded cardinality (statement kind,
+//! SQLSTATE class, protocol); per-tenant labels come with the telemetry issue's top-N.
+
+use std::net::SocketAddr;
+
+use metrics::{
+    describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Histogram, Unit,
+};
+use tracing::{info, warn};
+
+pub const CLIENT_CONNECTIONS: &str = "tenantgate_client_connections_total";
+pub const CLIENTS: &str = "tenantgate_clients";
+pub const LOGIN_FAILURES: &str = "tenantgate_login_failures_total";
+pub const QUERIES: &str = "tenantgate_queries_total";
+pub const QUERY_ERRORS: &str = "tenantgate_query_errors_total";
+pub const TRANSACTIONS: &str = "tenantgate_server_checkouts_total";
+pub const POOL_WAIT: &str = "tenantgate_pool_wait_seconds";
+pub const POOL_TIMEOUTS: &str = "tenantgate_pool_timeouts_total";
+pub const GUARD_REFUSED: &str = "tenantgate_guard_refused_total";
+pub const GUARD_UNPARSED: &str = "tenantgate_guard_unparsed_total";
+pub const SESSIONS_ENDED: &str = "tenantgate_tenant_sessions_ended_total";
+
+/// Statement kinds used as the `kind` label.
+pub const KINDS: [&str; 7] = [
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "ddl",
+    "transaction",
+    "other",
+];
+
+/// Describe every metric (names, units, help).
+pub fn describe_all() {
+    describe_counter!(CLIENT_CONNECTIONS, "Client connections accepted.");
+    describe_gauge!(CLIENTS, "Client connections open now.");
+    describe_counter!(LOGIN_FAILURES, "Refused logins, by SQLSTATE.");
+    describe_counter!(QUERIES, "Statements relayed: simple-query statements by kind, extended-protocol Executes as kind=extended.");
+    describe_counter!(
+        QUERY_ERRORS,
+        "ErrorResponses from servers relayed to clients."
+    );
+    describe_counter!(
+        TRANSACTIONS,
+        "Server connections checked out of a pool (one per transaction in transaction pooling)."
+    );
+    describe_histogram!(
+        POOL_WAIT,
+        Unit::Seconds,
+        "Time waiting for a pooled server connection."
+    );
+    describe_counter!(
+        POOL_TIMEOUTS,
+        "Clients that gave up waiting for a server connection (53300)."
+    );
+    describe_counter!(GUARD_REFUSED, "Statements refused by the isolation guard.");
+    describe_counter!(
+        GUARD_UNPARSED,
+        "Statements the guard could not parse (passed unless strict)."
+    );
+    describe_counter!(
+        SESSIONS_ENDED,
+        "Sessions ended because their tenant was suspended or removed."
+    );
+}
+
+/// Install the Prometheus exporter on `listen` (once per process). Failure is logged, not
+/// fatal: the proxy serves without metrics rather than not at all.
+pub fn install(listen: &str) {
+    let addr: SocketAddr = match listen.parse() {
+        Ok(a) => a,
+        Err(_) => return warn!(%listen, "metrics.listen is not an address; metrics disabled"),
+    };
+    let builder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(POOL_WAIT.into()),
+            &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0],
+        )
+        .expect("static buckets are valid");
+    match builder.install() {
+        Ok(()) => {
+            describe_all();
+            info!(%addr, "metrics on /metrics");
+        }
+        Err(e) => warn!(error = %e, "metrics exporter not installed"),
+    }
+}
+
+/// Cached metric handles (no-ops when no exporter is installed).
+#[derive(Clone)]
+pub struct Metrics {
+    pub client_connections: Counter,
+    pub clients: Gauge,
+    pub queries: [Counter; KINDS.len()],
+    pub executes: Counter,
+    pub query_errors: Counter,
+    pub checkouts: Counter,
+    pub pool_wait: Histogram,
+    pub pool_timeouts: Counter,
+    pub guard_refused: Counter,
+    pub guard_unparsed: Counter,
+    pub sessions_ended: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Metrics {
+            client_connections: metrics::counter!(CLIENT_CONNECTIONS),
+            clients: metrics::gauge!(CLIENTS),
+            queries: KINDS.map(|k| metrics::counter!(QUERIES, "kind" => k)),
+            executes: metrics::counter!(QUERIES, "kind" => "extended"),
+            query_errors: metrics::counter!(QUERY_ERRORS),
+            checkouts: metrics::counter!(TRANSACTIONS),
+            pool_wait: metrics::histogram!(POOL_WAIT),
+            pool_timeouts: metrics::counter!(POOL_TIMEOUTS),
+            guard_refused: metrics::counter!(GUARD_REFUSED),
+            guard_unparsed: metrics::counter!(GUARD_UNPARSED),
+            sessions_ended: metrics::counter!(SESSIONS_ENDED),
+        }
+    }
+
+    /// A refused login, by SQLSTATE (bounded: the proxy's own login errors).
+    pub fn login_failed(code: &str) {
+        metrics::counter!(LOGIN_FAILURES, "sqlstate" => code.to_owned()).increment(1);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The kind of a simple-query statement from its first keyword (comments skipped).
+pub fn kind_index(sql: &[u8]) -> usize {
+    let mut s = sql;
+    loop {
+        let t = s
+            .iter()
+            .position(|c| !c.is_ascii_whitespace())
+            .unwrap_or(s.len());
+        s = &s[t..];
+        if let Some(rest) = s.strip_prefix(b"--") {
+            s = rest
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(&[][..], |p| &rest[p..]);
+        } else if let Some(rest) = s.strip_prefix(b"/*") {
+            s = rest
+                .windows(2)
+                .position(|w| w == b"*/")
+                .map_or(&[][..], |p| &rest[p + 2..]);
+        } else {
+            break;
+        }
+    }
+    let end = s
+        .iter()
+        .position(|c| !c.is_ascii_alphabetic())
+        .unwrap_or(s.len());
+    let w = &s[..end];
+    let is = |k: &[u8]| w.eq_ignore_ascii_case(k);
+    if is(b"select") || is(b"with") || is(b"table") || is(b"values") || is(b"show") {
+        0
+    } else if is(b"insert") || is(b"copy") {
+        1
+    } else if is(b"update") {
+        2
+    } else if is(b"delete") || is(b"truncate") {
+        3
+    } else if is(b"create")
+        || is(b"alter")
+        || is(b"drop")
+        || is(b"grant")
+        || is(b"revoke")
+        || is(b"comment")
+    {
+        4
+    } else if is(b"begin")
+        || is(b"commit")
+        || is(b"rollback")
+        || is(b"start")
+        || is(b"end")
+        || is(b"savepoint")
+        || is(b"release")
+    {
+        5
+    } else {
+        6
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kinds() {
+        let k = |s: &str| super::KINDS[super::kind_index(s.as_bytes())];
+        assert_eq!(k("SELECT 1"), "select");
+        assert_eq!(k("  /* tenant: acme */ -- x\n update t set a=1"), "update");
+        assert_eq!(k("with x as (select 1) select * from x"), "select");
+        assert_eq!(k("CREATE TABLE t()"), "ddl");
+        assert_eq!(k("BEGIN"), "transaction");
+        assert_eq!(k("VACUUM"), "other");
+        assert_eq!(k(""), "other");
+    }
+}
