@@ -363,15 +363,13 @@ impl Catalog {
                 &[&key, &user, &verifier, &service],
             )
             .await;
-        match r {
-            Ok(0) => return Err(not_found(key)),
-            Ok(_) => {}
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                return Err(CatalogError::Exists(format!(
-                    "user \"{user}\" of tenant \"{key}\" already exists"
-                )))
-            }
-            Err(e) => return Err(not_set_up(e)),
+        let n = r.map_err(|e| {
+            exists_or(e, || {
+                format!("user \"{user}\" of tenant \"{key}\" already exists")
+            })
+        })?;
+        if n == 0 {
+            return Err(not_found(key));
         }
         audit(
             &tx,
@@ -424,15 +422,9 @@ impl Catalog {
         let mut conn = self.pool().get().await?;
         let tx = conn.transaction().await?;
         let q = format!("INSERT INTO tenantgate.{table} (name, scram_verifier) VALUES ($1, $2)");
-        match tx.execute(q.as_str(), &[&name, &verifier]).await {
-            Ok(_) => {}
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                return Err(CatalogError::Exists(format!(
-                    "{what} \"{name}\" already exists"
-                )))
-            }
-            Err(e) => return Err(not_set_up(e)),
-        }
+        tx.execute(q.as_str(), &[&name, &verifier])
+            .await
+            .map_err(|e| exists_or(e, || format!("{what} \"{name}\" already exists")))?;
         audit(
             &tx,
             actor,
@@ -534,6 +526,15 @@ impl Catalog {
         let (c, conn) = tokio_postgres::connect(url, NoTls).await?;
         tokio::spawn(conn);
         Ok(c)
+    }
+}
+
+/// A unique violation as `Exists(msg)`; any other error as it is.
+fn exists_or(e: tokio_postgres::Error, msg: impl FnOnce() -> String) -> CatalogError {
+    if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+        CatalogError::Exists(msg())
+    } else {
+        not_set_up(e)
     }
 }
 
