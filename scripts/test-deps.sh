@@ -20,4 +20,17 @@ if ! "$PY" -c 'import asyncpg, psycopg' >/dev/null 2>&1; then
   "$PY" -c 'import asyncpg, psycopg' # fail loudly if the install did not work
 fi
 
+# node-postgres for the Node.js driver check, outside the clone too.
+NODE_DIR=${TENANTGATE_NODE_DIR:-$HOME/.cache/tenantgate/node}
+if command -v npm >/dev/null 2>&1 && [ ! -d "$NODE_DIR/node_modules/pg" ]; then
+  mkdir -p "$NODE_DIR"
+  npm install --silent --no-audit --no-fund --prefix "$NODE_DIR" pg@8 >&2
+fi
+
+# The PostgreSQL JDBC driver (Debian's package) for the Java driver check.
+if command -v javac >/dev/null 2>&1 && [ ! -f /usr/share/java/postgresql.jar ]; then
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpostgresql-jdbc-java >&2
+fi
+
 echo "$PY"

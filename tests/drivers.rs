@@ -199,3 +199,97 @@ async fn pgbench_simple_extended_prepared_and_reconnect() {
     assert!(text.contains("actually processed: 100/100"), "{text}");
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_postgres_in_transaction_and_session_pooling() {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let modules = std::env::var("TENANTGATE_NODE_DIR")
+        .unwrap_or(format!("{home}/.cache/tenantgate/node"))
+        + "/node_modules";
+    assert!(
+        std::path::Path::new(&modules).join("pg").exists(),
+        "node-postgres missing: run `bash scripts/test-deps.sh` (or the README test command)"
+    );
+    let env = Env::with(|c| {
+        tenant_pool(c, "acme", PoolMode::Transaction, 2);
+        tenant_pool(c, "globex", PoolMode::Session, 4);
+    })
+    .await;
+    for tenant in ["acme", "globex"] {
+        let out = tokio::process::Command::new("node")
+            .arg(format!(
+                "{}/tests/drivers/node_pg_check.js",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .arg(url(&env, tenant))
+            .env("NODE_PATH", &modules)
+            .output()
+            .await
+            .expect("node is installed");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "node-postgres ({tenant}):\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    }
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_in_transaction_and_session_pooling() {
+    let jar = "/usr/share/java/postgresql.jar";
+    assert!(
+        std::path::Path::new(jar).exists(),
+        "PostgreSQL JDBC driver missing: run `bash scripts/test-deps.sh` (or the README test command)"
+    );
+    let classes = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new("javac")
+        .arg("-d")
+        .arg(classes.path())
+        .arg(format!(
+            "{}/tests/drivers/JdbcCheck.java",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .output()
+        .await
+        .expect("javac is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = Env::with(|c| {
+        tenant_pool(c, "acme", PoolMode::Transaction, 2);
+        tenant_pool(c, "globex", PoolMode::Session, 4);
+    })
+    .await;
+    for tenant in ["acme", "globex"] {
+        let url = format!(
+            "jdbc:postgresql://127.0.0.1:{}/{}",
+            env.addr().port(),
+            env.db.db
+        );
+        let out = tokio::process::Command::new("java")
+            .arg("-cp")
+            .arg(format!("{jar}:{}", classes.path().display()))
+            .args([
+                "JdbcCheck",
+                &url,
+                &format!("app@{tenant}"),
+                &format!("{tenant}-pw"),
+            ])
+            .output()
+            .await
+            .expect("java is installed");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "JDBC ({tenant}):\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    }
+    env.finish().await;
+}
