@@ -11,8 +11,11 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
+mod policy;
+mod server_side;
+
 use super::cancel::CancelTarget;
-use super::relay::{self, Reply, Statements, TagEffect, Tracker};
+use super::relay::{self, Statements, Tracker};
 use crate::backend::pool::{PoolError, Pooled, TenantPool};
 use crate::config::PoolMode;
 use crate::protocol::{frame, write, PgError};
@@ -535,99 +538,6 @@ where
         Ok(None)
     }
 
-    /// The Query/Parse with the logical schema mapped to the tenant's, if anything changes.
-    fn rewrite(&self, tag: u8, msg: &[u8]) -> Option<BytesMut> {
-        let schema = self.pool.as_ref()?.tenant.placement.schema.clone()?;
-        let cfg = self.proxy.config();
-        if cfg.guard.logical_schema.is_empty() {
-            return None;
-        }
-        let body = &msg[frame::HEADER_LEN..];
-        let mut out = BytesMut::new();
-        if tag == b'Q' {
-            let sql = std::str::from_utf8(frame::parse_query(body)?).ok()?;
-            let new = crate::router::rewrite::rewrite(sql, &cfg.guard.logical_schema, &schema)?;
-            frame::write_query(&mut out, &new);
-        } else {
-            let m = frame::parse_parse(body)?;
-            let sql = std::str::from_utf8(m.query).ok()?;
-            let new = crate::router::rewrite::rewrite(sql, &cfg.guard.logical_schema, &schema)?;
-            frame::write_parse(
-                &mut out,
-                m.name,
-                &frame::ParseMsg {
-                    name: m.name,
-                    query: new.as_bytes(),
-                    rest: m.rest,
-                },
-            );
-        }
-        Some(out)
-    }
-
-    /// The guard's reason to refuse a Query or Parse, if any.
-    fn refusal(&self, tag: u8, msg: &[u8]) -> Option<String> {
-        let body = &msg[frame::HEADER_LEN..];
-        let sql = if tag == b'Q' {
-            frame::parse_query(body)?
-        } else {
-            frame::parse_parse(body)?.query
-        };
-        let cfg = self.proxy.config();
-        let schema = self.pool.as_ref()?.tenant.placement.schema.as_deref();
-        match self.proxy.guard().verdict(&cfg.guard, schema, sql) {
-            crate::router::guard::Verdict::Allow => None,
-            crate::router::guard::Verdict::Refuse(r) => Some(r),
-        }
-    }
-
-    fn tenant_key(&self) -> &str {
-        self.pool.as_ref().map_or("", |p| p.tenant.key.as_str())
-    }
-
-    /// Apply a statement's tenant header: switch tenants at a transaction boundary for
-    /// trusted service users, refuse a switch otherwise.
-    fn route(&mut self, tag: u8, msg: &[u8]) -> Result<(), PgError> {
-        let body = &msg[frame::HEADER_LEN..];
-        let sql = if tag == b'Q' {
-            frame::parse_query(body).unwrap_or_default()
-        } else {
-            frame::parse_parse(body).map_or(&[][..], |m| m.query)
-        };
-        let Some(key) = crate::router::header::tenant_header(sql) else {
-            return if self.pool.is_some() {
-                Ok(())
-            } else {
-                Err(PgError::no_tenant())
-            };
-        };
-        if self.pool.as_ref().is_some_and(|p| p.tenant.key == key) {
-            return Ok(());
-        }
-        if !self.trusted {
-            return Err(PgError::tenant_not_allowed(key));
-        }
-        if self.server.is_some() {
-            return Err(PgError::tenant_switch_in_transaction(key));
-        }
-        let dir = self.proxy.directory();
-        let tenant = dir
-            .tenant(key)
-            .ok_or_else(|| PgError::unknown_tenant(key))?;
-        if !tenant.status.may_connect() {
-            return Err(PgError {
-                severity: crate::protocol::Severity::Error,
-                ..PgError::tenant_unavailable(key, tenant.status.as_str())
-            });
-        }
-        // Statements prepared for the previous tenant must never run for this one: forget
-        // them (a Bind of one now fails with 26000 at the server).
-        self.stmts = Statements::default();
-        self.mode = PoolMode::Transaction;
-        self.pool = Some(self.proxy.pools().for_tenant(&tenant));
-        Ok(())
-    }
-
     /// Get a server connection for this client and bring its settings in line.
     async fn attach(&mut self) -> Result<(), PgError> {
         let mut pool = self.pool.clone().ok_or_else(PgError::no_tenant)?;
@@ -676,113 +586,6 @@ where
         self.cancel.set(Some((conn.addr, conn.pid, conn.secret)));
         self.server = Some(Attached::new(conn));
         Ok(())
-    }
-
-    /// Scan server data: forward it, swallowing replies to the proxy's own messages.
-    fn on_server_data(&mut self) -> Result<(), PgError> {
-        let transaction_mode = self.mode == PoolMode::Transaction;
-        let Session {
-            server,
-            cout,
-            stmts,
-            settings,
-            proxy,
-            ..
-        } = self;
-        let query_errors = &proxy.metrics().query_errors;
-        let a = server.as_mut().expect("attached");
-        loop {
-            if a.s_remaining > 0 {
-                let n = a.s_remaining.min(a.sbuf.len());
-                if n == 0 {
-                    return Ok(());
-                }
-                cout.extend_from_slice(&a.sbuf[..n]);
-                a.sbuf.advance(n);
-                a.s_remaining -= n;
-                continue;
-            }
-            let h = match frame::peek_header(&a.sbuf) {
-                Ok(Some(h)) => h,
-                Ok(None) => return Ok(()),
-                Err(_) => return Err(PgError::server_lost()),
-            };
-            let inspect = matches!(h.tag, b'Z' | b'1' | b'3' | b'C' | b'S' | b'E' | b'G' | b'W');
-            if !inspect {
-                let n = h.total().min(a.sbuf.len());
-                cout.extend_from_slice(&a.sbuf[..n]);
-                a.sbuf.advance(n);
-                a.s_remaining = h.total() - n;
-                continue;
-            }
-            if a.sbuf.len() < h.total() {
-                a.sbuf.reserve(h.total() - a.sbuf.len());
-                return Ok(());
-            }
-            let body = &a.sbuf[frame::HEADER_LEN..h.total()];
-            let forward = match h.tag {
-                b'Z' => {
-                    let status = body.first().copied().unwrap_or(b'I');
-                    relay::on_ready(status, &mut a.t, stmts, &mut a.conn.prepared);
-                    // Marker Parses skipped by an earlier error never answer.
-                    if a.t.quiet() {
-                        a.refusals.clear();
-                    }
-                    true
-                }
-                b'1' | b'3' => relay::on_complete(h.tag, &mut a.t) == Reply::Forward,
-                b'G' | b'W' => {
-                    a.t.copy_in_started();
-                    true
-                }
-                b'C' => {
-                    if transaction_mode {
-                        match relay::tag_effect(frame::cstr(body).map_or(body, |(t, _)| t)) {
-                            TagEffect::Dirty => a.conn.dirty = true,
-                            TagEffect::DroppedStatements => {
-                                a.conn.dirty = true;
-                                a.conn.prepared.clear();
-                            }
-                            TagEffect::None => {}
-                        }
-                    }
-                    true
-                }
-                b'S' => {
-                    if let Some((k, v)) = frame::parse_parameter_status(body) {
-                        let k = k.to_ascii_lowercase();
-                        if relay::is_carried_setting(&k) {
-                            match settings.iter_mut().find(|(sk, _)| *sk == k) {
-                                Some(s) => s.1 = v.to_owned(),
-                                None => settings.push((k.clone(), v.to_owned())),
-                            }
-                        }
-                        a.conn.settings.insert(k, v.to_owned());
-                    }
-                    true
-                }
-                b'E' => {
-                    query_errors.increment(1);
-                    let (_, sev) = crate::protocol::error::parse_error_fields(body);
-                    if matches!(sev, Some(b"FATAL") | Some(b"PANIC")) {
-                        a.fatal_seen = true;
-                    }
-                    if !a.refusals.is_empty() && super::guard::is_marker_error(body) {
-                        if let Some(err) = a.refusals.pop_front() {
-                            err.encode(cout);
-                        }
-                        false
-                    } else {
-                        true
-                    }
-                }
-                _ => true,
-            };
-            if forward {
-                cout.extend_from_slice(&a.sbuf[..h.total()]);
-            }
-            a.sbuf.advance(h.total());
-        }
     }
 
     /// In transaction pooling, give the server back once the transaction is over.

@@ -1,0 +1,110 @@
+//! Statement policy on the relay path: which tenant a Query/Parse runs for (header
+//! comments), the logical-schema rewrite, and the guard's verdict. Decisions are made by
+//! the pure modules in `crate::router`; this file applies them to the session.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::Session;
+use crate::config::PoolMode;
+use crate::frontend::relay::Statements;
+use crate::protocol::{frame, PgError};
+
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    /// The Query/Parse with the logical schema mapped to the tenant's, if anything changes.
+    pub(super) fn rewrite(&self, tag: u8, msg: &[u8]) -> Option<BytesMut> {
+        let schema = self.pool.as_ref()?.tenant.placement.schema.clone()?;
+        let cfg = self.proxy.config();
+        if cfg.guard.logical_schema.is_empty() {
+            return None;
+        }
+        let body = &msg[frame::HEADER_LEN..];
+        let mut out = BytesMut::new();
+        if tag == b'Q' {
+            let sql = std::str::from_utf8(frame::parse_query(body)?).ok()?;
+            let new = crate::router::rewrite::rewrite(sql, &cfg.guard.logical_schema, &schema)?;
+            frame::write_query(&mut out, &new);
+        } else {
+            let m = frame::parse_parse(body)?;
+            let sql = std::str::from_utf8(m.query).ok()?;
+            let new = crate::router::rewrite::rewrite(sql, &cfg.guard.logical_schema, &schema)?;
+            frame::write_parse(
+                &mut out,
+                m.name,
+                &frame::ParseMsg {
+                    name: m.name,
+                    query: new.as_bytes(),
+                    rest: m.rest,
+                },
+            );
+        }
+        Some(out)
+    }
+
+    /// The guard's reason to refuse a Query or Parse, if any.
+    pub(super) fn refusal(&self, tag: u8, msg: &[u8]) -> Option<String> {
+        let body = &msg[frame::HEADER_LEN..];
+        let sql = if tag == b'Q' {
+            frame::parse_query(body)?
+        } else {
+            frame::parse_parse(body)?.query
+        };
+        let cfg = self.proxy.config();
+        let schema = self.pool.as_ref()?.tenant.placement.schema.as_deref();
+        match self.proxy.guard().verdict(&cfg.guard, schema, sql) {
+            crate::router::guard::Verdict::Allow => None,
+            crate::router::guard::Verdict::Refuse(r) => Some(r),
+        }
+    }
+
+    pub(super) fn tenant_key(&self) -> &str {
+        self.pool.as_ref().map_or("", |p| p.tenant.key.as_str())
+    }
+
+    /// Apply a statement's tenant header: switch tenants at a transaction boundary for
+    /// trusted service users, refuse a switch otherwise.
+    pub(super) fn route(&mut self, tag: u8, msg: &[u8]) -> Result<(), PgError> {
+        let body = &msg[frame::HEADER_LEN..];
+        let sql = if tag == b'Q' {
+            frame::parse_query(body).unwrap_or_default()
+        } else {
+            frame::parse_parse(body).map_or(&[][..], |m| m.query)
+        };
+        let Some(key) = crate::router::header::tenant_header(sql) else {
+            return if self.pool.is_some() {
+                Ok(())
+            } else {
+                Err(PgError::no_tenant())
+            };
+        };
+        if self.pool.as_ref().is_some_and(|p| p.tenant.key == key) {
+            return Ok(());
+        }
+        if !self.trusted {
+            return Err(PgError::tenant_not_allowed(key));
+        }
+        if self.server.is_some() {
+            return Err(PgError::tenant_switch_in_transaction(key));
+        }
+        let dir = self.proxy.directory();
+        let tenant = dir
+            .tenant(key)
+            .ok_or_else(|| PgError::unknown_tenant(key))?;
+        if !tenant.status.may_connect() {
+            return Err(PgError {
+                severity: crate::protocol::Severity::Error,
+                ..PgError::tenant_unavailable(key, tenant.status.as_str())
+            });
+        }
+        // Statements prepared for the previous tenant must never run for this one: forget
+        // them (a Bind of one now fails with 26000 at the server).
+        self.stmts = Statements::default();
+        self.mode = PoolMode::Transaction;
+        self.pool = Some(self.proxy.pools().for_tenant(&tenant));
+        Ok(())
+    }
+}

@@ -1,0 +1,124 @@
+//! Reading the server's side of the relay: forward replies to the client, swallow the
+//! replies to messages the proxy injected, track ReadyForQuery, ParameterStatus, errors
+//! and COPY state. Only message headers are read for everything else.
+
+use bytes::Buf;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::Session;
+use crate::config::PoolMode;
+use crate::frontend::relay::{self, Reply, TagEffect};
+use crate::protocol::{frame, PgError};
+
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    /// Scan server data: forward it, swallowing replies to the proxy's own messages.
+    pub(super) fn on_server_data(&mut self) -> Result<(), PgError> {
+        let transaction_mode = self.mode == PoolMode::Transaction;
+        let Session {
+            server,
+            cout,
+            stmts,
+            settings,
+            proxy,
+            ..
+        } = self;
+        let query_errors = &proxy.metrics().query_errors;
+        let a = server.as_mut().expect("attached");
+        loop {
+            if a.s_remaining > 0 {
+                let n = a.s_remaining.min(a.sbuf.len());
+                if n == 0 {
+                    return Ok(());
+                }
+                cout.extend_from_slice(&a.sbuf[..n]);
+                a.sbuf.advance(n);
+                a.s_remaining -= n;
+                continue;
+            }
+            let h = match frame::peek_header(&a.sbuf) {
+                Ok(Some(h)) => h,
+                Ok(None) => return Ok(()),
+                Err(_) => return Err(PgError::server_lost()),
+            };
+            let inspect = matches!(h.tag, b'Z' | b'1' | b'3' | b'C' | b'S' | b'E' | b'G' | b'W');
+            if !inspect {
+                let n = h.total().min(a.sbuf.len());
+                cout.extend_from_slice(&a.sbuf[..n]);
+                a.sbuf.advance(n);
+                a.s_remaining = h.total() - n;
+                continue;
+            }
+            if a.sbuf.len() < h.total() {
+                a.sbuf.reserve(h.total() - a.sbuf.len());
+                return Ok(());
+            }
+            let body = &a.sbuf[frame::HEADER_LEN..h.total()];
+            let forward = match h.tag {
+                b'Z' => {
+                    let status = body.first().copied().unwrap_or(b'I');
+                    relay::on_ready(status, &mut a.t, stmts, &mut a.conn.prepared);
+                    // Marker Parses skipped by an earlier error never answer.
+                    if a.t.quiet() {
+                        a.refusals.clear();
+                    }
+                    true
+                }
+                b'1' | b'3' => relay::on_complete(h.tag, &mut a.t) == Reply::Forward,
+                b'G' | b'W' => {
+                    a.t.copy_in_started();
+                    true
+                }
+                b'C' => {
+                    if transaction_mode {
+                        match relay::tag_effect(frame::cstr(body).map_or(body, |(t, _)| t)) {
+                            TagEffect::Dirty => a.conn.dirty = true,
+                            TagEffect::DroppedStatements => {
+                                a.conn.dirty = true;
+                                a.conn.prepared.clear();
+                            }
+                            TagEffect::None => {}
+                        }
+                    }
+                    true
+                }
+                b'S' => {
+                    if let Some((k, v)) = frame::parse_parameter_status(body) {
+                        let k = k.to_ascii_lowercase();
+                        if relay::is_carried_setting(&k) {
+                            match settings.iter_mut().find(|(sk, _)| *sk == k) {
+                                Some(s) => s.1 = v.to_owned(),
+                                None => settings.push((k.clone(), v.to_owned())),
+                            }
+                        }
+                        a.conn.settings.insert(k, v.to_owned());
+                    }
+                    true
+                }
+                b'E' => {
+                    query_errors.increment(1);
+                    let (_, sev) = crate::protocol::error::parse_error_fields(body);
+                    if matches!(sev, Some(b"FATAL") | Some(b"PANIC")) {
+                        a.fatal_seen = true;
+                    }
+                    if !a.refusals.is_empty() && crate::frontend::guard::is_marker_error(body) {
+                        if let Some(err) = a.refusals.pop_front() {
+                            err.encode(cout);
+                        }
+                        false
+                    } else {
+                        true
+                    }
+                }
+                _ => true,
+            };
+            if forward {
+                cout.extend_from_slice(&a.sbuf[..h.total()]);
+            }
+            a.sbuf.advance(h.total());
+        }
+    }
+}
