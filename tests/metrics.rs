@@ -81,5 +81,13 @@ async fn metrics_endpoint_counts_queries_logins_and_refusals() {
         text.contains("tenantgate_pool_wait_seconds_bucket"),
         "{text}"
     );
+    assert!(
+        value(&text, "tenantgate_query_seconds_count{kind=\"select\"}") >= 5.0,
+        "{text}"
+    );
+    assert!(
+        value(&text, "tenantgate_query_seconds_count{kind=\"update\"}") >= 1.0,
+        "{text}"
+    );
     env.finish().await;
 }

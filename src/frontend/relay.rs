@@ -28,8 +28,14 @@ pub enum Pending {
     /// CloseComplete for a Close.
     Close { swallow: bool },
     /// ReadyForQuery for a Sync (`query: false`), Query or FunctionCall. `copy_seq` is the
-    /// number of CopyDone/CopyFail the client had sent before it.
-    Sync { copy_seq: u64, query: bool },
+    /// number of CopyDone/CopyFail the client had sent before it; `started` and `kind`
+    /// describe the batch it ends, for latency metrics.
+    Sync {
+        copy_seq: u64,
+        query: bool,
+        started: std::time::Instant,
+        kind: usize,
+    },
 }
 
 /// A client's named statement.
@@ -66,6 +72,8 @@ pub struct Tracker {
     pub copy_ins_seen: u64,
     /// The server is in COPY IN until its next ReadyForQuery.
     pub in_copy: bool,
+    /// When the first message of the current batch was forwarded, and its statement kind.
+    batch: Option<(std::time::Instant, usize)>,
 }
 
 impl Tracker {
@@ -81,6 +89,21 @@ impl Tracker {
         self.quiet() && self.tx_status == b'I'
     }
 
+    /// A message of a batch is being forwarded; `kind` is its statement kind when known
+    /// (Query/Parse text), else `None` (the batch counts as `extended` unless a later
+    /// message names a kind).
+    pub fn begin(&mut self, kind: Option<usize>) {
+        match &mut self.batch {
+            None => self.batch = Some((std::time::Instant::now(), kind.unwrap_or(EXTENDED_KIND))),
+            Some((_, k)) if *k == EXTENDED_KIND => {
+                if let Some(kind) = kind {
+                    *k = kind;
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
     /// A Query, FunctionCall (`query`) or Sync was forwarded.
     pub fn sent_sync(&mut self, query: bool) {
         if !query {
@@ -91,9 +114,15 @@ impl Tracker {
             }
         }
         self.outstanding += 1;
+        let (started, kind) = self
+            .batch
+            .take()
+            .unwrap_or_else(|| (std::time::Instant::now(), EXTENDED_KIND));
         self.pending.push_back(Pending::Sync {
             copy_seq: self.copy_ends_sent,
             query,
+            started,
+            kind,
         });
     }
 
@@ -105,8 +134,9 @@ impl Tracker {
         self.copy_ins_seen += 1;
         self.in_copy = true;
         let before = self.pending.len();
-        self.pending
-            .retain(|p| !matches!(p, Pending::Sync { copy_seq, query: false } if *copy_seq == seq));
+        self.pending.retain(
+            |p| !matches!(p, Pending::Sync { copy_seq, query: false, .. } if *copy_seq == seq),
+        );
         self.outstanding -= before - self.pending.len();
     }
 
@@ -254,14 +284,27 @@ pub fn on_complete(tag: u8, t: &mut Tracker) -> Reply {
     }
 }
 
+/// The `kind` index for batches without a Query/Parse text (extended protocol).
+pub const EXTENDED_KIND: usize = crate::telemetry::metrics::KINDS.len();
+
 /// Account for a ReadyForQuery: Parses skipped by an error are forgotten on both sides.
-pub fn on_ready(status: u8, t: &mut Tracker, stmts: &mut Statements, cache: &mut PreparedCache) {
+/// Returns when the batch it ends started and its statement kind.
+pub fn on_ready(
+    status: u8,
+    t: &mut Tracker,
+    stmts: &mut Statements,
+    cache: &mut PreparedCache,
+) -> Option<(std::time::Instant, usize)> {
     t.outstanding = t.outstanding.saturating_sub(1);
     t.tx_status = status;
     t.in_copy = false;
+    let mut batch = None;
     while let Some(p) = t.pending.pop_front() {
         match p {
-            Pending::Sync { .. } => break,
+            Pending::Sync { started, kind, .. } => {
+                batch = Some((started, kind));
+                break;
+            }
             Pending::Parse {
                 server_name: Some(s),
                 client_name,
@@ -275,6 +318,7 @@ pub fn on_ready(status: u8, t: &mut Tracker, stmts: &mut Statements, cache: &mut
             _ => {}
         }
     }
+    batch
 }
 
 /// Does a CommandComplete tag mean session state changed that must be reset before the

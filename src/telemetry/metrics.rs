@@ -20,6 +20,7 @@ pub const POOL_TIMEOUTS: &str = "tenantgate_pool_timeouts_total";
 pub const GUARD_REFUSED: &str = "tenantgate_guard_refused_total";
 pub const GUARD_UNPARSED: &str = "tenantgate_guard_unparsed_total";
 pub const SESSIONS_ENDED: &str = "tenantgate_tenant_sessions_ended_total";
+pub const QUERY_SECONDS: &str = "tenantgate_query_seconds";
 
 /// Statement kinds used as the `kind` label.
 pub const KINDS: [&str; 7] = [
@@ -64,6 +65,11 @@ pub fn describe_all() {
         SESSIONS_ENDED,
         "Sessions ended because their tenant was suspended or removed."
     );
+    describe_histogram!(
+        QUERY_SECONDS,
+        Unit::Seconds,
+        "Statement latency, from the first message forwarded to the server's ReadyForQuery, by kind (a simple query string or an extended-protocol batch up to Sync)."
+    );
 }
 
 /// Install the Prometheus exporter on `listen` (once per process). Failure is logged, not
@@ -79,6 +85,15 @@ pub fn install(listen: &str) {
             metrics_exporter_prometheus::Matcher::Full(POOL_WAIT.into()),
             &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0],
         )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(QUERY_SECONDS.into()),
+                &[
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
+            )
+        })
         .expect("static buckets are valid");
     match builder.install() {
         Ok(()) => {
@@ -102,6 +117,8 @@ pub struct Metrics {
     pub pool_timeouts: Counter,
     pub guard_refused: Counter,
     pub guard_unparsed: Counter,
+    /// Statement latency by kind; the last entry is `extended`.
+    pub query_seconds: [Histogram; KINDS.len() + 1],
     pub sessions_ended: Counter,
 }
 
@@ -118,6 +135,9 @@ impl Metrics {
             pool_timeouts: metrics::counter!(POOL_TIMEOUTS),
             guard_refused: metrics::counter!(GUARD_REFUSED),
             guard_unparsed: metrics::counter!(GUARD_UNPARSED),
+            query_seconds: std::array::from_fn(
+                |i| metrics::histogram!(QUERY_SECONDS, "kind" => KINDS.get(i).copied().unwrap_or("extended")),
+            ),
             sessions_ended: metrics::counter!(SESSIONS_ENDED),
         }
     }

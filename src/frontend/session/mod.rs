@@ -425,11 +425,23 @@ where
         let metrics = proxy.metrics();
         let a = server.as_mut().expect("attached above");
         let body = &msg[frame::HEADER_LEN..];
+        // Latency: a batch starts with the first message forwarded after a Sync.
+        let kind = match tag {
+            b'Q' => Some(crate::telemetry::metrics::kind_index(
+                frame::parse_query(body).unwrap_or(body),
+            )),
+            b'P' => {
+                frame::parse_parse(body).map(|m| crate::telemetry::metrics::kind_index(m.query))
+            }
+            _ => None,
+        };
+        if !matches!(tag, b'd' | b'c' | b'f') {
+            a.t.begin(kind);
+        }
         match tag {
             b'Q' | b'F' => {
-                if tag == b'Q' {
-                    let sql = frame::parse_query(body).unwrap_or(body);
-                    metrics.queries[crate::telemetry::metrics::kind_index(sql)].increment(1);
+                if let (b'Q', Some(k)) = (tag, kind) {
+                    metrics.queries[k].increment(1);
                 }
                 // A FunctionCall can change anything; a query only when its text says so.
                 if transaction_mode

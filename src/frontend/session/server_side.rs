@@ -26,7 +26,8 @@ where
             proxy,
             ..
         } = self;
-        let query_errors = &proxy.metrics().query_errors;
+        let metrics = proxy.metrics();
+        let query_errors = &metrics.query_errors;
         let a = server.as_mut().expect("attached");
         loop {
             if a.s_remaining > 0 {
@@ -60,7 +61,11 @@ where
             let forward = match h.tag {
                 b'Z' => {
                     let status = body.first().copied().unwrap_or(b'I');
-                    relay::on_ready(status, &mut a.t, stmts, &mut a.conn.prepared);
+                    if let Some((started, kind)) =
+                        relay::on_ready(status, &mut a.t, stmts, &mut a.conn.prepared)
+                    {
+                        metrics.query_seconds[kind].record(started.elapsed().as_secs_f64());
+                    }
                     // Marker Parses skipped by an earlier error never answer.
                     if a.t.quiet() {
                         a.refusals.clear();
