@@ -31,6 +31,8 @@ struct Inner {
     pools: Pools,
     cancels: CancelRegistry,
     tls: Option<TlsAcceptor>,
+    /// tls-server-end-point data of our certificate (SCRAM-SHA-256-PLUS).
+    tls_cert_hash: Option<Vec<u8>>,
     mock_secret: [u8; 32],
     clients: AtomicUsize,
     shutdown: CancellationToken,
@@ -65,10 +67,11 @@ impl Proxy {
         directory: Box<dyn TenantDirectory>,
         uses_catalog: bool,
     ) -> Result<Self, StartError> {
-        let tls = if cfg.tls.enabled() {
-            Some(crate::frontend::tls::acceptor(&cfg.tls).map_err(StartError::Tls)?)
+        let (tls, tls_cert_hash) = if cfg.tls.enabled() {
+            let (a, h) = crate::frontend::tls::acceptor(&cfg.tls).map_err(StartError::Tls)?;
+            (Some(a), Some(h))
         } else {
-            None
+            (None, None)
         };
         let mut mock_secret = [0u8; 32];
         rand::Rng::fill(&mut rand::thread_rng(), &mut mock_secret[..]);
@@ -80,6 +83,7 @@ impl Proxy {
                 directory: ArcSwap::from_pointee(directory),
                 cancels: CancelRegistry::default(),
                 tls,
+                tls_cert_hash,
                 mock_secret,
                 clients: AtomicUsize::new(0),
                 shutdown: CancellationToken::new(),
@@ -118,6 +122,10 @@ impl Proxy {
 
     pub fn tls(&self) -> Option<&TlsAcceptor> {
         self.inner.tls.as_ref()
+    }
+
+    pub fn tls_cert_hash(&self) -> Option<&[u8]> {
+        self.inner.tls_cert_hash.as_deref()
     }
 
     pub fn mock_secret(&self) -> &[u8; 32] {

@@ -200,6 +200,29 @@ async fn tls_is_offered_when_configured() {
     );
     assert!(text.starts_with("acme"), "{text}");
     assert!(text.contains("SSL connection"), "{text}");
+    // SCRAM-SHA-256-PLUS: the password exchange is bound to our certificate
+    let out = common::psql(
+        &format!(
+            "{} sslmode=require channel_binding=require",
+            env.dsn("app@acme", "acme-pw")
+        ),
+        &["-Atc", "SELECT 1"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "channel binding: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = common::psql(
+        &format!(
+            "{} sslmode=require channel_binding=require",
+            env.dsn("app@acme", "wrong")
+        ),
+        &["-Atc", "SELECT 1"],
+    )
+    .await;
+    assert!(!out.status.success());
     // plain connections still work when the client does not ask for TLS
     let out = common::psql(
         &format!("{} sslmode=disable", env.dsn("app@acme", "acme-pw")),

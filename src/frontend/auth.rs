@@ -96,13 +96,24 @@ pub enum ScramError {
     BadProof,
 }
 
-/// Server side of one SCRAM-SHA-256 exchange (RFC 5802/7677, no channel binding).
+/// Server side of one SCRAM-SHA-256 exchange (RFC 5802/7677), with `tls-server-end-point`
+/// channel binding (SCRAM-SHA-256-PLUS, RFC 5929) when the connection is TLS.
 pub struct ScramServer {
     verifier: ScramVerifier,
     nonce: String,
     client_first_bare: String,
     server_first: String,
-    gs2_header: String,
+    /// The channel-binding data the client must echo (gs2 header + certificate hash).
+    cbind_input: Vec<u8>,
+}
+
+/// What the server offers for channel binding on this connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Binding<'a> {
+    /// `tls-server-end-point` data (hash of the server certificate), when on TLS.
+    pub cert_hash: Option<&'a [u8]>,
+    /// The client picked SCRAM-SHA-256-PLUS.
+    pub plus: bool,
 }
 
 impl ScramServer {
@@ -110,6 +121,7 @@ impl ScramServer {
     pub fn start(
         verifier: ScramVerifier,
         client_first: &[u8],
+        binding: Binding<'_>,
     ) -> Result<(Self, Vec<u8>), ScramError> {
         let msg =
             std::str::from_utf8(client_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
@@ -117,13 +129,29 @@ impl ScramServer {
         let (flag, rest) = msg
             .split_once(',')
             .ok_or(ScramError::Malformed("no gs2 header"))?;
-        match flag {
-            "n" | "y" => {}
-            f if f.starts_with("p=") => {
-                return Err(ScramError::Malformed("channel binding is not supported"))
+        let cbind_data: &[u8] = match (flag, binding.plus, binding.cert_hash) {
+            ("p=tls-server-end-point", true, Some(h)) => h,
+            (f, true, _) if f.starts_with("p=") => {
+                return Err(ScramError::Malformed("unsupported channel binding type"))
             }
+            (_, true, _) => {
+                return Err(ScramError::Malformed(
+                    "SCRAM-SHA-256-PLUS needs channel binding",
+                ))
+            }
+            (f, false, _) if f.starts_with("p=") => {
+                return Err(ScramError::Malformed(
+                    "channel binding needs SCRAM-SHA-256-PLUS",
+                ))
+            }
+            // "y": the client could bind but thinks we cannot; we offered PLUS, so this is
+            // a downgrade (RFC 5802 section 6).
+            ("y", false, Some(_)) => {
+                return Err(ScramError::Malformed("channel binding downgrade"))
+            }
+            ("n" | "y", false, _) => &[],
             _ => return Err(ScramError::Malformed("bad channel binding flag")),
-        }
+        };
         let (authzid, bare) = rest
             .split_once(',')
             .ok_or(ScramError::Malformed("no gs2 header"))?;
@@ -152,7 +180,7 @@ impl ScramServer {
                 nonce,
                 client_first_bare: bare.to_owned(),
                 server_first,
-                gs2_header: format!("{flag},{authzid},"),
+                cbind_input: [format!("{flag},{authzid},").as_bytes(), cbind_data].concat(),
             },
             out,
         ))
@@ -170,7 +198,7 @@ impl ScramServer {
             .next()
             .and_then(|c| c.strip_prefix("c="))
             .ok_or(ScramError::Malformed("missing channel binding"))?;
-        if B64.decode(cbind).ok().as_deref() != Some(self.gs2_header.as_bytes()) {
+        if B64.decode(cbind).ok().as_deref() != Some(self.cbind_input.as_slice()) {
             return Err(ScramError::Malformed("channel binding mismatch"));
         }
         let nonce = parts
@@ -243,7 +271,14 @@ mod tests {
 
     fn exchange(verifier: ScramVerifier, password: &str) -> Result<(), ScramError> {
         let mut client = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
-        let (server, first) = ScramServer::start(verifier, client.message())?;
+        let (server, first) = ScramServer::start(
+            verifier,
+            client.message(),
+            Binding {
+                cert_hash: None,
+                plus: false,
+            },
+        )?;
         client.update(&first).expect("client accepts server-first");
         let fin = server.finish(client.message())?;
         client
@@ -257,6 +292,41 @@ mod tests {
         let v = ScramVerifier::from_password("s3cret");
         assert_eq!(exchange(v.clone(), "s3cret"), Ok(()));
         assert_eq!(exchange(v, "wrong"), Err(ScramError::BadProof));
+    }
+
+    #[test]
+    fn scram_plus_binds_to_the_certificate() {
+        let v = ScramVerifier::from_password("pw");
+        let run = |client_hash: &[u8], server_hash: &[u8]| {
+            let mut client = ScramSha256::new(
+                b"pw",
+                ChannelBinding::tls_server_end_point(client_hash.to_vec()),
+            );
+            let b = Binding {
+                cert_hash: Some(server_hash),
+                plus: true,
+            };
+            let (server, first) = ScramServer::start(v.clone(), client.message(), b)?;
+            client.update(&first).unwrap();
+            server.finish(client.message()).map(|_| ())
+        };
+        assert_eq!(run(b"hash-1", b"hash-1"), Ok(()));
+        assert!(
+            run(b"hash-1", b"hash-2").is_err(),
+            "another certificate (a proxy in the middle)"
+        );
+        // a client that could bind but was told we cannot: refused when we offered PLUS
+        let mut client = ScramSha256::new(b"pw", ChannelBinding::unrequested());
+        let r = ScramServer::start(
+            v.clone(),
+            client.message(),
+            Binding {
+                cert_hash: Some(b"h"),
+                plus: false,
+            },
+        );
+        assert!(r.is_err());
+        let _ = &mut client;
     }
 
     #[test]
@@ -276,11 +346,26 @@ mod tests {
             b"n,,n=,",
         ] {
             assert!(matches!(
-                ScramServer::start(v.clone(), bad),
+                ScramServer::start(
+                    v.clone(),
+                    bad,
+                    Binding {
+                        cert_hash: None,
+                        plus: false
+                    }
+                ),
                 Err(ScramError::Malformed(_))
             ));
         }
-        let (s, _) = ScramServer::start(v, b"n,,n=,r=abc").unwrap();
+        let (s, _) = ScramServer::start(
+            v,
+            b"n,,n=,r=abc",
+            Binding {
+                cert_hash: None,
+                plus: false,
+            },
+        )
+        .unwrap();
         assert!(matches!(
             s.finish(b"c=biws,r=wrongnonce,p=AAAA"),
             Err(ScramError::Malformed(_))

@@ -137,7 +137,15 @@ async fn authenticate<S: ClientStream>(
                 Some(u) => u.scram.clone(),
                 None => ScramVerifier::mock(proxy.mock_secret(), &startup_user),
             };
-            scram_exchange(stream, cin, out, verifier).await? && found.is_some()
+            scram_exchange(
+                stream,
+                cin,
+                out,
+                verifier,
+                if S::TLS { proxy.tls_cert_hash() } else { None },
+            )
+            .await?
+                && found.is_some()
         }
     };
     if !ok {
@@ -191,8 +199,14 @@ async fn scram_exchange<S: ClientStream>(
     cin: &mut BytesMut,
     out: &mut BytesMut,
     verifier: ScramVerifier,
+    cert_hash: Option<&[u8]>,
 ) -> Result<bool, PgError> {
-    write::auth_sasl(out, &["SCRAM-SHA-256"]);
+    // Over TLS, SCRAM-SHA-256-PLUS (bound to our certificate) is offered first.
+    if cert_hash.is_some() {
+        write::auth_sasl(out, &["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]);
+    } else {
+        write::auth_sasl(out, &["SCRAM-SHA-256"]);
+    }
     flush(stream, out).await?;
     let (tag, body) = read_message(stream, cin, MAX_AUTH_MESSAGE).await?;
     if tag != b'p' {
@@ -200,11 +214,15 @@ async fn scram_exchange<S: ClientStream>(
     }
     let (mech, rest) = crate::protocol::frame::cstr(&body)
         .ok_or_else(|| PgError::protocol_violation("malformed SASLInitialResponse"))?;
-    if mech != b"SCRAM-SHA-256" {
-        return Err(PgError::protocol_violation(
-            "client selected an invalid SASL authentication mechanism",
-        ));
-    }
+    let plus = match mech {
+        b"SCRAM-SHA-256" => false,
+        b"SCRAM-SHA-256-PLUS" if cert_hash.is_some() => true,
+        _ => {
+            return Err(PgError::protocol_violation(
+                "client selected an invalid SASL authentication mechanism",
+            ))
+        }
+    };
     let data = rest
         .get(4..)
         .ok_or_else(|| PgError::protocol_violation("malformed SASLInitialResponse"))?;
@@ -214,7 +232,8 @@ async fn scram_exchange<S: ClientStream>(
         }
         ScramError::BadProof => PgError::protocol_violation("unexpected SCRAM result"),
     };
-    let (server, first) = ScramServer::start(verifier, data).map_err(malformed)?;
+    let binding = super::auth::Binding { cert_hash, plus };
+    let (server, first) = ScramServer::start(verifier, data, binding).map_err(malformed)?;
     write::auth_sasl_continue(out, &first);
     flush(stream, out).await?;
     let (tag, body) = read_message(stream, cin, MAX_AUTH_MESSAGE).await?;
