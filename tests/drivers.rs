@@ -38,13 +38,18 @@ async fn run_script(script: &str, dsn: &str) {
         .output()
         .await
         .expect("python runs");
+    assert_all_passed(script, &out);
+}
+
+/// A driver check passed: exit 0 and its own "N passed, 0 failed" line.
+fn assert_all_passed(what: &str, out: &std::process::Output) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "{script} failed:\n{stdout}\n{}",
+        "{what} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains(" passed, 0 failed"), "{what}: {stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,13 +231,7 @@ async fn node_postgres_in_transaction_and_session_pooling() {
             .output()
             .await
             .expect("node is installed");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "node-postgres ({tenant}):\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+        assert_all_passed(&format!("node-postgres ({tenant})"), &out);
     }
     env.finish().await;
 }
@@ -283,13 +282,7 @@ async fn jdbc_in_transaction_and_session_pooling() {
             .output()
             .await
             .expect("java is installed");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "JDBC ({tenant}):\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+        assert_all_passed(&format!("JDBC ({tenant})"), &out);
     }
     env.finish().await;
 }
