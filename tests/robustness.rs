@@ -31,14 +31,6 @@ fn sqlstate(reply: &[u8]) -> Option<String> {
     None
 }
 
-async fn still_alive(env: &Env) {
-    env.client("acme")
-        .await
-        .simple_query("SELECT 1")
-        .await
-        .expect("proxy still serves");
-}
-
 #[tokio::test]
 async fn malformed_startup_packets_get_08p01_and_close() {
     let env = Env::new().await;
@@ -93,7 +85,7 @@ async fn malformed_startup_packets_get_08p01_and_close() {
     let mut s = TcpStream::connect(env.addr()).await.unwrap();
     s.write_all(&[0, 0, 0, 50, 0, 3]).await.unwrap();
     drop(s);
-    still_alive(&env).await;
+    env.still_alive().await;
     env.finish().await;
 }
 
@@ -115,7 +107,7 @@ async fn oversized_message_closes_only_that_client() {
     let line = format!("{}\n", "y".repeat(100_000));
     sink.send(bytes::Bytes::from(line)).await.unwrap();
     assert_eq!(sink.finish().await.unwrap(), 1);
-    still_alive(&env).await;
+    env.still_alive().await;
     env.finish().await;
 }
 
@@ -127,7 +119,7 @@ async fn silent_client_is_dropped_after_login_timeout() {
     let reply = read_all(&mut s).await;
     assert!(started.elapsed() < Duration::from_secs(4));
     assert_eq!(sqlstate(&reply).as_deref(), Some("08006"));
-    still_alive(&env).await;
+    env.still_alive().await;
     env.finish().await;
 }
 
@@ -150,7 +142,7 @@ async fn ssl_and_gss_requests_are_declined_without_tls() {
     };
     assert!(!run("require").await.status.success());
     assert!(run("prefer").await.status.success());
-    still_alive(&env).await;
+    env.still_alive().await;
     env.finish().await;
 }
 
@@ -279,6 +271,6 @@ async fn deeply_nested_statement_does_not_take_the_proxy_down() {
     );
     let deep_ok = format!("SELECT {}", vec!["1"; 50_000].join("+"));
     let _ = c.simple_query(&deep_ok).await; // PostgreSQL may refuse it (stack depth); either way
-    still_alive(&env).await;
+    env.still_alive().await;
     env.finish().await;
 }

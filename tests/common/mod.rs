@@ -197,6 +197,15 @@ impl Env {
         Ok(c)
     }
 
+    /// The proxy still serves a new client of `acme`.
+    pub async fn still_alive(&self) {
+        self.client("acme")
+            .await
+            .simple_query("SELECT 1")
+            .await
+            .expect("proxy still serves");
+    }
+
     pub async fn finish(self) {
         self.proxy.shutdown().await;
         self.db.cleanup().await;
