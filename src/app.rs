@@ -3,7 +3,8 @@
 //! Shutdown order (SIGTERM/SIGINT or [`Running::shutdown`]):
 //! 1. stop accepting; 2. sessions close at their next transaction boundary with 57P01;
 //! 3. after `limits.shutdown_timeout_ms` the remaining sessions are dropped;
-//! 4. idle server connections are terminated.
+//! 4. idle server connections are terminated; 5. the telemetry writer drains its queue
+//!    (to MongoDB, the spool or the embedded store) and stops.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +29,7 @@ pub struct Running {
     pub proxy: Proxy,
     tracker: TaskTracker,
     tasks: Vec<JoinHandle<()>>,
+    telemetry: Option<(tokio_util::sync::CancellationToken, JoinHandle<()>)>,
 }
 
 /// Bind and start serving; returns once the listener is bound.
@@ -51,6 +53,12 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
         tasks.push(dir.watch(on_change, proxy.shutdown_token()));
         proxy
     };
+    // Telemetry before the listener, so the first session records its statements.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let name = replica_name(&proxy.config().instance_name, addr);
+    let (telemetry, writer) =
+        crate::telemetry::Telemetry::start(&proxy.config().telemetry, &name, stop.clone()).await?;
+    proxy.set_telemetry(telemetry);
     let tracker = TaskTracker::new();
     tasks.push(tokio::spawn(listener::run(
         proxy.clone(),
@@ -74,12 +82,26 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
         proxy,
         tracker,
         tasks,
+        telemetry: Some((stop, writer)),
     })
+}
+
+/// This replica's name on telemetry events: `instance_name`, else `host:port`.
+fn replica_name(configured: &str, addr: SocketAddr) -> String {
+    if !configured.is_empty() {
+        return configured.to_owned();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "tenantgate".into());
+    format!("{host}:{}", addr.port())
 }
 
 impl Running {
     /// Drain and stop (steps in the module docs).
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let limit = Duration::from_millis(self.proxy.config().limits.shutdown_timeout_ms);
         self.proxy.shutdown_token().cancel();
         for t in self.tasks {
@@ -93,6 +115,10 @@ impl Running {
             warn!("shutdown timeout reached; closing remaining clients");
         }
         self.proxy.pools().close_idle();
+        if let Some((stop, writer)) = self.telemetry.take() {
+            stop.cancel();
+            let _ = writer.await;
+        }
         // Let the spawned Terminate messages go out.
         tokio::time::sleep(Duration::from_millis(50)).await;
         info!("tenantgate stopped");
@@ -109,7 +135,12 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                if let Err(e) = running.proxy.reload() {
+                let result = running.proxy.reload();
+                if let Some(t) = running.proxy.telemetry() {
+                    let ok = result.is_ok();
+                    t.audit("SIGHUP", "reload", serde_json::json!({"ok": ok}));
+                }
+                if let Err(e) = result {
                     error!(error = %e, "reload failed; keeping the running configuration");
                 }
             }

@@ -42,6 +42,7 @@ struct Inner {
     next_session: AtomicU64,
     guard: crate::frontend::guard::GuardCache,
     metrics: crate::telemetry::metrics::Metrics,
+    telemetry: std::sync::OnceLock<crate::telemetry::Telemetry>,
 }
 
 /// Why the proxy could not start.
@@ -92,6 +93,7 @@ impl Proxy {
                 next_session: AtomicU64::new(1),
                 guard: Default::default(),
                 metrics: crate::telemetry::metrics::Metrics::new(),
+                telemetry: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -114,6 +116,16 @@ impl Proxy {
 
     pub fn metrics(&self) -> &crate::telemetry::metrics::Metrics {
         &self.inner.metrics
+    }
+
+    /// Statement telemetry, once started (sessions record through it when enabled).
+    pub fn telemetry(&self) -> Option<&crate::telemetry::Telemetry> {
+        self.inner.telemetry.get()
+    }
+
+    /// Attach telemetry (once; later calls are ignored).
+    pub fn set_telemetry(&self, t: crate::telemetry::Telemetry) {
+        let _ = self.inner.telemetry.set(t);
     }
 
     pub fn cancels(&self) -> &CancelRegistry {

@@ -83,6 +83,10 @@ impl Cat {
                 address: "*".into(),
                 method: AuthMethod::ScramSha256,
             }],
+            telemetry: tenantgate::config::TelemetryConfig {
+                dir: common::scratch_dir(&self.db),
+                ..Default::default()
+            },
             ..Config::default()
         }
     }

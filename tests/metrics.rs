@@ -33,7 +33,12 @@ async fn metrics_endpoint_counts_queries_logins_and_refusals() {
         .local_addr()
         .unwrap()
         .port();
-    let env = Env::with(|c| c.metrics.listen = format!("127.0.0.1:{port}")).await;
+    let env = Env::with(|c| {
+        c.metrics.listen = format!("127.0.0.1:{port}");
+        c.telemetry.top_tenants = 1;
+        c.telemetry.flush_ms = 50;
+    })
+    .await;
     let c = env.client("acme").await;
     for _ in 0..5 {
         c.simple_query("SELECT 1").await.unwrap();
@@ -47,7 +52,48 @@ async fn metrics_endpoint_counts_queries_logins_and_refusals() {
         .unwrap_err();
     let _ = c.simple_query("SELECT 1/0").await.unwrap_err();
     let _ = env.try_client("app@acme", "wrong").await.unwrap_err();
+    // Another tenant's statements: past top_tenants = 1, they count as tenant="_other".
+    env.client("globex")
+        .await
+        .simple_query("SELECT 1; SELECT 2")
+        .await
+        .unwrap();
+    env.proxy.proxy.telemetry().unwrap().flush().await;
     let text = scrape(port).await;
+    // Telemetry: events by plan and kind, by tenant for the busiest only, and the writer.
+    assert!(
+        value(
+            &text,
+            "tenantgate_plan_queries_total{plan=\"default\",kind=\"select\"}"
+        ) >= 7.0,
+        "{text}"
+    );
+    assert!(
+        value(
+            &text,
+            "tenantgate_plan_query_errors_total{plan=\"default\",kind=\"select\"}"
+        ) >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "tenantgate_tenant_queries_total{tenant=\"acme\"}"),
+        8.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "tenantgate_tenant_queries_total{tenant=\"_other\"}"),
+        2.0,
+        "{text}"
+    );
+    assert!(!text.contains("tenant=\"globex\""), "{text}");
+    assert!(
+        value(&text, "tenantgate_events_written_total") >= 10.0,
+        "{text}"
+    );
+    assert!(
+        text.contains("# HELP tenantgate_events_dropped_total"),
+        "{text}"
+    );
     assert!(text.contains("# HELP tenantgate_queries_total"), "{text}");
     assert!(
         value(&text, "tenantgate_queries_total{kind=\"select\"}") >= 5.0,

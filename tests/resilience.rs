@@ -50,6 +50,7 @@ async fn setup() -> (PgInstance, tenantgate::app::Running) {
             backend_password: String::new(),
             pool_mode: String::new(),
             pool_size: 2,
+            plan: "default".into(),
             users: vec![LoginUserConfig {
                 name: "app".into(),
                 password: "x".into(),
@@ -59,6 +60,7 @@ async fn setup() -> (PgInstance, tenantgate::app::Running) {
         ..Config::default()
     };
     cfg.pool.connect_timeout_ms = 2000;
+    cfg.telemetry.dir = common::scratch_dir("resilience");
     let proxy = tenantgate::app::start(cfg, None).await.unwrap();
     (pg, proxy)
 }

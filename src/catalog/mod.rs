@@ -71,13 +71,17 @@ impl TenantStatus {
 }
 
 /// A tenant as the proxy routes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Tenant {
     pub key: String,
     pub status: TenantStatus,
     pub placement: Placement,
     pub pool_mode: PoolMode,
     pub pool_size: usize,
+    /// Plan key (telemetry labels and cost).
+    pub plan: String,
+    /// The plan's cost rates.
+    pub rates: crate::telemetry::event::CostRates,
 }
 
 /// A login credential of a tenant user.

@@ -49,6 +49,12 @@ impl StaticDirectory {
                 } else {
                     t.pool_size
                 },
+                plan: t.plan.clone(),
+                rates: crate::telemetry::event::CostRates {
+                    per_ms: cfg.telemetry.cost_per_ms,
+                    per_row: cfg.telemetry.cost_per_row,
+                    per_kib: cfg.telemetry.cost_per_kib,
+                },
             };
             tenants.insert(t.key.clone(), Arc::new(tenant));
             for u in &t.users {

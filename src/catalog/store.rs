@@ -169,8 +169,11 @@ impl Catalog {
         let rows = conn
             .query(
                 "SELECT t.key, t.status, t.schema_name, t.backend_role, t.backend_secret,
-                        t.pool_mode, t.pool_size, i.name, i.url
-                   FROM tenantgate.tenants t JOIN tenantgate.instances i ON i.name = t.instance",
+                        t.pool_mode, t.pool_size, i.name, i.url, t.plan,
+                        p.cost_per_ms::float8, p.cost_per_row::float8, p.cost_per_kib::float8
+                   FROM tenantgate.tenants t
+                   JOIN tenantgate.instances i ON i.name = t.instance
+                   JOIN tenantgate.plans p ON p.key = t.plan",
                 &[],
             )
             .await
@@ -202,6 +205,12 @@ impl Catalog {
                     _ => pool_cfg.mode,
                 },
                 pool_size: pool_size.map_or(pool_cfg.default_size, |s| s as usize),
+                plan: r.get(9),
+                rates: crate::telemetry::event::CostRates {
+                    per_ms: r.get(10),
+                    per_row: r.get(11),
+                    per_kib: r.get(12),
+                },
             };
             snap.tenants.insert(key, Arc::new(tenant));
         }

@@ -25,6 +25,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "migrate",
     "guard",
     "metrics",
+    "telemetry",
     "instance_name",
     "workers",
     "tls",
@@ -82,6 +83,16 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
         return bad(format!(
             "metrics.listen = {:?} is not an address:port",
             cfg.metrics.listen
+        ));
+    }
+    let t = &cfg.telemetry;
+    if t.queue_capacity == 0 || t.batch_size == 0 || t.flush_ms == 0 || t.rollup_interval_ms == 0 {
+        return bad("telemetry queue_capacity, batch_size, flush_ms and rollup_interval_ms must be at least 1".into());
+    }
+    if !t.mongodb_url.is_empty() && !t.mongodb_url.starts_with("mongodb") {
+        return bad(format!(
+            "telemetry.mongodb_url = {:?} is not a mongodb:// URL",
+            t.mongodb_url
         ));
     }
     if cfg.migrate.concurrency == 0 {
@@ -165,6 +176,10 @@ mod tests {
         assert_eq!(cfg.listen, d.listen);
         assert_eq!(cfg.pool, d.pool, "example documents the pool defaults");
         assert_eq!(cfg.limits, d.limits, "example documents the limit defaults");
+        assert_eq!(
+            cfg.telemetry, d.telemetry,
+            "example documents the telemetry defaults"
+        );
         assert_eq!(cfg.tenants.len(), 1);
         assert_eq!(cfg.tenants[0].users[0].name, "app");
     }
@@ -206,6 +221,7 @@ mod tests {
             backend_password: String::new(),
             pool_mode: String::new(),
             pool_size: 0,
+            plan: "default".into(),
             users: vec![],
         });
         assert!(validate(&c).is_err());

@@ -26,6 +26,8 @@ pub struct Config {
     pub guard: GuardConfig,
     /// Prometheus metrics. Reload: no.
     pub metrics: MetricsConfig,
+    /// Per-statement events, cost and rollups (MongoDB or the embedded store). Reload: no.
+    pub telemetry: TelemetryConfig,
     /// Name of this replica for logs and telemetry; default the host name. Reload: no.
     pub instance_name: String,
     /// Runtime worker threads; 0 means one per CPU core. Default 0. Reload: no.
@@ -56,6 +58,7 @@ impl Default for Config {
             migrate: MigrateConfig::default(),
             guard: GuardConfig::default(),
             metrics: MetricsConfig::default(),
+            telemetry: TelemetryConfig::default(),
             instance_name: String::new(),
             workers: 0,
             tls: TlsConfig::default(),
@@ -102,6 +105,73 @@ impl Default for GuardConfig {
 pub struct MetricsConfig {
     /// Address serving `/metrics`; empty disables. Default empty.
     pub listen: String,
+}
+
+/// Per-statement telemetry: events, cost, rollups, and where they are stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Record an event per statement. Default true.
+    pub enabled: bool,
+    /// MongoDB URL (`mongodb://host:port`); empty stores events in the embedded store under
+    /// `dir`. Default empty.
+    pub mongodb_url: String,
+    /// MongoDB database. Default `tenantgate`.
+    pub mongodb_database: String,
+    /// Directory of the spool (and of the embedded store). Default `data/telemetry`.
+    pub dir: String,
+    /// Events queued between the relay and the writer; a full queue drops (and counts)
+    /// events rather than slow queries down. Default 100000.
+    pub queue_capacity: usize,
+    /// Events per MongoDB insert. Default 1000.
+    pub batch_size: usize,
+    /// Longest wait before a partial batch is written, ms. Default 500.
+    pub flush_ms: u64,
+    /// Bound on a MongoDB call (insert, ping), ms; slower means down, events spool. Default 2000.
+    pub mongodb_timeout_ms: u64,
+    /// Bound on the spool file; past it events are dropped and counted. Default 1 GiB.
+    pub spool_max_bytes: u64,
+    /// Raw events are kept this many days (TTL index); rollups are kept. Default 30.
+    pub retention_days: u64,
+    /// How often rollups of minutes with new events are recomputed, ms. Default 10000.
+    pub rollup_interval_ms: u64,
+    /// Statement sample text kept per event, bytes. Default 1024.
+    pub sample_bytes: usize,
+    /// Embedded store: bytes of event files kept on disk. Default 256 MiB.
+    pub embedded_max_bytes: u64,
+    /// Embedded store: hours of minute rollups kept in memory. Default 6.
+    pub embedded_minute_hours: u64,
+    /// Tenants with their own metric labels (the busiest); the rest are `_other`. Default 20.
+    pub top_tenants: usize,
+    /// Cost rates for tenants whose plan has none (tenants from the config file).
+    pub cost_per_ms: f64,
+    pub cost_per_row: f64,
+    pub cost_per_kib: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            enabled: true,
+            mongodb_url: String::new(),
+            mongodb_database: "tenantgate".into(),
+            dir: "data/telemetry".into(),
+            queue_capacity: 100_000,
+            batch_size: 1000,
+            flush_ms: 500,
+            mongodb_timeout_ms: 2000,
+            spool_max_bytes: 1 << 30,
+            retention_days: 30,
+            rollup_interval_ms: 10_000,
+            sample_bytes: 1024,
+            embedded_max_bytes: 256 << 20,
+            embedded_minute_hours: 6,
+            top_tenants: 20,
+            cost_per_ms: 0.0,
+            cost_per_row: 0.0,
+            cost_per_kib: 0.0,
+        }
+    }
 }
 
 /// Tenant migration runner settings.
@@ -291,8 +361,15 @@ pub struct TenantConfig {
     /// 0 means `[pool] default_size`.
     #[serde(default)]
     pub pool_size: usize,
+    /// Plan name for telemetry labels; costs use `[telemetry]` rates. Default `default`.
+    #[serde(default = "default_plan")]
+    pub plan: String,
     #[serde(default)]
     pub users: Vec<LoginUserConfig>,
+}
+
+fn default_plan() -> String {
+    "default".into()
 }
 
 fn primary() -> String {

@@ -377,6 +377,8 @@ async fn start_session<S: ClientStream>(
     session.cout = out;
     session.kill = kill;
     session.trusted = who.trusted;
+    session.user = who.login_user.clone();
+    session.session_id = sid;
     let end = session.run().await;
     proxy.session_leave(sid);
     proxy.cancels().unregister(ckey);

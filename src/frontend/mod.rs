@@ -3,7 +3,8 @@
 //! - [`listener`]: accept loop and the startup-packet negotiation (SSL/GSS/cancel).
 //! - [`login`]: tenant resolution, authentication and the session's first messages.
 //! - [`auth`]: SCRAM-SHA-256 / md5 / trust logic without IO.
-//! - [`session`] + [`relay`]: the relay loop and its pure bookkeeping.
+//! - [`session`] + [`relay`]: the relay loop and its pure bookkeeping; [`stmt_log`]: which
+//!   statements await completion, for telemetry events.
 //! - [`cancel`]: the proxy's cancel keys.
 //! - [`tls`]: rustls acceptor.
 
@@ -14,5 +15,6 @@ pub mod listener;
 pub mod login;
 pub mod relay;
 pub mod session;
+pub mod stmt_log;
 pub mod stream;
 pub mod tls;

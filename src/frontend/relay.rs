@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
+use super::stmt_log::StmtLog;
 use crate::backend::prepared::PreparedCache;
 use crate::protocol::frame::{self, ParseMsg};
 
@@ -35,6 +36,8 @@ pub enum Pending {
         query: bool,
         started: std::time::Instant,
         kind: usize,
+        /// Statements opened before it ([`StmtLog::opened`]).
+        stmts_before: u64,
     },
 }
 
@@ -74,6 +77,8 @@ pub struct Tracker {
     pub in_copy: bool,
     /// When the first message of the current batch was forwarded, and its statement kind.
     batch: Option<(std::time::Instant, usize)>,
+    /// Statements awaiting completion (telemetry).
+    pub log: StmtLog,
 }
 
 impl Tracker {
@@ -123,6 +128,7 @@ impl Tracker {
             query,
             started,
             kind,
+            stmts_before: self.log.opened(),
         });
     }
 
@@ -138,6 +144,18 @@ impl Tracker {
             |p| !matches!(p, Pending::Sync { copy_seq, query: false, .. } if *copy_seq == seq),
         );
         self.outstanding -= before - self.pending.len();
+    }
+
+    /// Statements the server may be completing now: those opened before the first Sync it
+    /// has not answered yet.
+    pub fn completion_limit(&self) -> u64 {
+        self.pending
+            .iter()
+            .find_map(|p| match p {
+                Pending::Sync { stmts_before, .. } => Some(*stmts_before),
+                _ => None,
+            })
+            .unwrap_or_else(|| self.log.opened())
     }
 
     /// True when everything sent has been answered (a transaction may be open).
@@ -301,7 +319,13 @@ pub fn on_ready(
     let mut batch = None;
     while let Some(p) = t.pending.pop_front() {
         match p {
-            Pending::Sync { started, kind, .. } => {
+            Pending::Sync {
+                started,
+                kind,
+                stmts_before,
+                ..
+            } => {
+                t.log.ready(stmts_before);
                 batch = Some((started, kind));
                 break;
             }

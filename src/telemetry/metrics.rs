@@ -21,6 +21,16 @@ pub const GUARD_REFUSED: &str = "tenantgate_guard_refused_total";
 pub const GUARD_UNPARSED: &str = "tenantgate_guard_unparsed_total";
 pub const SESSIONS_ENDED: &str = "tenantgate_tenant_sessions_ended_total";
 pub const QUERY_SECONDS: &str = "tenantgate_query_seconds";
+pub const PLAN_QUERIES: &str = "tenantgate_plan_queries_total";
+pub const PLAN_QUERY_ERRORS: &str = "tenantgate_plan_query_errors_total";
+pub const TENANT_QUERIES: &str = "tenantgate_tenant_queries_total";
+pub const TENANT_QUERY_ERRORS: &str = "tenantgate_tenant_query_errors_total";
+pub const EVENTS_WRITTEN: &str = "tenantgate_events_written_total";
+pub const EVENTS_DROPPED: &str = "tenantgate_events_dropped_total";
+pub const EVENTS_SPOOLED: &str = "tenantgate_events_spooled_total";
+pub const EVENTS_REPLAYED: &str = "tenantgate_events_replayed_total";
+pub const SPOOL_BYTES: &str = "tenantgate_spool_bytes";
+pub const SINK_UP: &str = "tenantgate_telemetry_sink_up";
 
 /// Statement kinds used as the `kind` label.
 pub const KINDS: [&str; 7] = [
@@ -64,6 +74,40 @@ pub fn describe_all() {
     describe_counter!(
         SESSIONS_ENDED,
         "Sessions ended because their tenant was suspended or removed."
+    );
+    describe_counter!(
+        PLAN_QUERIES,
+        "Statement events by tenant plan and statement kind."
+    );
+    describe_counter!(
+        PLAN_QUERY_ERRORS,
+        "Failed statement events by tenant plan and statement kind."
+    );
+    describe_counter!(
+        TENANT_QUERIES,
+        "Statement events of the busiest tenants (telemetry.top_tenants); the rest as tenant=_other."
+    );
+    describe_counter!(
+        TENANT_QUERY_ERRORS,
+        "Failed statement events of the busiest tenants; the rest as tenant=_other."
+    );
+    describe_counter!(
+        EVENTS_WRITTEN,
+        "Statement events stored (MongoDB or the embedded store), replayed ones included."
+    );
+    describe_counter!(
+        EVENTS_DROPPED,
+        "Statement events lost, by reason (queue full, spool full, io_error)."
+    );
+    describe_counter!(
+        EVENTS_SPOOLED,
+        "Statement events written to the spool while MongoDB was unavailable."
+    );
+    describe_counter!(EVENTS_REPLAYED, "Spooled events replayed into MongoDB.");
+    describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Spooled events awaiting replay.");
+    describe_gauge!(
+        SINK_UP,
+        "1 while MongoDB takes telemetry writes, 0 while events spool."
     );
     describe_histogram!(
         QUERY_SECONDS,

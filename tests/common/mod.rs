@@ -3,6 +3,7 @@
 //! tests run in parallel and on a server that holds old data.
 #![allow(dead_code)]
 
+pub mod mongo;
 pub mod pg_instance;
 
 use std::net::SocketAddr;
@@ -105,6 +106,7 @@ impl TestDb {
             ..Config::default()
         };
         c.pool.query_wait_timeout_ms = 3000;
+        c.telemetry.dir = scratch_dir(&self.db);
         c.tenants = TENANTS
             .iter()
             .map(|t| TenantConfig {
@@ -116,6 +118,7 @@ impl TestDb {
                 backend_password: String::new(),
                 pool_mode: String::new(),
                 pool_size: 0,
+                plan: "default".into(),
                 users: vec![LoginUserConfig {
                     name: "app".into(),
                     password: format!("{t}-pw"),
@@ -135,6 +138,16 @@ impl TestDb {
             let _ = a.batch_execute(&format!("DROP ROLE IF EXISTS {r}")).await;
         }
     }
+}
+
+/// A fresh directory path under the system temp dir (telemetry spool/embedded store).
+pub fn scratch_dir(tag: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir()
+        .join(format!("tenantgate-{tag}-{}-{n}", std::process::id()))
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Set a tenant's pool mode and size in a config.

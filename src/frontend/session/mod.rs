@@ -11,6 +11,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
+mod events;
 mod policy;
 mod server_side;
 
@@ -90,6 +91,13 @@ pub struct Session<R, W> {
     client_chunk: usize,
     /// Cancelled when the tenant is suspended or removed: the session ends at once.
     pub kill: tokio_util::sync::CancellationToken,
+    /// Statement telemetry; `None` when off.
+    tele: Option<crate::telemetry::Telemetry>,
+    capture: crate::frontend::stmt_log::StmtCapture,
+    ev_ctx: Option<Arc<crate::telemetry::event::EventContext>>,
+    /// Login user name and session id, for telemetry.
+    pub user: String,
+    pub session_id: u64,
 }
 
 enum Event {
@@ -119,6 +127,7 @@ where
         server: Option<Attached>,
     ) -> Self {
         let max_message = proxy.config().limits.max_message_bytes;
+        let tele = proxy.telemetry().filter(|t| t.enabled()).cloned();
         Session {
             proxy,
             cr,
@@ -137,6 +146,11 @@ where
             max_message,
             client_chunk: CLIENT_CHUNK_MIN,
             kill: tokio_util::sync::CancellationToken::new(),
+            tele,
+            capture: Default::default(),
+            ev_ctx: None,
+            user: String::new(),
+            session_id: 0,
         }
     }
 
@@ -146,6 +160,7 @@ where
             Ok(end) => end,
             Err(e) => {
                 debug!(error = %e, "session closed with error");
+                self.record_abandoned(&e.code);
                 // Give the server back first: a client that stopped reading must not pin it.
                 self.detach_on_exit().await;
                 e.encode(&mut self.cout);
@@ -275,6 +290,7 @@ where
 
     /// The server connection ended while attached: pass on its FATAL or report the loss.
     async fn server_gone(&mut self) -> Result<End, PgError> {
+        self.record_abandoned(&PgError::server_lost().code);
         let a = self.server.take().expect("attached");
         self.cancel.set(None);
         warn!(tenant = %self.tenant_key(), "server connection lost while in use");
@@ -298,6 +314,7 @@ where
                 let chunk = self.cin.split_to(n);
                 if let Some(a) = self.server.as_mut() {
                     a.sout.extend_from_slice(&chunk);
+                    a.t.log.add_in(n);
                 }
                 self.c_remaining -= n;
                 continue;
@@ -313,9 +330,7 @@ where
                 let chunk = self.cin.split_to(n);
                 if let Some(a) = self.server.as_mut() {
                     a.sout.extend_from_slice(&chunk);
-                }
-                if self.server.is_none() {
-                    // Not in COPY: drop the rest too, as PostgreSQL ignores stray CopyData.
+                    a.t.log.add_in(n);
                 }
                 self.c_remaining = h.total() - n;
                 if self.server.is_none() {
@@ -377,6 +392,7 @@ where
             if let Some(err) = refused {
                 if self.server.is_none() {
                     // Nothing pending: answer directly.
+                    self.record_local(tag, &msg, &err);
                     err.encode(&mut self.cout);
                     match tag {
                         b'Q' | b'F' => write::ready_for_query(&mut self.cout, b'I'),
@@ -407,6 +423,7 @@ where
                 _ => {}
             }
             if let Err(e) = self.attach().await {
+                self.record_local(tag, &msg, &e);
                 e.encode(&mut self.cout);
                 match tag {
                     b'Q' | b'F' | b'S' => write::ready_for_query(&mut self.cout, b'I'),
@@ -420,6 +437,8 @@ where
             server,
             stmts,
             proxy,
+            tele,
+            capture,
             ..
         } = self;
         let metrics = proxy.metrics();
@@ -437,6 +456,9 @@ where
         };
         if !matches!(tag, b'd' | b'c' | b'f') {
             a.t.begin(kind);
+            if tele.is_some() {
+                capture.on_message(tag, &msg, &mut a.t.log);
+            }
         }
         match tag {
             b'Q' | b'F' => {
@@ -595,6 +617,7 @@ where
         }
         metrics.checkouts.increment(1);
         metrics.pool_wait.record(waited.elapsed().as_secs_f64());
+        self.capture.wait_us = waited.elapsed().as_micros() as u64;
         self.cancel.set(Some((conn.addr, conn.pid, conn.secret)));
         self.server = Some(Attached::new(conn));
         Ok(())

@@ -5,10 +5,11 @@
 use bytes::Buf;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::Session;
+use super::{events, Session};
 use crate::config::PoolMode;
 use crate::frontend::relay::{self, Reply, TagEffect};
 use crate::protocol::{frame, PgError};
+use crate::telemetry::event;
 
 impl<R, W> Session<R, W>
 where
@@ -18,14 +19,22 @@ where
     /// Scan server data: forward it, swallowing replies to the proxy's own messages.
     pub(super) fn on_server_data(&mut self) -> Result<(), PgError> {
         let transaction_mode = self.mode == PoolMode::Transaction;
+        let ctx = if self.tele.is_some() {
+            self.event_ctx()
+        } else {
+            None
+        };
         let Session {
             server,
             cout,
             stmts,
             settings,
             proxy,
+            tele,
+            ev_ctx,
             ..
         } = self;
+        let tele = &*tele;
         let metrics = proxy.metrics();
         let query_errors = &metrics.query_errors;
         let a = server.as_mut().expect("attached");
@@ -38,6 +47,7 @@ where
                 cout.extend_from_slice(&a.sbuf[..n]);
                 a.sbuf.advance(n);
                 a.s_remaining -= n;
+                a.t.log.sent_out(n);
                 continue;
             }
             let h = match frame::peek_header(&a.sbuf) {
@@ -45,9 +55,13 @@ where
                 Ok(None) => return Ok(()),
                 Err(_) => return Err(PgError::server_lost()),
             };
-            let inspect = matches!(h.tag, b'Z' | b'1' | b'3' | b'C' | b'S' | b'E' | b'G' | b'W');
+            let inspect = matches!(
+                h.tag,
+                b'Z' | b'1' | b'3' | b'C' | b'S' | b'E' | b'G' | b'W' | b'I' | b's'
+            );
             if !inspect {
                 let n = h.total().min(a.sbuf.len());
+                a.t.log.sent_out(n);
                 cout.extend_from_slice(&a.sbuf[..n]);
                 a.sbuf.advance(n);
                 a.s_remaining = h.total() - n;
@@ -78,8 +92,14 @@ where
                     true
                 }
                 b'C' => {
+                    let tag = frame::cstr(body).map_or(body, |(t, _)| t);
+                    if tele.is_some() {
+                        a.t.log.sent_out(h.total());
+                        let done = a.t.log.complete(a.t.completion_limit());
+                        events::record(tele, &ctx, done, event::tag_rows(tag), None);
+                    }
                     if transaction_mode {
-                        match relay::tag_effect(frame::cstr(body).map_or(body, |(t, _)| t)) {
+                        match relay::tag_effect(tag) {
                             TagEffect::Dirty => a.conn.dirty = true,
                             TagEffect::DroppedStatements => {
                                 a.conn.dirty = true;
@@ -93,6 +113,9 @@ where
                 b'S' => {
                     if let Some((k, v)) = frame::parse_parameter_status(body) {
                         let k = k.to_ascii_lowercase();
+                        if k == "application_name" {
+                            *ev_ctx = None;
+                        }
                         if relay::is_carried_setting(&k) {
                             match settings.iter_mut().find(|(sk, _)| *sk == k) {
                                 Some(s) => s.1 = v.to_owned(),
@@ -105,22 +128,45 @@ where
                 }
                 b'E' => {
                     query_errors.increment(1);
-                    let (_, sev) = crate::protocol::error::parse_error_fields(body);
+                    let (code, sev) = crate::protocol::error::parse_error_fields(body);
                     if matches!(sev, Some(b"FATAL") | Some(b"PANIC")) {
                         a.fatal_seen = true;
                     }
-                    if !a.refusals.is_empty() && crate::frontend::guard::is_marker_error(body) {
-                        if let Some(err) = a.refusals.pop_front() {
-                            err.encode(cout);
-                        }
-                        false
+                    let refusal = if !a.refusals.is_empty()
+                        && crate::frontend::guard::is_marker_error(body)
+                    {
+                        a.refusals.pop_front()
                     } else {
-                        true
+                        None
+                    };
+                    if tele.is_some() {
+                        a.t.log.sent_out(h.total());
+                        let done = a.t.log.complete(a.t.completion_limit());
+                        let code = refusal.as_ref().map_or(code, |e| Some(e.code.as_bytes()));
+                        events::record(tele, &ctx, done, 0, code);
                     }
+                    match refusal {
+                        Some(err) => {
+                            err.encode(cout);
+                            false
+                        }
+                        None => true,
+                    }
+                }
+                b'I' | b's' => {
+                    if tele.is_some() {
+                        a.t.log.sent_out(h.total());
+                        let done = a.t.log.complete(a.t.completion_limit());
+                        events::record(tele, &ctx, done, 0, None);
+                    }
+                    true
                 }
                 _ => true,
             };
             if forward {
+                if !matches!(h.tag, b'C' | b'E' | b'I' | b's') {
+                    a.t.log.sent_out(h.total());
+                }
                 cout.extend_from_slice(&a.sbuf[..h.total()]);
             }
             a.sbuf.advance(h.total());
