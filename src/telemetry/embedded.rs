@@ -6,7 +6,7 @@
 //!
 //! Blocking file IO: callers run [`Embedded::append`] on a blocking thread.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -27,13 +27,25 @@ struct FpStats {
     max_us: u64,
 }
 
+/// Period start → tenant → (plan, totals).
+type Periods = BTreeMap<i64, HashMap<String, (String, Rollup)>>;
+
 #[derive(Default)]
 struct Tables {
-    /// (minute start ms, tenant) → (plan, totals)
-    minutes: BTreeMap<(i64, String), (String, Rollup)>,
-    days: BTreeMap<(i64, String), (String, Rollup)>,
-    fps: BTreeMap<(i64, String, String), FpStats>,
+    minutes: Periods,
+    days: Periods,
+    /// Day → tenant → fingerprint hash → totals.
+    fps: BTreeMap<i64, HashMap<String, HashMap<String, FpStats>>>,
     audit: Vec<serde_json::Value>,
+}
+
+/// The value under `key`, inserted by `make` first if missing, without allocating a key
+/// for lookups that hit.
+fn slot<'a, V>(map: &'a mut HashMap<String, V>, key: &str, make: impl FnOnce() -> V) -> &'a mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), make());
+    }
+    map.get_mut(key).expect("inserted")
 }
 
 impl Tables {
@@ -42,16 +54,20 @@ impl Tables {
             (&mut self.minutes, minute_of(ev.ts_ms)),
             (&mut self.days, day_of(ev.ts_ms)),
         ] {
-            let e = map
-                .entry((start, ev.tenant.clone()))
-                .or_insert_with(|| (ev.plan.clone(), Rollup::default()));
-            e.0.clone_from(&ev.plan);
+            let e = slot(map.entry(start).or_default(), &ev.tenant, || {
+                (ev.plan.clone(), Rollup::default())
+            });
+            if e.0 != ev.plan {
+                e.0.clone_from(&ev.plan);
+            }
             e.1.add(ev);
         }
-        let f = self
-            .fps
-            .entry((day_of(ev.ts_ms), ev.tenant.clone(), ev.fp_hash.clone()))
-            .or_default();
+        let tenants = self.fps.entry(day_of(ev.ts_ms)).or_default();
+        let f = slot(
+            slot(tenants, &ev.tenant, HashMap::new),
+            &ev.fp_hash,
+            FpStats::default,
+        );
         if f.fingerprint.is_empty() {
             f.fingerprint.clone_from(&ev.fingerprint);
         }
@@ -151,30 +167,32 @@ impl Embedded {
     pub fn usage(&self, tenant: Option<&str>, since_ms: i64) -> Vec<Usage> {
         let inner = self.inner.lock();
         let t = &inner.tables;
-        let minutes_from = t.minutes.keys().next().map_or(i64::MAX, |k| k.0);
+        let minutes_from = t.minutes.keys().next().copied().unwrap_or(i64::MAX);
         let mut out: BTreeMap<String, Usage> = BTreeMap::new();
-        let mut add = |k: &(i64, String), plan: &str, r: &Rollup| {
-            if tenant.is_some_and(|want| want != k.1) {
-                return;
+        let mut add = |tenants: &HashMap<String, (String, Rollup)>| {
+            for (key, (plan, r)) in tenants {
+                if tenant.is_some_and(|want| want != key) {
+                    continue;
+                }
+                let u = out.entry(key.clone()).or_insert_with(|| Usage {
+                    tenant: key.clone(),
+                    plan: plan.clone(),
+                    totals: Rollup::default(),
+                });
+                u.plan.clone_from(plan);
+                u.totals.merge(r);
             }
-            let u = out.entry(k.1.clone()).or_insert_with(|| Usage {
-                tenant: k.1.clone(),
-                plan: plan.to_owned(),
-                totals: Rollup::default(),
-            });
-            u.plan = plan.to_owned();
-            u.totals.merge(r);
         };
         if since_ms < minutes_from {
             // Whole days before the minutes kept.
-            for (k, (plan, r)) in t.days.range((day_of(since_ms), String::new())..) {
-                if k.0 + DAY_MS <= minutes_from {
-                    add(k, plan, r);
+            for (day, tenants) in t.days.range(day_of(since_ms)..) {
+                if day + DAY_MS <= minutes_from {
+                    add(tenants);
                 }
             }
         }
-        for (k, (plan, r)) in t.minutes.range((minute_of(since_ms), String::new())..) {
-            add(k, plan, r);
+        for tenants in t.minutes.range(minute_of(since_ms)..).map(|(_, v)| v) {
+            add(tenants);
         }
         out.into_values().collect()
     }
@@ -182,25 +200,13 @@ impl Embedded {
     /// Minute rollups of a tenant from `since_ms`.
     pub fn minutes(&self, tenant: &str, since_ms: i64) -> Vec<(i64, Rollup)> {
         let inner = self.inner.lock();
-        inner
-            .tables
-            .minutes
-            .range((minute_of(since_ms), String::new())..)
-            .filter(|(k, _)| k.1 == tenant)
-            .map(|(k, (_, r))| (k.0, r.clone()))
-            .collect()
+        periods(&inner.tables.minutes, minute_of(since_ms), tenant)
     }
 
     /// Day rollups of a tenant from `since_ms`.
     pub fn days(&self, tenant: &str, since_ms: i64) -> Vec<(i64, Rollup)> {
         let inner = self.inner.lock();
-        inner
-            .tables
-            .days
-            .range((day_of(since_ms), String::new())..)
-            .filter(|(k, _)| k.1 == tenant)
-            .map(|(k, (_, r))| (k.0, r.clone()))
-            .collect()
+        periods(&inner.tables.days, day_of(since_ms), tenant)
     }
 
     /// Slowest fingerprints by mean latency (day granularity for `since_ms`).
@@ -212,11 +218,15 @@ impl Embedded {
     ) -> Vec<SlowQuery> {
         let inner = self.inner.lock();
         let mut acc: BTreeMap<(String, String), SlowQuery> = BTreeMap::new();
-        for ((_, t, h), f) in inner
+        let all = inner
             .tables
             .fps
-            .range((day_of(since_ms), String::new(), String::new())..)
-        {
+            .range(day_of(since_ms)..)
+            .flat_map(|(_, ts)| {
+                ts.iter()
+                    .flat_map(|(t, fps)| fps.iter().map(move |(h, f)| (t, h, f)))
+            });
+        for (t, h, f) in all {
             if tenant.is_some_and(|want| want != t) {
                 continue;
             }
@@ -241,6 +251,12 @@ impl Embedded {
     }
 }
 
+fn periods(map: &Periods, from: i64, tenant: &str) -> Vec<(i64, Rollup)> {
+    map.range(from..)
+        .filter_map(|(start, ts)| ts.get(tenant).map(|(_, r)| (*start, r.clone())))
+        .collect()
+}
+
 impl Inner {
     fn rotate(&mut self) -> io::Result<()> {
         self.out.flush()?;
@@ -255,11 +271,19 @@ impl Inner {
     }
 
     fn prune(&mut self) {
-        let Some(newest) = self.tables.minutes.keys().next_back().map(|k| k.0) else {
+        let Some(newest) = self.tables.minutes.keys().next_back().copied() else {
             return;
         };
         let keep_from = newest - self.minute_keep_ms + MINUTE_MS;
-        self.tables.minutes = self.tables.minutes.split_off(&(keep_from, String::new()));
+        if self
+            .tables
+            .minutes
+            .keys()
+            .next()
+            .is_some_and(|&m| m < keep_from)
+        {
+            self.tables.minutes = self.tables.minutes.split_off(&keep_from);
+        }
     }
 }
 

@@ -85,6 +85,10 @@ struct Inner {
     store: Store,
     stats: Arc<Stats>,
     dropped: ::metrics::Counter,
+    /// Wakes the writer before its next tick (flush requests, a backlog).
+    wake: Arc<tokio::sync::Notify>,
+    capacity: usize,
+    batch: usize,
 }
 
 impl Telemetry {
@@ -111,7 +115,8 @@ impl Telemetry {
         let stats = Arc::new(Stats::default());
         let w = writer::Writer::new(cfg, proxy_name, store.clone(), stats.clone())
             .map_err(|e| TelemetryError::Dir(cfg.dir.clone(), e))?;
-        let handle = tokio::spawn(w.run(rx, shutdown));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let handle = tokio::spawn(w.run(rx, wake.clone(), shutdown));
         Ok((
             Telemetry {
                 inner: Arc::new(Inner {
@@ -120,6 +125,9 @@ impl Telemetry {
                     store,
                     stats,
                     dropped: ::metrics::counter!(metrics::EVENTS_DROPPED, "reason" => "queue"),
+                    wake,
+                    capacity: cfg.queue_capacity,
+                    batch: cfg.batch_size,
                 }),
             },
             handle,
@@ -138,6 +146,10 @@ impl Telemetry {
         match self.inner.tx.try_send(Msg::Event(ev)) {
             Ok(()) => {
                 self.inner.stats.queued.fetch_add(1, Ordering::Relaxed);
+                // A batch is waiting: write it now rather than at the next tick.
+                if self.inner.capacity - self.inner.tx.capacity() >= self.inner.batch {
+                    self.inner.wake.notify_one();
+                }
             }
             Err(_) => {
                 self.inner
@@ -166,6 +178,7 @@ impl Telemetry {
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.inner.tx.send(Msg::Flush(tx)).await.is_ok() {
+            self.inner.wake.notify_one();
             let _ = rx.await;
         }
     }

@@ -26,8 +26,6 @@ use super::{Msg, Stats, Store};
 use crate::config::TelemetryConfig;
 use crate::protocol::frame;
 
-/// Fingerprints cached by statement text.
-const FP_CACHE: usize = 4096;
 /// Spool chunks replayed per writer turn (new events keep flowing in between).
 const REPLAY_CHUNKS_PER_TURN: usize = 8;
 
@@ -38,7 +36,6 @@ pub struct Writer {
     seq: u64,
     store: Store,
     stats: Arc<Stats>,
-    fp_cache: HashMap<(u64, usize), Arc<[Fingerprint]>>,
     pending: Vec<EventDoc>,
     mongo: Option<MongoState>,
     labels: Labels,
@@ -103,50 +100,54 @@ impl Writer {
             seq: 0,
             store,
             stats,
-            fp_cache: HashMap::new(),
             pending: Vec::new(),
             mongo,
             labels: Labels::new(cfg.top_tenants),
         })
     }
 
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>, shutdown: CancellationToken) {
+    /// The writer wakes every `flush_ms` (or when woken: a flush request, a backlog of a
+    /// batch) and drains the queue then, so sessions never pay for waking it per event.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Msg>,
+        wake: Arc<tokio::sync::Notify>,
+        shutdown: CancellationToken,
+    ) {
         let tick =
             Duration::from_millis(self.cfg.flush_ms.min(self.cfg.rollup_interval_ms).min(1000));
-        let mut last_flush = Instant::now();
-        self.maintain().await;
-        let mut last_maintain = Instant::now();
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let msg = tokio::select! {
-                m = rx.recv() => match m {
-                    Some(m) => Some(m),
-                    None => break,
-                },
-                _ = tokio::time::sleep(tick) => None,
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = wake.notified() => {}
                 _ = shutdown.cancelled() => break,
-            };
+            }
             let mut flushes = Vec::new();
-            if let Some(m) = msg {
-                self.take(m, &mut flushes);
-                // Drain what is already queued, up to a batch.
-                while self.pending.len() < self.cfg.batch_size {
-                    match rx.try_recv() {
-                        Ok(m) => self.take(m, &mut flushes),
-                        Err(_) => break,
+            let mut closed = false;
+            loop {
+                match rx.try_recv() {
+                    Ok(m) => {
+                        self.take(m, &mut flushes);
+                        if self.pending.len() >= self.cfg.batch_size {
+                            self.flush().await;
+                        }
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
                     }
                 }
             }
-            let due = last_flush.elapsed() >= Duration::from_millis(self.cfg.flush_ms);
-            if self.pending.len() >= self.cfg.batch_size || due || !flushes.is_empty() {
-                self.flush().await;
-                last_flush = Instant::now();
-            }
+            self.flush().await;
             for f in flushes {
                 let _ = f.send(());
             }
-            if last_maintain.elapsed() >= tick {
-                self.maintain().await;
-                last_maintain = Instant::now();
+            self.maintain().await;
+            if closed {
+                break;
             }
         }
         // Shutdown: drain the queue, write, and roll up what was written.
@@ -195,16 +196,10 @@ impl Writer {
             StmtText::Parse(body) => (frame::parse_parse(body).map_or(&b""[..], |m| m.query), 0),
             StmtText::Unknown => (&b""[..], 0),
         };
-        let fps = self.fingerprints(text);
-        let fp = fps
-            .get(ordinal as usize)
-            .or(fps.last())
-            .cloned()
-            .unwrap_or_else(|| Fingerprint {
-                text: String::new(),
-                hash: String::new(),
-                sample: String::new(),
-            });
+        let mut fps = self.fingerprints(text);
+        let pick = (ordinal as usize).min(fps.len().saturating_sub(1));
+        // `fingerprints` always returns at least one entry.
+        let fp = fps.swap_remove(pick);
         self.seq += 1;
         EventDoc {
             id: format!("{}-{:x}", self.run_id, self.seq),
@@ -234,18 +229,10 @@ impl Writer {
         }
     }
 
-    fn fingerprints(&mut self, text: &[u8]) -> Arc<[Fingerprint]> {
-        let key = (fingerprint::fnv1a(text), text.len());
-        if let Some(f) = self.fp_cache.get(&key) {
-            return f.clone();
-        }
-        let f: Arc<[Fingerprint]> =
-            fingerprint::fingerprints(&String::from_utf8_lossy(text)).into();
-        if self.fp_cache.len() >= FP_CACHE {
-            self.fp_cache.clear();
-        }
-        self.fp_cache.insert(key, f.clone());
-        f
+    /// Fingerprints of a query string (one pass over the bytes: no cache needed, and
+    /// statements with changing literals would defeat one).
+    fn fingerprints(&mut self, text: &[u8]) -> Vec<Fingerprint> {
+        fingerprint::fingerprints(&String::from_utf8_lossy(text))
     }
 
     fn audit(&mut self, entry: serde_json::Value) {
@@ -518,7 +505,34 @@ struct Labels {
     window: HashMap<String, u64>,
     labelled: HashMap<String, (::metrics::Counter, ::metrics::Counter)>,
     other: (::metrics::Counter, ::metrics::Counter),
+    /// (plan, kind) → (queries, errors) counters.
+    plans: PlanCounters,
     last: Instant,
+}
+
+/// Counters keyed by (plan, kind), looked up without allocating.
+#[derive(Default)]
+struct PlanCounters(HashMap<(String, String), (::metrics::Counter, ::metrics::Counter)>);
+
+impl PlanCounters {
+    fn get(&self, k: &(&str, &str)) -> Option<&(::metrics::Counter, ::metrics::Counter)> {
+        // Few entries (plans × kinds): a scan beats hashing an owned key.
+        self.0
+            .iter()
+            .find(|(key, _)| key.0 == k.0 && key.1 == k.1)
+            .map(|(_, v)| v)
+    }
+
+    fn insert(&mut self, k: (String, String), v: (::metrics::Counter, ::metrics::Counter)) {
+        self.0.insert(k, v);
+    }
+}
+
+impl std::ops::Index<&(&str, &str)> for PlanCounters {
+    type Output = (::metrics::Counter, ::metrics::Counter);
+    fn index(&self, k: &(&str, &str)) -> &Self::Output {
+        self.get(k).expect("inserted")
+    }
 }
 
 impl Labels {
@@ -528,6 +542,7 @@ impl Labels {
             window: HashMap::new(),
             labelled: HashMap::new(),
             other: Self::handles("_other"),
+            plans: PlanCounters::default(),
             last: Instant::now(),
         }
     }
@@ -541,12 +556,28 @@ impl Labels {
     }
 
     fn count(&mut self, ev: &EventDoc) {
-        let labels = [("plan", ev.plan.clone()), ("kind", ev.kind.clone())];
-        ::metrics::counter!(names::PLAN_QUERIES, &labels).increment(1);
+        let (q, e) = match self.plans.get(&(ev.plan.as_str(), ev.kind.as_str())) {
+            Some(h) => h,
+            None => {
+                let labels = [("plan", ev.plan.clone()), ("kind", ev.kind.clone())];
+                let h = (
+                    ::metrics::counter!(names::PLAN_QUERIES, &labels),
+                    ::metrics::counter!(names::PLAN_QUERY_ERRORS, &labels),
+                );
+                self.plans.insert((ev.plan.clone(), ev.kind.clone()), h);
+                &self.plans[&(ev.plan.as_str(), ev.kind.as_str())]
+            }
+        };
+        q.increment(1);
         if ev.is_error() {
-            ::metrics::counter!(names::PLAN_QUERY_ERRORS, &labels).increment(1);
+            e.increment(1);
         }
-        *self.window.entry(ev.tenant.clone()).or_default() += 1;
+        match self.window.get_mut(ev.tenant.as_str()) {
+            Some(n) => *n += 1,
+            None => {
+                self.window.insert(ev.tenant.clone(), 1);
+            }
+        }
         if !self.labelled.contains_key(&ev.tenant) && self.labelled.len() < self.top {
             self.labelled
                 .insert(ev.tenant.clone(), Self::handles(&ev.tenant));
