@@ -9,10 +9,12 @@
 #   DURATION=3 CLIENTS="1 8" bash benches/load.sh
 #   TARGETS="direct pgbouncer" bash benches/load.sh   # without tenantgate
 #
-# Targets: direct, pgbouncer, tenantgate (telemetry on: every statement becomes an event),
-# tenantgate-notel (the same proxy with [telemetry] enabled = false): the pair measures
-# what telemetry costs. TG_TELEMETRY_SINK=embedded (default: the embedded store) or
-# mongodb (the mongod of scripts/mongod.sh, database tg_bench).
+# Targets: direct, pgbouncer, tenantgate (telemetry on: every statement becomes an event;
+# plan limits on: the tenant has a rate and a daily quota, shared through the local Redis),
+# tenantgate-notel (the same with [telemetry] enabled = false) and tenantgate-nolimit (the
+# same with limits off and no Redis): the pairs measure what telemetry and rate limiting
+# cost. TG_TELEMETRY_SINK=embedded (default: the embedded store) or mongodb (the mongod of
+# scripts/mongod.sh, database tg_bench).
 #
 # Knobs: TG_WORKERS (1) SCALE (10) DURATION seconds per run (10) POOL_SIZE (20) CLIENTS ("1 8 32")
 # MODES ("simple extended prepared") TARGETS IDLE_CLIENTS (1000, 0 skips)
@@ -25,7 +27,7 @@ DURATION=${DURATION:-10}
 POOL_SIZE=${POOL_SIZE:-20}
 CLIENTS=${CLIENTS:-"1 8 32"}
 MODES=${MODES:-"simple extended prepared"}
-TARGETS=${TARGETS:-"direct pgbouncer tenantgate tenantgate-notel"}
+TARGETS=${TARGETS:-"direct pgbouncer tenantgate tenantgate-notel tenantgate-nolimit"}
 TG_TELEMETRY_SINK=${TG_TELEMETRY_SINK:-embedded}
 IDLE_CLIENTS=${IDLE_CLIENTS:-1000}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tenantgate/target}
@@ -55,7 +57,7 @@ if has pgbouncer && ! command -v pgbouncer >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
 fi
-if { has tenantgate || has tenantgate-notel; } && [ ! -x "$TENANTGATE_BIN" ]; then
+if { has tenantgate || has tenantgate-notel || has tenantgate-nolimit; } && [ ! -x "$TENANTGATE_BIN" ]; then
   log "building tenantgate (release)"
   cargo build --release
 fi
@@ -142,11 +144,15 @@ INI
 fi
 
 # --- tenantgate ---------------------------------------------------------------------
-# start_tg NAME PREFERRED_PORT TELEMETRY(true|false): sets TG_PORT and TG_PID.
+# start_tg NAME PREFERRED_PORT TELEMETRY(true|false) LIMITS(true|false): sets TG_PORT, TG_PID.
 start_tg() {
-  local name=$1 mongo_url=""
+  local name=$1 mongo_url="" redis_url="" qps=0 per_day=0
   TG_PORT=$(free_port "$2")
   [ "$TG_TELEMETRY_SINK" != mongodb ] || mongo_url="mongodb://127.0.0.1:27017"
+  if [ "$4" = true ]; then
+    # Limits high enough never to refuse, so every statement takes the limiter's path.
+    redis_url="redis://127.0.0.1:6379" qps=1000000 per_day=1000000000000
+  fi
   cat >"$WORK/$name.toml" <<TOML
 # Written by benches/load.sh: one tenant "bench", trust auth, pool as pgbouncer's.
 listen = "127.0.0.1:$TG_PORT"
@@ -175,6 +181,7 @@ max_message_bytes = 67108864
 max_clients = 10000
 client_login_timeout_ms = 15000
 shutdown_timeout_ms = 30000
+enforce_plans = $4
 
 [[auth]]
 user = "*"
@@ -196,10 +203,16 @@ backend_user = "tg_bench"
 backend_password = ""
 pool_mode = ""
 pool_size = 0
+queries_per_second = $qps
+queries_per_day = $per_day
 
 [[tenants.users]]
 name = "app"
 password = "bench"
+
+[redis]
+url = "$redis_url"
+key_prefix = "tgbench:$$:$name:"
 
 [telemetry]
 enabled = $3
@@ -212,14 +225,18 @@ TOML
     >"$WORK/$name.log" 2>&1 &
   TG_PID=$!; PIDS+=("$TG_PID")
   wait_ready "$name" "$TG_PID" "$TG_PORT" app@bench
-  log "$name pid $TG_PID on port $TG_PORT (telemetry $3, sink $TG_TELEMETRY_SINK)"
+  log "$name pid $TG_PID on port $TG_PORT (telemetry $3, sink $TG_TELEMETRY_SINK, limits $4)"
 }
 if has tenantgate-notel; then
-  start_tg tenantgate-notel 6435 false
+  start_tg tenantgate-notel 6435 false true
   TGN_PORT=$TG_PORT TGN_PID=$TG_PID
 fi
+if has tenantgate-nolimit; then
+  start_tg tenantgate-nolimit 6436 true false
+  TGL_PORT=$TG_PORT TGL_PID=$TG_PID
+fi
 if has tenantgate; then
-  start_tg tenantgate 6434 true
+  start_tg tenantgate 6434 true true
 fi
 
 # --- runs -------------------------------------------------------------------------
@@ -235,6 +252,7 @@ bench() {
     pgbouncer) port=$PGB_PORT user=tg_bench pid=$PGB_PID ;;
     tenantgate) port=$TG_PORT user=app@bench pid=$TG_PID ;;
     tenantgate-notel) port=$TGN_PORT user=app@bench pid=$TGN_PID ;;
+    tenantgate-nolimit) port=$TGL_PORT user=app@bench pid=$TGL_PID ;;
   esac
   [ -z "$extra" ] || label="$mode $extra"
   log "$target $label c=$c (${DURATION}s)"
@@ -265,7 +283,7 @@ bench() {
 }
 
 ORDER=""
-for t in direct pgbouncer tenantgate tenantgate-notel; do has "$t" && ORDER+=" $t"; done
+for t in direct pgbouncer tenantgate tenantgate-notel tenantgate-nolimit; do has "$t" && ORDER+=" $t"; done
 for mode in $MODES; do
   for c in $CLIENTS; do
     for t in $ORDER; do bench "$t" "$mode" "$c"; done

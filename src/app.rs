@@ -59,6 +59,20 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     let (telemetry, writer) =
         crate::telemetry::Telemetry::start(&proxy.config().telemetry, &name, stop.clone()).await?;
     proxy.set_telemetry(telemetry);
+    let cfg = proxy.config();
+    let advertise = if cfg.redis.advertise.is_empty() {
+        addr.to_string()
+    } else {
+        cfg.redis.advertise.clone()
+    };
+    let limits = crate::limits::Limits::start(
+        &cfg.redis,
+        cfg.limits.enforce_plans,
+        &name,
+        &advertise,
+        proxy.shutdown_token(),
+    )?;
+    proxy.set_limits(limits);
     let tracker = TaskTracker::new();
     tasks.push(tokio::spawn(listener::run(
         proxy.clone(),

@@ -53,6 +53,9 @@ pub enum Command {
     /// Register PostgreSQL instances tenants can live on.
     #[command(subcommand)]
     Instance(InstanceCmd),
+    /// Per-tenant feature flags in the shared Redis (`[redis] url`).
+    #[command(subcommand)]
+    Flags(FlagsCmd),
     /// Apply pending tenant migrations to every tenant schema.
     Migrate {
         /// Tenants migrated at once (default: migrate.concurrency).
@@ -68,6 +71,20 @@ pub enum Command {
         #[arg(long = "tenant")]
         tenants: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+pub enum FlagsCmd {
+    /// Set a flag (read_only, query_cache, slow_query_ms, max_statement_ms, or your own).
+    Set {
+        tenant: String,
+        name: String,
+        value: String,
+    },
+    /// Remove a flag.
+    Unset { tenant: String, name: String },
+    /// List a tenant's flags.
+    List { tenant: String },
 }
 
 #[derive(Args, Clone, Default)]
@@ -198,6 +215,52 @@ async fn catalog(cfg: &Config) -> anyhow::Result<Catalog> {
 }
 
 /// Run a parsed command line.
+/// Manage flags through Redis; running replicas pick changes up within a second.
+async fn flags(cfg: &Config, cmd: FlagsCmd) -> anyhow::Result<()> {
+    if cfg.redis.url.is_empty() {
+        bail!("flags live in Redis: set [redis] url (TENANTGATE_REDIS__URL); without Redis, use the admin database of the running proxy");
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let limits = crate::limits::Limits::start(&cfg.redis, false, "cli", "", stop.clone())?;
+    let up = async {
+        while !limits.shared().is_some_and(|s| s.is_up()) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), up)
+        .await
+        .context("redis unreachable")?;
+    let result = match cmd {
+        FlagsCmd::Set {
+            tenant,
+            name,
+            value,
+        } => limits.set_flag(&tenant, &name, &value).await.map(|()| {
+            println!(
+                "{tenant}: {name} = {}",
+                limits
+                    .flags(&tenant)
+                    .all
+                    .get(&name)
+                    .cloned()
+                    .unwrap_or_default()
+            )
+        }),
+        FlagsCmd::Unset { tenant, name } => limits
+            .unset_flag(&tenant, &name)
+            .await
+            .map(|()| println!("{tenant}: {name} removed")),
+        FlagsCmd::List { tenant } => {
+            for (k, v) in limits.list_flags(&tenant).await {
+                println!("{k} = {v}");
+            }
+            Ok(())
+        }
+    };
+    stop.cancel();
+    result.map_err(Into::into)
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::GenKey = cli.command {
         println!("{}", crypto::SecretKey::generate());
@@ -207,6 +270,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::GenKey => unreachable!(),
         Command::Serve => crate::app::run(cfg, cli.config).await,
+        Command::Flags(cmd) => flags(&cfg, cmd).await,
         Command::CheckConfig => {
             println!("{}", toml::to_string_pretty(&cfg)?);
             Ok(())

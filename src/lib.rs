@@ -14,7 +14,10 @@
 //! - [`router`]: pure routing decisions (tenant resolution at startup).
 //! - [`backend`]: server connections and per-tenant pools with per-instance caps.
 //! - [`catalog`]: the tenant directory trait, config-file and PostgreSQL catalog, provisioning.
-//! - [`telemetry`]: metrics (names in one file, Prometheus exporter).
+//! - [`telemetry`]: per-statement events, cost, rollups (MongoDB, spool, embedded store);
+//!   metrics (names in one file, Prometheus exporter).
+//! - [`limits`]: plan limits, feature flags, sessions across replicas, result cache (Redis
+//!   or in-process).
 //! - [`cli`]: the command line.
 
 pub mod app;
@@ -23,6 +26,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod frontend;
+pub mod limits;
 pub mod protocol;
 pub mod router;
 pub mod state;

@@ -43,6 +43,7 @@ struct Inner {
     guard: crate::frontend::guard::GuardCache,
     metrics: crate::telemetry::metrics::Metrics,
     telemetry: std::sync::OnceLock<crate::telemetry::Telemetry>,
+    limits: std::sync::OnceLock<crate::limits::Limits>,
 }
 
 /// Why the proxy could not start.
@@ -94,6 +95,7 @@ impl Proxy {
                 guard: Default::default(),
                 metrics: crate::telemetry::metrics::Metrics::new(),
                 telemetry: std::sync::OnceLock::new(),
+                limits: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -126,6 +128,16 @@ impl Proxy {
     /// Attach telemetry (once; later calls are ignored).
     pub fn set_telemetry(&self, t: crate::telemetry::Telemetry) {
         let _ = self.inner.telemetry.set(t);
+    }
+
+    /// Plan limits, flags, sessions and cache, once started.
+    pub fn limits(&self) -> Option<&crate::limits::Limits> {
+        self.inner.limits.get()
+    }
+
+    /// Attach limits (once; later calls are ignored).
+    pub fn set_limits(&self, l: crate::limits::Limits) {
+        let _ = self.inner.limits.set(l);
     }
 
     pub fn cancels(&self) -> &CancelRegistry {

@@ -51,6 +51,9 @@ async fn setup() -> (PgInstance, tenantgate::app::Running) {
             pool_mode: String::new(),
             pool_size: 2,
             plan: "default".into(),
+            queries_per_second: 0,
+            queries_per_day: 0,
+            max_connections: 0,
             users: vec![LoginUserConfig {
                 name: "app".into(),
                 password: "x".into(),

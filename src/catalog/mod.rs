@@ -82,6 +82,8 @@ pub struct Tenant {
     pub plan: String,
     /// The plan's cost rates.
     pub rates: crate::telemetry::event::CostRates,
+    /// The plan's limits with the tenant's overrides.
+    pub limits: crate::limits::TenantLimits,
 }
 
 /// A login credential of a tenant user.

@@ -50,6 +50,11 @@ impl StaticDirectory {
                     t.pool_size
                 },
                 plan: t.plan.clone(),
+                limits: crate::limits::TenantLimits {
+                    queries_per_second: t.queries_per_second,
+                    queries_per_day: t.queries_per_day,
+                    max_connections: t.max_connections,
+                },
                 rates: crate::telemetry::event::CostRates {
                     per_ms: cfg.telemetry.cost_per_ms,
                     per_row: cfg.telemetry.cost_per_row,

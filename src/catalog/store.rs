@@ -170,7 +170,10 @@ impl Catalog {
             .query(
                 "SELECT t.key, t.status, t.schema_name, t.backend_role, t.backend_secret,
                         t.pool_mode, t.pool_size, i.name, i.url, t.plan,
-                        p.cost_per_ms::float8, p.cost_per_row::float8, p.cost_per_kib::float8
+                        p.cost_per_ms::float8, p.cost_per_row::float8, p.cost_per_kib::float8,
+                        coalesce((t.limit_overrides->>'queries_per_second')::int, p.queries_per_second),
+                        coalesce((t.limit_overrides->>'queries_per_day')::bigint, p.queries_per_day),
+                        coalesce((t.limit_overrides->>'max_connections')::int, p.max_connections)
                    FROM tenantgate.tenants t
                    JOIN tenantgate.instances i ON i.name = t.instance
                    JOIN tenantgate.plans p ON p.key = t.plan",
@@ -210,6 +213,11 @@ impl Catalog {
                     per_ms: r.get(10),
                     per_row: r.get(11),
                     per_kib: r.get(12),
+                },
+                limits: crate::limits::TenantLimits {
+                    queries_per_second: r.get::<_, i32>(13).max(0) as u32,
+                    queries_per_day: r.get::<_, i64>(14).max(0) as u64,
+                    max_connections: r.get::<_, i32>(15).max(0) as u32,
                 },
             };
             snap.tenants.insert(key, Arc::new(tenant));

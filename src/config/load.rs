@@ -26,6 +26,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "guard",
     "metrics",
     "telemetry",
+    "redis",
     "instance_name",
     "workers",
     "tls",
@@ -180,6 +181,7 @@ mod tests {
             cfg.telemetry, d.telemetry,
             "example documents the telemetry defaults"
         );
+        assert_eq!(cfg.redis, d.redis, "example documents the redis defaults");
         assert_eq!(cfg.tenants.len(), 1);
         assert_eq!(cfg.tenants[0].users[0].name, "app");
     }
@@ -222,6 +224,9 @@ mod tests {
             pool_mode: String::new(),
             pool_size: 0,
             plan: "default".into(),
+            queries_per_second: 0,
+            queries_per_day: 0,
+            max_connections: 0,
             users: vec![],
         });
         assert!(validate(&c).is_err());

@@ -28,6 +28,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Per-statement events, cost and rollups (MongoDB or the embedded store). Reload: no.
     pub telemetry: TelemetryConfig,
+    /// Redis: state shared by replicas (limits, flags, sessions, cache). Reload: no.
+    pub redis: RedisConfig,
     /// Name of this replica for logs and telemetry; default the host name. Reload: no.
     pub instance_name: String,
     /// Runtime worker threads; 0 means one per CPU core. Default 0. Reload: no.
@@ -59,6 +61,7 @@ impl Default for Config {
             guard: GuardConfig::default(),
             metrics: MetricsConfig::default(),
             telemetry: TelemetryConfig::default(),
+            redis: RedisConfig::default(),
             instance_name: String::new(),
             workers: 0,
             tls: TlsConfig::default(),
@@ -174,6 +177,46 @@ impl Default for TelemetryConfig {
     }
 }
 
+/// Redis, shared by proxy replicas for limits, flags, sessions, cancel routing and the
+/// result cache. Without a URL the same features work inside one process.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://127.0.0.1:6379/0`; empty keeps everything in this process. Default empty.
+    pub url: String,
+    /// Prefix of every key and of the pub/sub channel. Default `tenantgate:`.
+    pub key_prefix: String,
+    /// Bound on each Redis call, ms; slower counts as down. Default 100.
+    pub timeout_ms: u64,
+    /// While Redis is down: false enforces limits per replica (fail open); true refuses
+    /// statements and logins of limited tenants (53400). Default false.
+    pub fail_closed: bool,
+    /// Session heartbeat, ms; a session missing three is gone. Default 5000.
+    pub heartbeat_ms: u64,
+    /// Address other replicas forward CancelRequests for this replica's clients to.
+    /// Default empty: the listen address.
+    pub advertise: String,
+    /// In-process result cache bound (without Redis), bytes. Default 64 MiB.
+    pub cache_max_bytes: usize,
+    /// Largest single cached answer, bytes. Default 1 MiB.
+    pub cache_entry_max_bytes: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: String::new(),
+            key_prefix: "tenantgate:".into(),
+            timeout_ms: 100,
+            fail_closed: false,
+            heartbeat_ms: 5000,
+            advertise: String::new(),
+            cache_max_bytes: 64 << 20,
+            cache_entry_max_bytes: 1 << 20,
+        }
+    }
+}
+
 /// Tenant migration runner settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -268,6 +311,9 @@ pub struct LimitsConfig {
     pub client_login_timeout_ms: u64,
     /// Drain time on SIGTERM. Default 30000 ms.
     pub shutdown_timeout_ms: u64,
+    /// Enforce tenants' plan limits (query rate, daily quota, client connections).
+    /// Default true.
+    pub enforce_plans: bool,
 }
 
 impl Default for LimitsConfig {
@@ -277,6 +323,7 @@ impl Default for LimitsConfig {
             max_clients: 10_000,
             client_login_timeout_ms: 15_000,
             shutdown_timeout_ms: 30_000,
+            enforce_plans: true,
         }
     }
 }
@@ -364,6 +411,15 @@ pub struct TenantConfig {
     /// Plan name for telemetry labels; costs use `[telemetry]` rates. Default `default`.
     #[serde(default = "default_plan")]
     pub plan: String,
+    /// Statements per second; 0 = unlimited. Default 0.
+    #[serde(default)]
+    pub queries_per_second: u32,
+    /// Statements per UTC day; 0 = unlimited. Default 0.
+    #[serde(default)]
+    pub queries_per_day: u64,
+    /// Client connections across replicas; 0 = unlimited. Default 0.
+    #[serde(default)]
+    pub max_connections: u32,
     #[serde(default)]
     pub users: Vec<LoginUserConfig>,
 }

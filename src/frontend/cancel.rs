@@ -61,6 +61,11 @@ impl CancelRegistry {
         self.map.lock().get(&key).and_then(|t| t.get())
     }
 
+    /// Is this key one of this replica's clients?
+    pub fn contains(&self, key: (i32, i32)) -> bool {
+        self.map.lock().contains_key(&key)
+    }
+
     pub fn len(&self) -> usize {
         self.map.lock().len()
     }

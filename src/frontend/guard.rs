@@ -112,6 +112,23 @@ pub fn is_marker_error(body: &[u8]) -> bool {
             .any(|w| w == PARSE_MARKER.as_bytes())
 }
 
+/// A Parse (statement `tenantgate_refused`, no parameters) that the server fails, to
+/// refuse an Execute in order with the replies pending before it.
+pub fn marker_parse() -> BytesMut {
+    let sql = format!("SELECT FROM pg_catalog.{PARSE_MARKER}");
+    let mut out = BytesMut::new();
+    frame::write_parse(
+        &mut out,
+        b"tenantgate_refused",
+        &frame::ParseMsg {
+            name: b"tenantgate_refused",
+            query: sql.as_bytes(),
+            rest: &[0, 0],
+        },
+    );
+    out
+}
+
 /// Rewrite a Parse message (same name and parameter types) so that the server fails it.
 pub fn rewrite_parse(body: &[u8]) -> Option<BytesMut> {
     let m = frame::parse_parse(body)?;

@@ -149,6 +149,24 @@ async fn cancel(proxy: &Proxy, pid: i32, secret: i32) {
                 warn!(error = %e, "cancel request to server failed");
             }
         }
-        None => debug!(pid, "cancel request for no running query"),
+        None if proxy.cancels().contains((pid, secret)) => {
+            debug!(pid, "cancel request for no running query")
+        }
+        None => {
+            // Not one of ours: the client may be on another replica (behind a load balancer).
+            let Some(l) = proxy.limits() else { return };
+            match l.sessions().cancel_owner(l, (pid, secret)).await {
+                Some(owner) => match owner.parse() {
+                    Ok(addr) => {
+                        debug!(pid, %owner, "forwarding cancel request to the replica holding the session");
+                        if let Err(e) = ServerConn::cancel(addr, pid, secret).await {
+                            warn!(error = %e, %owner, "cancel request to replica failed");
+                        }
+                    }
+                    Err(_) => warn!(%owner, "cancel owner address is not an address"),
+                },
+                None => debug!(pid, "cancel request for an unknown key"),
+            }
+        }
     }
 }

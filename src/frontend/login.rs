@@ -72,7 +72,7 @@ pub async fn serve<S: ClientStream>(
         .to_owned();
     let span = info_span!("client", %peer, tenant = %tenant_key, user = %who.login_user, trusted = who.trusted);
     async move {
-        match start_session(&proxy, who, stream, cin, out).await {
+        match start_session(&proxy, who, stream, cin, out, peer).await {
             Ok(end) => debug!(?end, "client left"),
             Err((mut stream, out, e)) => fail(&mut stream, out, e).await,
         }
@@ -289,6 +289,7 @@ async fn start_session<S: ClientStream>(
     stream: S,
     cin: BytesMut,
     mut out: BytesMut,
+    peer: SocketAddr,
 ) -> Result<End, Failed<S>> {
     // A service user without a tenant gets the parameters of some tenant's server.
     let params_tenant = who.tenant.clone().or_else(|| {
@@ -308,6 +309,20 @@ async fn start_session<S: ClientStream>(
         .map_or("", |t| t.key.as_str())
         .to_owned();
     let key = key.as_str();
+    // Plan limits and flags of a tenant-bound login (service users: per statement).
+    let limits = proxy.limits().cloned();
+    let lim_state = match (&limits, &who.tenant) {
+        (Some(l), Some(t)) if !who.trusted => {
+            let ts = l.tenant(&t.key);
+            l.warm(&ts).await;
+            Some(ts)
+        }
+        _ => None,
+    };
+    let wanted = match &lim_state {
+        Some(ts) if !ts.flags().settings.is_empty() => ts.flags().merge_settings(&who.settings),
+        _ => who.settings.clone(),
+    };
     // Session pooling holds a server from the start (its pid is the client's pid);
     // transaction pooling needs one only to learn the server's parameters the first time.
     let mut held = None;
@@ -319,7 +334,7 @@ async fn start_session<S: ClientStream>(
             Ok(c) => c,
             Err(e) => return Err((stream, out, login_pool_error(key, e))),
         };
-        if let Err(e) = conn.sync_settings(&who.settings).await {
+        if let Err(e) = conn.sync_settings(&wanted).await {
             let err = match e {
                 BackendError::Query { code, message } => {
                     PgError::from_server(Severity::Fatal, &code, &message)
@@ -347,6 +362,38 @@ async fn start_session<S: ClientStream>(
         .then(|| held.as_ref().map(|c| c.pid))
         .flatten();
     let (ckey, cancel): ((i32, i32), Arc<CancelTarget>) = proxy.cancels().register(session_pid);
+    // Under the tenant's connection cap, across replicas.
+    let mut registered = None;
+    if let (Some(l), Some(ts), Some(t)) = (&limits, &lim_state, &who.tenant) {
+        let info = crate::limits::sessions::SessionInfo {
+            id: format!("{}/{:016x}", l.sessions().replica(), rand::random::<u64>()),
+            tenant: t.key.clone(),
+            user: who.login_user.clone(),
+            application: who
+                .settings
+                .iter()
+                .find(|(k, _)| k == "application_name")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default(),
+            client_addr: peer.to_string(),
+            replica: l.sessions().replica().to_owned(),
+            started_ms: crate::telemetry::event::epoch_ms(std::time::SystemTime::now()),
+            cancel_key: Some(ckey),
+        };
+        let id = info.id.clone();
+        if let Err(e) = l
+            .sessions()
+            .enter(l, ts, t.limits.max_connections, info)
+            .await
+        {
+            proxy.cancels().unregister(ckey);
+            if let Some(c) = held {
+                c.release();
+            }
+            return Err((stream, out, e));
+        }
+        registered = Some(id);
+    }
     write::backend_key_data(&mut out, ckey.0, ckey.1);
     write::ready_for_query(&mut out, b'I');
     let server = match (mode, held) {
@@ -379,8 +426,14 @@ async fn start_session<S: ClientStream>(
     session.trusted = who.trusted;
     session.user = who.login_user.clone();
     session.session_id = sid;
+    if let (Some(l), Some(ts)) = (limits.clone(), lim_state.clone()) {
+        session.set_limits(l, ts);
+    }
     let end = session.run().await;
     proxy.session_leave(sid);
+    if let (Some(l), Some(ts), Some(id)) = (&limits, &lim_state, &registered) {
+        l.sessions().leave(l, ts, id).await;
+    }
     proxy.cancels().unregister(ckey);
     S::close(session.cr, session.cw);
     Ok(end)

@@ -228,6 +228,14 @@ impl StmtCapture {
                 ordinal: 0,
             }),
             b'P' => Some(StmtText::Parse(Bytes::copy_from_slice(body))),
+            b'E' => {
+                let portal = frame::cstr(body).map_or(&b""[..], |(p, _)| p);
+                Some(
+                    self.portals
+                        .get(portal)
+                        .map_or(StmtText::Unknown, |b| StmtText::Parse(b.clone())),
+                )
+            }
             _ => None,
         }
     }

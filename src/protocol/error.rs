@@ -125,6 +125,61 @@ impl PgError {
         .with_hint("Retry later, or raise the tenant's pool_size / pool.query_wait_timeout_ms.")
     }
 
+    /// 53400: a tenant's plan limit was reached. Recoverable: the connection stays usable.
+    pub fn limit_exceeded(tenant: &str, limit: &str, value: u64, retry_after_ms: u64) -> Self {
+        Self::new(
+            Severity::Error,
+            "53400",
+            format!("tenant \"{tenant}\" is over its {limit} limit ({value})"),
+        )
+        .with_detail(format!("Retry after {retry_after_ms} ms."))
+        .with_hint("Slow down, or move the tenant to a plan with a higher limit.")
+    }
+
+    /// 53400: limits cannot be checked (Redis unreachable, `redis.fail_closed`). Recoverable.
+    pub fn limiter_unavailable(tenant: &str) -> Self {
+        Self::new(
+            Severity::Error,
+            "53400",
+            format!("limits for tenant \"{tenant}\" cannot be checked right now"),
+        )
+        .with_detail(
+            "The shared limit store is unreachable and the proxy is configured to fail closed.",
+        )
+        .with_hint("Retry later.")
+    }
+
+    /// 53300 at login: the tenant has as many client connections as its plan allows. Fatal.
+    pub fn tenant_connections_full(tenant: &str, cap: u32) -> Self {
+        Self::new(
+            Severity::Fatal,
+            "53300",
+            format!("too many connections for tenant \"{tenant}\""),
+        )
+        .with_detail(format!(
+            "The tenant's plan allows {cap} client connections."
+        ))
+    }
+
+    /// 25006: the tenant is read-only (feature flag `read_only`). Recoverable.
+    pub fn tenant_read_only(tenant: &str, what: &str) -> Self {
+        Self::new(
+            Severity::Error,
+            "25006",
+            format!("cannot execute {what}: tenant \"{tenant}\" is read-only"),
+        )
+        .with_hint("The tenant's read_only flag is set.")
+    }
+
+    /// 42501: a statement tries to change a setting the proxy holds for the tenant.
+    pub fn setting_held(tenant: &str, setting: &str) -> Self {
+        Self::new(
+            Severity::Error,
+            "42501",
+            format!("{setting} is set by tenantgate for tenant \"{tenant}\" and cannot be changed"),
+        )
+    }
+
     /// 53300 at login: too many clients. Fatal.
     pub fn too_many_clients() -> Self {
         Self::new(Severity::Fatal, "53300", "sorry, too many clients already")

@@ -8,5 +8,6 @@
 
 pub mod guard;
 pub mod header;
+pub mod readonly;
 pub mod rewrite;
 pub mod startup;

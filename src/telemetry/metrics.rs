@@ -31,6 +31,11 @@ pub const EVENTS_SPOOLED: &str = "tenantgate_events_spooled_total";
 pub const EVENTS_REPLAYED: &str = "tenantgate_events_replayed_total";
 pub const SPOOL_BYTES: &str = "tenantgate_spool_bytes";
 pub const SINK_UP: &str = "tenantgate_telemetry_sink_up";
+pub const REDIS_UP: &str = "tenantgate_redis_up";
+pub const REDIS_ERRORS: &str = "tenantgate_redis_errors_total";
+pub const LIMIT_REFUSALS: &str = "tenantgate_limit_refusals_total";
+pub const CACHE_LOOKUPS: &str = "tenantgate_cache_lookups_total";
+pub const SLOW_QUERIES: &str = "tenantgate_slow_queries_total";
 
 /// Statement kinds used as the `kind` label.
 pub const KINDS: [&str; 7] = [
@@ -108,6 +113,23 @@ pub fn describe_all() {
     describe_gauge!(
         SINK_UP,
         "1 while MongoDB takes telemetry writes, 0 while events spool."
+    );
+    describe_gauge!(
+        REDIS_UP,
+        "1 while Redis answers, 0 while limits are enforced locally."
+    );
+    describe_counter!(REDIS_ERRORS, "Redis calls that failed or timed out.");
+    describe_counter!(
+        LIMIT_REFUSALS,
+        "Statements refused by a tenant's plan limit, by limit (53400)."
+    );
+    describe_counter!(
+        CACHE_LOOKUPS,
+        "Result cache lookups, by outcome (hit, miss)."
+    );
+    describe_counter!(
+        SLOW_QUERIES,
+        "Statements slower than their tenant's slow_query_ms flag."
     );
     describe_histogram!(
         QUERY_SECONDS,

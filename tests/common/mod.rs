@@ -119,6 +119,9 @@ impl TestDb {
                 pool_mode: String::new(),
                 pool_size: 0,
                 plan: "default".into(),
+                queries_per_second: 0,
+                queries_per_day: 0,
+                max_connections: 0,
                 users: vec![LoginUserConfig {
                     name: "app".into(),
                     password: format!("{t}-pw"),

@@ -67,8 +67,9 @@ where
         Some(ctx)
     }
 
-    /// A Query or Parse the proxy answered itself with `err` (refused, no server).
-    pub(super) fn record_local(&mut self, tag: u8, msg: &[u8], err: &PgError) {
+    /// A Query, Parse or Execute the proxy answered itself: refused or failed with `err`,
+    /// or served from the result cache (`None`).
+    pub(super) fn record_local(&mut self, tag: u8, msg: &[u8], err: Option<&PgError>) {
         let Some(ctx) = self.event_ctx() else { return };
         let Some(text) = self.capture.local_text(tag, msg) else {
             return;
@@ -82,7 +83,7 @@ where
             rows: 0,
             bytes_in: msg.len() as u64,
             bytes_out: 0,
-            sqlstate: err.code.as_bytes().try_into().ok(),
+            sqlstate: err.and_then(|e| e.code.as_bytes().try_into().ok()),
         };
         if let Some(t) = &self.tele {
             t.record(ev);
@@ -108,15 +109,26 @@ where
     }
 }
 
-/// Record `d` if telemetry is on.
+/// Record `d` if telemetry is on; log it when slower than `slow_ms` (0 = off).
 pub(super) fn record(
     tele: &Option<Telemetry>,
     ctx: &Option<Arc<EventContext>>,
     d: Option<Done>,
     rows: u64,
     sqlstate: Option<&[u8]>,
+    slow_ms: u64,
 ) {
     if let (Some(t), Some(c), Some(d)) = (tele, ctx, d) {
+        if slow_ms > 0 && d.latency_us >= slow_ms * 1000 {
+            ::metrics::counter!(crate::telemetry::metrics::SLOW_QUERIES).increment(1);
+            tracing::warn!(
+                tenant = %c.tenant,
+                user = %c.user,
+                latency_ms = d.latency_us / 1000,
+                slow_query_ms = slow_ms,
+                "slow statement"
+            );
+        }
         t.record(event(c, d, rows, sqlstate));
     }
 }

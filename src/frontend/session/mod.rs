@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
 mod events;
+mod limits;
 mod policy;
 mod server_side;
 
@@ -42,6 +43,8 @@ pub struct Attached {
     fatal_seen: bool,
     /// Errors of refused Parses sent as failing marker Parses, oldest first.
     refusals: std::collections::VecDeque<PgError>,
+    /// A write completed in the open transaction (result cache invalidation at its end).
+    wrote: bool,
 }
 
 impl Attached {
@@ -54,6 +57,7 @@ impl Attached {
             t: Tracker::new(),
             fatal_seen: false,
             refusals: Default::default(),
+            wrote: false,
         }
     }
 }
@@ -98,6 +102,10 @@ pub struct Session<R, W> {
     /// Login user name and session id, for telemetry.
     pub user: String,
     pub session_id: u64,
+    /// Plan limits, flags and cache of the current tenant.
+    lim: Option<limits::LimCtx>,
+    /// A `/* cache */` answer being collected.
+    cache_fill: Option<limits::CacheFill>,
 }
 
 enum Event {
@@ -151,6 +159,8 @@ where
             ev_ctx: None,
             user: String::new(),
             session_id: 0,
+            lim: None,
+            cache_fill: None,
         }
     }
 
@@ -373,7 +383,7 @@ where
             // Tenant header routing, logical-schema rewriting, then the statement guard.
             // A FunctionCall names its function by OID (set_config, lo_import, ...), which
             // the guard cannot vet: refused while the guard is on.
-            let refused = match self.route(tag, &msg) {
+            let mut refused = match self.route(tag, &msg) {
                 _ if tag == b'F' => self.proxy.config().guard.enabled.then(|| {
                     PgError::guard_refused(&super::guard::refusal_message(
                         "FunctionCall messages are not allowed; call the function with SQL",
@@ -384,15 +394,24 @@ where
                     if let Some(m) = self.rewrite(tag, &msg) {
                         msg = m;
                     }
-                    self.refusal(tag, &msg).map(|reason| {
-                        PgError::guard_refused(&super::guard::refusal_message(&reason))
-                    })
+                    self.refusal(tag, &msg)
+                        .map(|reason| {
+                            PgError::guard_refused(&super::guard::refusal_message(&reason))
+                        })
+                        .or_else(|| self.flag_violation(tag, &msg))
                 }
             };
+            if refused.is_none() && tag == b'Q' {
+                refused = self.admit().await.err();
+                if refused.is_none() && self.try_cache(&msg).await? {
+                    self.record_local(tag, &msg, None);
+                    return Ok(None);
+                }
+            }
             if let Some(err) = refused {
                 if self.server.is_none() {
                     // Nothing pending: answer directly.
-                    self.record_local(tag, &msg, &err);
+                    self.record_local(tag, &msg, Some(&err));
                     err.encode(&mut self.cout);
                     match tag {
                         b'Q' | b'F' => write::ready_for_query(&mut self.cout, b'I'),
@@ -416,6 +435,31 @@ where
                 };
             }
         }
+        // Extended protocol: each Execute is admitted under the tenant's rate and quota.
+        if tag == b'E' {
+            if let Err(err) = self.admit().await {
+                self.record_local(tag, &msg, Some(&err));
+                match self.server.as_mut() {
+                    None => {
+                        err.encode(&mut self.cout);
+                        self.skip_until_sync = true;
+                    }
+                    Some(a) => {
+                        // Replies are pending: the server fails a marker Parse in order
+                        // (skipping to Sync) and the relay swaps in this error.
+                        a.refusals.push_back(err);
+                        a.sout.extend_from_slice(&super::guard::marker_parse());
+                        a.t.pending.push_back(relay::Pending::Parse {
+                            server_name: None,
+                            client_name: None,
+                            swallow: false,
+                        });
+                        a.t.unsynced = true;
+                    }
+                }
+                return Ok(None);
+            }
+        }
         if self.server.is_none() {
             match tag {
                 // Nothing to flush and no COPY in progress without a server.
@@ -423,7 +467,8 @@ where
                 _ => {}
             }
             if let Err(e) = self.attach().await {
-                self.record_local(tag, &msg, &e);
+                self.cache_fill = None;
+                self.record_local(tag, &msg, Some(&e));
                 e.encode(&mut self.cout);
                 match tag {
                     b'Q' | b'F' | b'S' => write::ready_for_query(&mut self.cout, b'I'),
@@ -611,7 +656,15 @@ where
                 PgError::server_unavailable(&pool.tenant.key)
             }
         })?;
-        if let Err(e) = conn.sync_settings(&self.settings).await {
+        self.lim_ctx().await;
+        let flags = self.flags();
+        let synced = if flags.settings.is_empty() {
+            conn.sync_settings(&self.settings).await
+        } else {
+            conn.sync_settings(&flags.merge_settings(&self.settings))
+                .await
+        };
+        if let Err(e) = synced {
             warn!(tenant = %pool.tenant.key, error = %e, "could not apply client settings");
             return Err(PgError::server_unavailable(&pool.tenant.key));
         }

@@ -32,9 +32,15 @@ where
             proxy,
             tele,
             ev_ctx,
+            lim,
+            cache_fill,
             ..
         } = self;
         let tele = &*tele;
+        let lim = &*lim;
+        let flags = lim.as_ref().map(|l| l.state.flags());
+        let slow_ms = flags.as_ref().map_or(0, |f| f.slow_query_ms);
+        let query_cache = flags.as_ref().is_some_and(|f| f.query_cache);
         let metrics = proxy.metrics();
         let query_errors = &metrics.query_errors;
         let a = server.as_mut().expect("attached");
@@ -45,6 +51,9 @@ where
                     return Ok(());
                 }
                 cout.extend_from_slice(&a.sbuf[..n]);
+                if let Some(f) = cache_fill.as_mut() {
+                    f.add(&a.sbuf[..n]);
+                }
                 a.sbuf.advance(n);
                 a.s_remaining -= n;
                 a.t.log.sent_out(n);
@@ -63,6 +72,9 @@ where
                 let n = h.total().min(a.sbuf.len());
                 a.t.log.sent_out(n);
                 cout.extend_from_slice(&a.sbuf[..n]);
+                if let Some(f) = cache_fill.as_mut() {
+                    f.add(&a.sbuf[..n]);
+                }
                 a.sbuf.advance(n);
                 a.s_remaining = h.total() - n;
                 continue;
@@ -84,6 +96,17 @@ where
                     if a.t.quiet() {
                         a.refusals.clear();
                     }
+                    if let Some(l) = lim {
+                        if let Some(f) = cache_fill.take().filter(|f| !f.spoiled) {
+                            l.limits
+                                .cache_put(&l.state, &f.text, f.buf.freeze(), f.ttl, f.gen);
+                        }
+                        // Writes are visible to others once their transaction ends.
+                        if a.wrote && status == b'I' {
+                            a.wrote = false;
+                            l.limits.cache_invalidate(&l.state);
+                        }
+                    }
                     true
                 }
                 b'1' | b'3' => relay::on_complete(h.tag, &mut a.t) == Reply::Forward,
@@ -96,7 +119,13 @@ where
                     if tele.is_some() {
                         a.t.log.sent_out(h.total());
                         let done = a.t.log.complete(a.t.completion_limit());
-                        events::record(tele, &ctx, done, event::tag_rows(tag), None);
+                        events::record(tele, &ctx, done, event::tag_rows(tag), None, slow_ms);
+                    }
+                    if query_cache && super::limits::tag_writes(tag) {
+                        if let Some(l) = lim {
+                            l.limits.cache_invalidate(&l.state);
+                            a.wrote = true;
+                        }
                     }
                     if transaction_mode {
                         match relay::tag_effect(tag) {
@@ -143,7 +172,10 @@ where
                         a.t.log.sent_out(h.total());
                         let done = a.t.log.complete(a.t.completion_limit());
                         let code = refusal.as_ref().map_or(code, |e| Some(e.code.as_bytes()));
-                        events::record(tele, &ctx, done, 0, code);
+                        events::record(tele, &ctx, done, 0, code, slow_ms);
+                    }
+                    if let Some(f) = cache_fill.as_mut() {
+                        f.spoiled = true;
                     }
                     match refusal {
                         Some(err) => {
@@ -157,7 +189,7 @@ where
                     if tele.is_some() {
                         a.t.log.sent_out(h.total());
                         let done = a.t.log.complete(a.t.completion_limit());
-                        events::record(tele, &ctx, done, 0, None);
+                        events::record(tele, &ctx, done, 0, None, slow_ms);
                     }
                     true
                 }
@@ -166,6 +198,11 @@ where
             if forward {
                 if !matches!(h.tag, b'C' | b'E' | b'I' | b's') {
                     a.t.log.sent_out(h.total());
+                }
+                if h.tag != b'Z' {
+                    if let Some(f) = cache_fill.as_mut() {
+                        f.add(&a.sbuf[..h.total()]);
+                    }
                 }
                 cout.extend_from_slice(&a.sbuf[..h.total()]);
             }

@@ -1,0 +1,212 @@
+//! Plan limits, feature flags and the result cache on the relay path: admission of
+//! statements under the tenant's rate and quota, the `read_only` / `max_statement_ms`
+//! checks, cached answers for `/* cache: 30s */` reads, and invalidation on writes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::Session;
+use crate::limits::flags::Flags;
+use crate::limits::{Limits, TenantState};
+use crate::protocol::{frame, write, PgError};
+use crate::router::readonly::{self, Violation};
+
+/// The limits of the tenant the session runs for.
+pub struct LimCtx {
+    pub limits: Limits,
+    pub state: Arc<TenantState>,
+}
+
+/// A cached answer being collected from the server.
+pub struct CacheFill {
+    pub text: Bytes,
+    pub ttl: Duration,
+    pub gen: u64,
+    pub buf: BytesMut,
+    pub max: usize,
+    /// An error or an oversized answer: do not store.
+    pub spoiled: bool,
+}
+
+impl CacheFill {
+    pub fn add(&mut self, b: &[u8]) {
+        if self.spoiled {
+            return;
+        }
+        if self.buf.len() + b.len() > self.max {
+            self.spoiled = true;
+            self.buf = BytesMut::new();
+            return;
+        }
+        self.buf.extend_from_slice(b);
+    }
+}
+
+/// Does a CommandComplete tag mean the tenant's data may have changed?
+pub fn tag_writes(tag: &[u8]) -> bool {
+    let word = tag.split(|&c| c == b' ').next().unwrap_or(tag);
+    !matches!(
+        word,
+        b"SELECT"
+            | b"SHOW"
+            | b"BEGIN"
+            | b"START"
+            | b"COMMIT"
+            | b"ROLLBACK"
+            | b"SET"
+            | b"RESET"
+            | b"FETCH"
+            | b"MOVE"
+            | b"CLOSE"
+            | b"DECLARE"
+            | b"LISTEN"
+            | b"UNLISTEN"
+            | b"NOTIFY"
+            | b"DISCARD"
+            | b"DEALLOCATE"
+            | b"PREPARE"
+            | b"EXPLAIN"
+            | b"SAVEPOINT"
+            | b"RELEASE"
+    )
+}
+
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    pub fn set_limits(&mut self, limits: Limits, state: Arc<TenantState>) {
+        self.lim = Some(LimCtx { limits, state });
+    }
+
+    /// The limits context for the current tenant (service users switch tenants).
+    pub(super) async fn lim_ctx(&mut self) -> Option<&LimCtx> {
+        let pool = self.pool.as_ref()?;
+        let stale = self
+            .lim
+            .as_ref()
+            .is_none_or(|l| l.state.key() != pool.tenant.key);
+        if stale {
+            let key = pool.tenant.key.clone();
+            let limits = self.proxy.limits()?.clone();
+            let state = limits.tenant(&key);
+            limits.warm(&state).await;
+            self.lim = Some(LimCtx { limits, state });
+        }
+        self.lim.as_ref()
+    }
+
+    /// The tenant's flags (defaults without limits).
+    pub(super) fn flags(&self) -> Arc<Flags> {
+        self.lim
+            .as_ref()
+            .map_or_else(Default::default, |l| l.state.flags())
+    }
+
+    /// Refuse a Query/Parse that breaks the tenant's read_only or max_statement_ms flag.
+    pub(super) fn flag_violation(&self, tag: u8, msg: &[u8]) -> Option<PgError> {
+        let f = self.lim.as_ref()?.state.flags();
+        if !f.read_only && f.max_statement_ms == 0 {
+            return None;
+        }
+        let body = &msg[frame::HEADER_LEN..];
+        let sql = if tag == b'Q' {
+            frame::parse_query(body)?
+        } else {
+            frame::parse_parse(body)?.query
+        };
+        let sql = std::str::from_utf8(sql).ok()?;
+        let tenant = self.tenant_key();
+        match readonly::check(sql, f.read_only, f.max_statement_ms > 0)? {
+            Violation::Write(what) => Some(PgError::tenant_read_only(tenant, &what)),
+            Violation::Setting("read-only mode") => {
+                Some(PgError::tenant_read_only(tenant, "READ WRITE"))
+            }
+            Violation::Setting(s) => Some(PgError::setting_held(tenant, s)),
+        }
+    }
+
+    /// Admit one statement under the tenant's rate and daily quota.
+    pub(super) async fn admit(&mut self) -> Result<(), PgError> {
+        let Some(limits) = self.pool.as_ref().map(|p| p.tenant.limits) else {
+            return Ok(());
+        };
+        let Some(l) = self.lim_ctx().await else {
+            return Ok(());
+        };
+        let (lim, state) = (l.limits.clone(), l.state.clone());
+        lim.admit(&state, &limits).await
+    }
+
+    /// Answer a `/* cache: … */` read from the cache, or arrange for its answer to be
+    /// stored. Returns true when answered. Only outside transactions, for single
+    /// read-only statements of tenants with the `query_cache` flag.
+    pub(super) async fn try_cache(&mut self, msg: &[u8]) -> Result<bool, PgError> {
+        let body = &msg[frame::HEADER_LEN..];
+        let Some(sql) = frame::parse_query(body) else {
+            return Ok(false);
+        };
+        let Some(ttl) = crate::limits::cache::requested_ttl(sql) else {
+            return Ok(false);
+        };
+        let idle = match &self.server {
+            None => true,
+            Some(a) => a.t.idle() && a.sout.is_empty(),
+        };
+        if !idle || !self.flags().query_cache {
+            return Ok(false);
+        }
+        let Ok(text) = std::str::from_utf8(sql) else {
+            return Ok(false);
+        };
+        if readonly::writes(text).is_some()
+            || crate::telemetry::fingerprint::fingerprints(text).len() != 1
+        {
+            return Ok(false);
+        }
+        let Some(l) = self.lim_ctx().await else {
+            return Ok(false);
+        };
+        let (lim, state) = (l.limits.clone(), l.state.clone());
+        let gen = state.cache_gen.load(std::sync::atomic::Ordering::Acquire);
+        if let Some(hit) = lim.cache_get(&state, sql).await {
+            self.cout.extend_from_slice(&hit);
+            let status = self.server.as_ref().map_or(b'I', |a| a.t.tx_status);
+            write::ready_for_query(&mut self.cout, status);
+            return Ok(true);
+        }
+        self.cache_fill = Some(CacheFill {
+            text: Bytes::copy_from_slice(sql),
+            ttl,
+            gen,
+            buf: BytesMut::new(),
+            max: self.proxy.config().redis.cache_entry_max_bytes,
+            spoiled: false,
+        });
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn write_tags() {
+        for t in [
+            "INSERT 0 1",
+            "UPDATE 3",
+            "DELETE 0",
+            "CREATE TABLE",
+            "TRUNCATE TABLE",
+            "COPY 5",
+        ] {
+            assert!(super::tag_writes(t.as_bytes()), "{t}");
+        }
+        for t in ["SELECT 1", "BEGIN", "COMMIT", "SET", "SHOW", "FETCH 10"] {
+            assert!(!super::tag_writes(t.as_bytes()), "{t}");
+        }
+    }
+}

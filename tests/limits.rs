@@ -1,0 +1,528 @@
+//! Plan limits, flags, sessions, cancel and the result cache against the real Redis
+//! (127.0.0.1:6379, every test under its own key prefix) and two proxy replicas sharing
+//! it; a private redis-server stopped and restarted under load; and the in-process mode.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{code, eventually, Env};
+use tenantgate::app::Running;
+use tenantgate::config::Config;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+const REDIS: &str = "redis://127.0.0.1:6379";
+
+fn shared(prefix: &str) -> impl Fn(&mut Config) + Clone + '_ {
+    move |c: &mut Config| {
+        c.redis.url = REDIS.into();
+        c.redis.key_prefix = format!("tgtest:{prefix}:");
+        c.redis.heartbeat_ms = 300;
+    }
+}
+
+fn limit(c: &mut Config, tenant: &str, qps: u32, per_day: u64, conns: u32) {
+    let t = c.tenants.iter_mut().find(|t| t.key == tenant).unwrap();
+    t.queries_per_second = qps;
+    t.queries_per_day = per_day;
+    t.max_connections = conns;
+}
+
+/// A second replica in front of the same database, configured like the first.
+async fn replica(env: &Env, f: impl FnOnce(&mut Config)) -> Running {
+    let mut cfg = env.db.config();
+    f(&mut cfg);
+    tenantgate::app::start(cfg, None).await.unwrap()
+}
+
+async fn connect(port: u16, db: &str, tenant: &str) -> Result<Client, tokio_postgres::Error> {
+    let dsn = format!(
+        "host=127.0.0.1 port={port} user=app@{tenant} password={tenant}-pw dbname={db} connect_timeout=10"
+    );
+    let (c, conn) = tokio_postgres::connect(&dsn, NoTls).await?;
+    tokio::spawn(conn);
+    Ok(c)
+}
+
+fn first_value(msgs: &[SimpleQueryMessage]) -> String {
+    msgs.iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .expect("a row")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_holds_across_two_replicas() {
+    let prefix = common::unique();
+    let setup = |c: &mut Config| {
+        shared(&prefix)(c);
+        limit(c, "acme", 20, 0, 0);
+    };
+    let env = Env::with(setup).await;
+    let b = replica(&env, setup).await;
+    let ports = [env.addr().port(), b.addr.port()];
+    let ok = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let window = Duration::from_secs(2);
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let c = connect(ports[i % 2], &env.db.db, "acme").await.unwrap();
+        let (ok, refused) = (ok.clone(), refused.clone());
+        tasks.push(tokio::spawn(async move {
+            while started.elapsed() < window {
+                match c.simple_query("SELECT 1").await {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        assert_eq!(code(&e), "53400", "{e}");
+                        let db = e.as_db_error().unwrap();
+                        assert!(db.message().contains("queries_per_second"), "{db:?}");
+                        assert!(db.detail().unwrap().starts_with("Retry after"), "{db:?}");
+                        refused.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+            // The connection stays usable once the rate allows.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            c.simple_query("SELECT 1")
+                .await
+                .expect("usable after a refusal");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (ok, refused) = (ok.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
+    let secs = started.elapsed().as_secs_f64().min(2.5);
+    // One second of burst plus the rate over the window, for both replicas together.
+    let allowed = 20.0 + 20.0 * secs;
+    assert!(refused > 0, "ok {ok}, refused {refused}");
+    assert!((ok as f64) <= allowed + 8.0, "ok {ok} > allowed {allowed}");
+    assert!(
+        (ok as f64) >= allowed * 0.6,
+        "ok {ok} < 60% of allowed {allowed}"
+    );
+    // The other tenant is not limited.
+    let g = env.client("globex").await;
+    for _ in 0..50 {
+        g.simple_query("SELECT 1").await.unwrap();
+    }
+    b.shutdown().await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_quota_is_shared_and_exhausted() {
+    let prefix = common::unique();
+    let setup = |c: &mut Config| {
+        shared(&prefix)(c);
+        limit(c, "acme", 0, 30, 0);
+    };
+    let env = Env::with(setup).await;
+    let b = replica(&env, setup).await;
+    let a = env.client("acme").await;
+    for _ in 0..30 {
+        a.simple_query("SELECT 1").await.unwrap();
+    }
+    let e = a.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(code(&e), "53400");
+    assert!(e
+        .as_db_error()
+        .unwrap()
+        .message()
+        .contains("queries_per_day"));
+    // The other replica learns the count within a couple of seconds.
+    let cb = connect(b.addr.port(), &env.db.db, "acme").await.unwrap();
+    let refused = eventually(Duration::from_secs(5), || async {
+        cb.simple_query("SELECT 1").await.is_err()
+    })
+    .await;
+    assert!(
+        refused,
+        "replica b refuses once the shared quota is used up"
+    );
+    b.shutdown().await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cap_holds_across_replicas_and_frees_on_disconnect() {
+    let prefix = common::unique();
+    let setup = |c: &mut Config| {
+        shared(&prefix)(c);
+        limit(c, "acme", 0, 0, 2);
+    };
+    let env = Env::with(setup).await;
+    let b = replica(&env, setup).await;
+    let c1 = env.client("acme").await;
+    let _c2 = connect(b.addr.port(), &env.db.db, "acme").await.unwrap();
+    for port in [env.addr().port(), b.addr.port()] {
+        let e = connect(port, &env.db.db, "acme").await.unwrap_err();
+        assert_eq!(code(&e), "53300", "{e}");
+        let msg = e.as_db_error().unwrap().message().to_owned();
+        assert!(msg.contains("too many connections for tenant"), "{msg}");
+    }
+    // Sessions are visible from either replica.
+    let l = b.proxy.limits().unwrap();
+    let all = l.sessions().list(l).await;
+    assert_eq!(
+        all.iter().filter(|s| s.tenant == "acme").count(),
+        2,
+        "{all:?}"
+    );
+    assert_eq!(l.usage("acme").await.connections, 2);
+    drop(c1);
+    let freed = eventually(Duration::from_secs(5), || async {
+        connect(b.addr.port(), &env.db.db, "acme").await.is_ok()
+    })
+    .await;
+    assert!(freed, "a slot frees when a client leaves");
+    // Another tenant is not capped.
+    let _g: Vec<Client> =
+        futures_util::future::join_all((0..3).map(|_| env.client("globex"))).await;
+    b.shutdown().await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_reach_the_other_replica_and_are_honoured() {
+    let prefix = common::unique();
+    let env = Env::with(shared(&prefix)).await;
+    let b = replica(&env, shared(&prefix)).await;
+    let cb = connect(b.addr.port(), &env.db.db, "acme").await.unwrap();
+    cb.simple_query("INSERT INTO items VALUES (100, 'acme')")
+        .await
+        .unwrap();
+    cb.simple_query(
+        "CREATE FUNCTION bump() RETURNS int LANGUAGE sql AS
+         'INSERT INTO items VALUES (200, ''acme'') RETURNING id'",
+    )
+    .await
+    .unwrap();
+    let la = env.proxy.proxy.limits().unwrap();
+    la.set_flag("acme", "read_only", "on").await.unwrap();
+    la.set_flag("acme", "beta_ui", "blue").await.unwrap();
+    let t0 = Instant::now();
+    let ro = eventually(Duration::from_secs(3), || async {
+        cb.simple_query("INSERT INTO items VALUES (101, 'acme')")
+            .await
+            .is_err()
+    })
+    .await;
+    assert!(
+        ro && t0.elapsed() < Duration::from_secs(2),
+        "propagated in {:?}",
+        t0.elapsed()
+    );
+    let e = cb
+        .simple_query("UPDATE items SET owner = owner")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "25006", "{e}");
+    for sql in [
+        "SET default_transaction_read_only = off",
+        "BEGIN READ WRITE",
+        "SELECT set_config('transaction_read_only', 'off', false)",
+    ] {
+        let e = cb.simple_query(sql).await.unwrap_err();
+        assert_eq!(code(&e), "25006", "{sql}: {e}");
+    }
+    // Reads work; the application reads its flags through SQL.
+    cb.simple_query("SELECT count(*) FROM items").await.unwrap();
+    let v = first_value(
+        &cb.simple_query("SELECT current_setting('tenantgate.beta_ui')")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(v, "blue");
+    // Even a write hidden in a function is stopped, by PostgreSQL itself.
+    let e = cb.simple_query("SELECT bump()").await.unwrap_err();
+    assert_eq!(code(&e), "25006", "{e}");
+    // Another tenant is unaffected.
+    env.client("globex")
+        .await
+        .simple_query("INSERT INTO items VALUES (100, 'globex')")
+        .await
+        .unwrap();
+    // max_statement_ms: a server-side statement_timeout that clients cannot lift.
+    la.unset_flag("acme", "read_only").await.unwrap();
+    la.set_flag("acme", "max_statement_ms", "200")
+        .await
+        .unwrap();
+    let lb = b.proxy.limits().unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            lb.flags("acme").max_statement_ms == 200 && !lb.flags("acme").read_only
+        })
+        .await
+    );
+    let e = cb.simple_query("SELECT pg_sleep(2)").await.unwrap_err();
+    assert_eq!(code(&e), "57014", "{e}");
+    let e = cb
+        .simple_query("SET statement_timeout = 0")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501", "{e}");
+    cb.simple_query("INSERT INTO items VALUES (102, 'acme')")
+        .await
+        .unwrap();
+    assert_eq!(
+        lb.list_flags("acme")
+            .await
+            .get("beta_ui")
+            .map(String::as_str),
+        Some("blue")
+    );
+    assert!(la.set_flag("acme", "read_only", "maybe").await.is_err());
+    b.shutdown().await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaching_another_replica_is_forwarded() {
+    let prefix = common::unique();
+    let env = Env::with(shared(&prefix)).await;
+    let b = replica(&env, shared(&prefix)).await;
+    let a = env.client("acme").await;
+    let token = a.cancel_token();
+    let sleeper = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(20)").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The CancelRequest goes to replica b, as a load balancer might send it.
+    let s = tokio::net::TcpStream::connect(b.addr).await.unwrap();
+    token.cancel_query_raw(s, NoTls).await.unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(10), sleeper)
+        .await
+        .expect("cancelled well before pg_sleep ends")
+        .unwrap();
+    assert_eq!(code(&res.unwrap_err()), "57014");
+    b.shutdown().await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_cache_hits_invalidates_on_write_and_keeps_tenants_apart() {
+    let prefix = common::unique();
+    let env = Env::with(shared(&prefix)).await;
+    let b = replica(&env, shared(&prefix)).await;
+    let la = env.proxy.proxy.limits().unwrap();
+    for t in ["acme", "globex"] {
+        la.set_flag(t, "query_cache", "true").await.unwrap();
+    }
+    let q = "/* cache: 30s */ SELECT count(*), min(owner) FROM items";
+    let a = env.client("acme").await;
+    let first = a.simple_query(q).await.unwrap();
+    assert_eq!(first_value(&first), "10");
+    // Change the data behind the proxy's back: a cached answer does not see it.
+    let su = common::admin(&env.db.db).await;
+    su.batch_execute("INSERT INTO acme.items VALUES (50, 'acme')")
+        .await
+        .unwrap();
+    let cached = a.simple_query(q).await.unwrap();
+    assert_eq!(first_value(&cached), "10", "served from the cache");
+    assert_eq!(format!("{cached:?}").len(), format!("{first:?}").len());
+    // The other replica shares the cache.
+    let cb = connect(b.addr.port(), &env.db.db, "acme").await.unwrap();
+    let lb = b.proxy.limits().unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            lb.flags("acme").query_cache
+        })
+        .await
+    );
+    assert_eq!(first_value(&cb.simple_query(q).await.unwrap()), "10");
+    // Another tenant, same text: its own answer.
+    let g = env.client("globex").await;
+    let gv = g.simple_query(q).await.unwrap();
+    assert!(matches!(&gv[1], SimpleQueryMessage::Row(r) if r.get(1) == Some("globex")));
+    // Without the comment, no cache.
+    assert_eq!(
+        first_value(&a.simple_query("SELECT count(*) FROM items").await.unwrap()),
+        "11"
+    );
+    // A write through the proxy invalidates the tenant's answers on every replica.
+    a.simple_query("DELETE FROM items WHERE id = 50")
+        .await
+        .unwrap();
+    su.batch_execute("INSERT INTO acme.items VALUES (51, 'acme'), (52, 'acme')")
+        .await
+        .unwrap();
+    assert_eq!(first_value(&a.simple_query(q).await.unwrap()), "12");
+    let fresh = eventually(Duration::from_secs(3), || async {
+        first_value(&cb.simple_query(q).await.unwrap()) == "12"
+    })
+    .await;
+    assert!(fresh, "replica b sees the invalidation");
+    // Inside a transaction the cache is not used.
+    a.simple_query("BEGIN").await.unwrap();
+    a.simple_query("INSERT INTO items VALUES (53, 'acme')")
+        .await
+        .unwrap();
+    assert_eq!(first_value(&a.simple_query(q).await.unwrap()), "13");
+    a.simple_query("ROLLBACK").await.unwrap();
+    assert_eq!(first_value(&a.simple_query(q).await.unwrap()), "12");
+    b.shutdown().await;
+    env.finish().await;
+}
+
+/// A private redis-server on a free port.
+struct PrivateRedis {
+    port: u16,
+    child: Option<tokio::process::Child>,
+}
+
+impl PrivateRedis {
+    fn new() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        PrivateRedis { port, child: None }
+    }
+
+    async fn start(&mut self) {
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server");
+        self.child = Some(child);
+        let port = self.port;
+        assert!(
+            eventually(Duration::from_secs(10), || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+            })
+            .await
+        );
+    }
+
+    async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+            let _ = c.wait().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_and_restarted_under_load_fails_no_query() {
+    let mut r = PrivateRedis::new();
+    r.start().await;
+    let url = format!("redis://127.0.0.1:{}", r.port);
+    let env = Env::with(|c| {
+        c.redis.url = url.clone();
+        c.redis.timeout_ms = 50;
+        c.redis.heartbeat_ms = 300;
+        limit(c, "acme", 10_000, 1_000_000, 100);
+    })
+    .await;
+    let l = env.proxy.proxy.limits().unwrap().clone();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            l.shared().unwrap().is_up()
+        })
+        .await
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let c = env.client("acme").await;
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                c.simple_query("SELECT 1")
+                    .await
+                    .expect("no query fails while redis is down");
+                n += 1;
+            }
+            (n, c)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    r.kill().await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            !l.shared().unwrap().is_up()
+        })
+        .await
+    );
+    // New clients still get in while Redis is down.
+    env.client("acme")
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    r.start().await;
+    let back = eventually(Duration::from_secs(10), || async {
+        l.shared().unwrap().is_up()
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    let mut clients = Vec::new();
+    for t in load {
+        let (n, c) = t.await.unwrap();
+        total += n;
+        clients.push(c);
+    }
+    assert!(back, "limits use redis again after it returns");
+    assert!(total > 100, "{total} queries");
+    // Sessions are registered again by the heartbeat after the restart (Redis kept nothing).
+    let listed = eventually(Duration::from_secs(10), || async {
+        l.sessions().list(&l).await.len() >= 4
+    })
+    .await;
+    assert!(listed);
+    env.finish().await;
+    r.kill().await;
+}
+
+#[tokio::test]
+async fn without_redis_the_same_limits_hold_in_process() {
+    let env = Env::with(|c| limit(c, "acme", 5, 0, 1)).await;
+    let a = env.client("acme").await;
+    let mut refused = 0;
+    for _ in 0..10 {
+        if let Err(e) = a.simple_query("SELECT 1").await {
+            assert_eq!(code(&e), "53400");
+            refused += 1;
+        }
+    }
+    assert!(refused >= 4, "{refused}");
+    let e = env.try_client("app@acme", "acme-pw").await.unwrap_err();
+    assert_eq!(code(&e), "53300");
+    let l = env.proxy.proxy.limits().unwrap();
+    l.set_flag("acme", "read_only", "true").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let e = a.simple_query("DELETE FROM items").await.unwrap_err();
+    assert_eq!(code(&e), "25006");
+    // Extended protocol: a refused Execute leaves the connection usable.
+    l.unset_flag("acme", "read_only").await.unwrap();
+    let mut refused_ext = 0;
+    for _ in 0..10 {
+        match a.query("SELECT $1::int", &[&1i32]).await {
+            Ok(r) => assert_eq!(r.len(), 1),
+            Err(e) => {
+                assert_eq!(code(&e), "53400", "{e}");
+                refused_ext += 1;
+            }
+        }
+    }
+    assert!(refused_ext > 0);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        a.query("SELECT $1::int", &[&7i32]).await.unwrap()[0].get::<_, i32>(0),
+        7
+    );
+    env.finish().await;
+}
