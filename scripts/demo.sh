@@ -17,13 +17,17 @@ BIN=$CARGO_TARGET_DIR/release/tenantgate
 
 "$BIN" --config config/demo.toml setup --sample
 
-cat <<'BANNER'
+cat <<BANNER
 
 tenantgate demo: tenants acme, techco, startup, globex, initech on 127.0.0.1:6432.
 Connect as tenant <key> with user app@<key> and password <key>-app-password, e.g.:
   psql "host=127.0.0.1 port=6432 user=app@acme dbname=tenantgate password=acme-app-password"
   psql "host=127.0.0.1 port=6432 user=app@techco dbname=tenantgate password=techco-app-password"
 Then try: SELECT count(*) FROM users WHERE last_login > now() - interval '30 days';
+Admin database (SQL-style or plain English commands):
+  psql "host=127.0.0.1 port=6432 user=admin dbname=admin password=admin-demo-password"
+  admin=> Which tenants are approaching their plan limits?
+Walkthrough of the whole scenario, in another terminal: $BIN demo
 Manage tenants meanwhile: tenantgate --config config/demo.toml tenant list
 
 BANNER

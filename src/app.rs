@@ -46,8 +46,9 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     } else {
         // Tenants from the master catalog, followed by LISTEN/NOTIFY.
         let catalog = Catalog::connect(&cfg.catalog_url, &cfg.catalog_key).await?;
-        let dir = CatalogDirectory::load(catalog, cfg.pool.clone()).await?;
+        let dir = CatalogDirectory::load(catalog.clone(), cfg.pool.clone()).await?;
         let proxy = Proxy::with_directory(cfg, config_path, Box::new(dir.clone()), true)?;
+        proxy.set_catalog(catalog);
         let p = proxy.clone();
         let on_change: OnChange = Arc::new(move |_, _| p.tenants_changed());
         tasks.push(dir.watch(on_change, proxy.shutdown_token()));

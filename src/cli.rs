@@ -53,6 +53,25 @@ pub enum Command {
     /// Register PostgreSQL instances tenants can live on.
     #[command(subcommand)]
     Instance(InstanceCmd),
+    /// Walk through the product against a running proxy with the sample tenants: provision,
+    /// per-tenant queries, usage and cost, slow queries, cross-tenant analytics.
+    Demo {
+        /// The proxy's address.
+        #[arg(long, default_value = "127.0.0.1:6432")]
+        proxy: String,
+        /// Admin login of the admin database (default: the sample admin).
+        #[arg(long, default_value = "admin")]
+        admin_user: String,
+        #[arg(
+            long,
+            default_value = "admin-demo-password",
+            env = "TENANTGATE_ADMIN_PASSWORD"
+        )]
+        admin_password: String,
+        /// Database name tenant clients use (the demo's catalog database).
+        #[arg(long, default_value = "tenantgate")]
+        dbname: String,
+    },
     /// Per-tenant feature flags in the shared Redis (`[redis] url`).
     #[command(subcommand)]
     Flags(FlagsCmd),
@@ -271,6 +290,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::GenKey => unreachable!(),
         Command::Serve => crate::app::run(cfg, cli.config).await,
         Command::Flags(cmd) => flags(&cfg, cmd).await,
+        Command::Demo {
+            proxy,
+            admin_user,
+            admin_password,
+            dbname,
+        } => crate::admin::demo::run(&proxy, &admin_user, &admin_password, &dbname).await,
         Command::CheckConfig => {
             println!("{}", toml::to_string_pretty(&cfg)?);
             Ok(())
@@ -287,6 +312,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("registered instance primary ({})", redact(&cfg.catalog_url));
             }
             if sample {
+                let (name, pw) = sample::SAMPLE_ADMIN;
+                match cat.add_admin_user(name, pw, &actor()).await {
+                    Ok(()) => println!("admin user {name} / {pw} created (admin database)"),
+                    Err(crate::catalog::CatalogError::Exists(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
                 for p in sample::create_samples(&cat, &actor()).await? {
                     let what = if p.created { "created" } else { "exists " };
                     println!(

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`admin`]: the admin virtual database (SQL-style and English commands).
 //! - [`app`]: wiring, listener, signals, shutdown order.
 //! - [`config`]: configuration structs, environment overrides, validation.
 //! - [`state`]: the shared [`state::Proxy`] handle (config, directory, pools, cancel keys).
@@ -20,6 +21,7 @@
 //!   or in-process).
 //! - [`cli`]: the command line.
 
+pub mod admin;
 pub mod app;
 pub mod backend;
 pub mod catalog;

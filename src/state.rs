@@ -44,6 +44,7 @@ struct Inner {
     metrics: crate::telemetry::metrics::Metrics,
     telemetry: std::sync::OnceLock<crate::telemetry::Telemetry>,
     limits: std::sync::OnceLock<crate::limits::Limits>,
+    catalog: std::sync::OnceLock<crate::catalog::Catalog>,
 }
 
 /// Why the proxy could not start.
@@ -96,6 +97,7 @@ impl Proxy {
                 metrics: crate::telemetry::metrics::Metrics::new(),
                 telemetry: std::sync::OnceLock::new(),
                 limits: std::sync::OnceLock::new(),
+                catalog: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -128,6 +130,15 @@ impl Proxy {
     /// Attach telemetry (once; later calls are ignored).
     pub fn set_telemetry(&self, t: crate::telemetry::Telemetry) {
         let _ = self.inner.telemetry.set(t);
+    }
+
+    /// The master catalog, when tenants come from it.
+    pub fn catalog(&self) -> Option<&crate::catalog::Catalog> {
+        self.inner.catalog.get()
+    }
+
+    pub fn set_catalog(&self, c: crate::catalog::Catalog) {
+        let _ = self.inner.catalog.set(c);
     }
 
     /// Plan limits, flags, sessions and cache, once started.
@@ -195,6 +206,17 @@ impl Proxy {
             .lock()
             .insert(id, (tenant.to_owned(), token.clone()));
         (id, token)
+    }
+
+    /// End one session (admin KILL CLIENT). False when there is no such session.
+    pub fn kill_session(&self, id: u64) -> bool {
+        match self.inner.sessions.lock().get(&id) {
+            Some((_, token)) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn session_leave(&self, id: u64) {

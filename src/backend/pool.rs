@@ -41,6 +41,32 @@ struct PoolsInner {
     config: ArcSwap<PoolConfig>,
     tenants: Mutex<HashMap<String, Arc<TenantPool>>>,
     instances: Mutex<HashMap<String, Arc<Instance>>>,
+    pause: Pause,
+}
+
+/// Paused tenants: new transactions wait, running ones finish (admin PAUSE, tenant moves).
+#[derive(Default)]
+struct Pause {
+    /// Anything paused at all (the fast path reads only this).
+    any: AtomicBool,
+    all: AtomicBool,
+    tenants: Mutex<std::collections::HashSet<String>>,
+    resumed: Notify,
+}
+
+impl Pause {
+    fn holds(&self, tenant: &str) -> bool {
+        self.any.load(Ordering::Acquire)
+            && (self.all.load(Ordering::Acquire) || self.tenants.lock().contains(tenant))
+    }
+
+    fn update_any(&self) {
+        let any = self.all.load(Ordering::Acquire) || !self.tenants.lock().is_empty();
+        self.any.store(any, Ordering::Release);
+        if !any {
+            self.resumed.notify_waiters();
+        }
+    }
 }
 
 /// Connection accounting for one PostgreSQL instance.
@@ -130,6 +156,7 @@ impl Pools {
                 config: ArcSwap::from_pointee(config),
                 tenants: Mutex::new(HashMap::new()),
                 instances: Mutex::new(HashMap::new()),
+                pause: Pause::default(),
             }),
         }
     }
@@ -233,6 +260,52 @@ impl Pools {
         v
     }
 
+    /// Hold new transactions of `tenant` (all tenants with `None`); running ones go on.
+    pub fn pause(&self, tenant: Option<&str>) {
+        let p = &self.inner.pause;
+        match tenant {
+            Some(t) => {
+                p.tenants.lock().insert(t.to_owned());
+            }
+            None => p.all.store(true, Ordering::Release),
+        }
+        p.update_any();
+    }
+
+    /// Let held transactions go (`None`: everything paused, all tenants and each one).
+    pub fn resume(&self, tenant: Option<&str>) {
+        let p = &self.inner.pause;
+        match tenant {
+            Some(t) => {
+                p.tenants.lock().remove(t);
+            }
+            None => {
+                p.all.store(false, Ordering::Release);
+                p.tenants.lock().clear();
+            }
+        }
+        p.update_any();
+        p.resumed.notify_waiters();
+    }
+
+    pub fn is_paused(&self, tenant: &str) -> bool {
+        self.inner.pause.holds(tenant)
+    }
+
+    /// Server connections in use (checked out) by `tenant`, or by all tenants.
+    pub fn busy(&self, tenant: Option<&str>) -> usize {
+        self.inner
+            .tenants
+            .lock()
+            .values()
+            .filter(|p| tenant.is_none_or(|t| p.tenant.key == t))
+            .map(|p| {
+                let st = p.state.lock();
+                st.open - st.idle.len()
+            })
+            .sum()
+    }
+
     /// Open connections on instance `name`.
     pub fn instance_open(&self, name: &str) -> usize {
         self.inner
@@ -246,6 +319,9 @@ impl Pools {
 impl TenantPool {
     /// Get a connection: idle, new, or after waiting.
     pub async fn acquire(self: &Arc<Self>) -> Result<Pooled, PoolError> {
+        if self.config.pause.any.load(Ordering::Acquire) {
+            self.wait_while_paused().await;
+        }
         let cfg = self.config.config.load_full();
         // Fast path: an idle connection, without registering for wake-ups.
         if let Take::Idle(conn) = self.try_take_idle(&cfg) {
@@ -254,6 +330,20 @@ impl TenantPool {
         }
         // Boxed so callers' futures do not carry the waiting and connecting state.
         Box::pin(self.acquire_slow(cfg)).await
+    }
+
+    /// Hold a new transaction while the tenant is paused.
+    async fn wait_while_paused(&self) {
+        let p = &self.config.pause;
+        loop {
+            let resumed = p.resumed.notified();
+            tokio::pin!(resumed);
+            resumed.as_mut().enable();
+            if !p.holds(&self.tenant.key) {
+                return;
+            }
+            resumed.await;
+        }
     }
 
     async fn acquire_slow(self: &Arc<Self>, cfg: Arc<PoolConfig>) -> Result<Pooled, PoolError> {

@@ -91,7 +91,9 @@ pub async fn migrate_all(
         tenants: targets.len(),
         ..Default::default()
     };
-    let results: Vec<(String, TenantOutcome)> = futures_util::stream::iter(targets.iter())
+    // Owned targets: a stream of futures borrowing them is not `Send` for every lifetime,
+    // which callers that spawn (the admin database) need.
+    let results: Vec<(String, TenantOutcome)> = futures_util::stream::iter(targets)
         .map(|t| {
             let pool = pools[&t.instance].clone();
             let same = same_db.contains(&t.instance);
@@ -100,13 +102,13 @@ pub async fn migrate_all(
                 let outcome = if stop.load(Ordering::Relaxed) {
                     TenantOutcome::Skipped
                 } else {
-                    migrate_one(catalog, &pool, same, t, &opts.migrations).await
+                    migrate_one(catalog, &pool, same, &t, &opts.migrations).await
                 };
                 if matches!(outcome, TenantOutcome::Failed { .. }) && opts.fail_fast {
                     stop.store(true, Ordering::Relaxed);
                 }
                 progress(&t.key, &outcome);
-                (t.key.clone(), outcome)
+                (t.key, outcome)
             }
         })
         .buffer_unordered(opts.concurrency.max(1))

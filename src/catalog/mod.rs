@@ -105,6 +105,10 @@ pub trait TenantDirectory: Send + Sync + 'static {
     fn service_user(&self, _name: &str) -> Option<Arc<LoginUser>> {
         None
     }
+    /// An admin login of the admin database.
+    fn admin_user(&self, _name: &str) -> Option<Arc<LoginUser>> {
+        None
+    }
 }
 
 impl<T: TenantDirectory> TenantDirectory for Arc<T> {
@@ -119,6 +123,9 @@ impl<T: TenantDirectory> TenantDirectory for Arc<T> {
     }
     fn service_user(&self, name: &str) -> Option<Arc<LoginUser>> {
         (**self).service_user(name)
+    }
+    fn admin_user(&self, name: &str) -> Option<Arc<LoginUser>> {
+        (**self).admin_user(name)
     }
 }
 

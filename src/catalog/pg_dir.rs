@@ -141,4 +141,7 @@ impl TenantDirectory for CatalogDirectory {
     fn service_user(&self, name: &str) -> Option<Arc<LoginUser>> {
         self.snapshot.load().services.get(name).cloned()
     }
+    fn admin_user(&self, name: &str) -> Option<Arc<LoginUser>> {
+        self.admin(name)
+    }
 }

@@ -17,6 +17,9 @@ pub const SAMPLE_TENANTS: &[(&str, &str, &str, u32, bool)] = &[
     ("initech", "Initech", "pro", 60, false),
 ];
 
+/// The demo's admin login of the admin database (documented in README.md; demo only).
+pub const SAMPLE_ADMIN: (&str, &str) = ("admin", "admin-demo-password");
+
 /// The sample tenants' login password: `<key>-app-password` (documented in README.md).
 pub fn sample_password(key: &str) -> String {
     format!("{key}-app-password")

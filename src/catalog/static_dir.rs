@@ -12,6 +12,7 @@ pub struct StaticDirectory {
     tenants: HashMap<String, Arc<Tenant>>,
     users: HashMap<(String, String), Arc<LoginUser>>,
     services: HashMap<String, Arc<LoginUser>>,
+    admins: HashMap<String, Arc<LoginUser>>,
 }
 
 impl StaticDirectory {
@@ -71,10 +72,16 @@ impl StaticDirectory {
             .iter()
             .map(|u| (u.name.clone(), Arc::new(login_user(u))))
             .collect();
+        let admins = cfg
+            .admin_users
+            .iter()
+            .map(|u| (u.name.clone(), Arc::new(login_user(u))))
+            .collect();
         StaticDirectory {
             tenants,
             users,
             services,
+            admins,
         }
     }
 }
@@ -109,5 +116,8 @@ impl TenantDirectory for StaticDirectory {
 
     fn service_user(&self, name: &str) -> Option<Arc<LoginUser>> {
         self.services.get(name).cloned()
+    }
+    fn admin_user(&self, name: &str) -> Option<Arc<LoginUser>> {
+        self.admins.get(name).cloned()
     }
 }

@@ -36,6 +36,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "instances",
     "tenants",
     "service_users",
+    "admin_users",
 ];
 
 /// Load `path` (if given), apply `TENANTGATE_*` environment overrides, validate.

@@ -49,6 +49,9 @@ pub struct Config {
     /// Trusted service users that name the tenant per transaction with a header comment
     /// (when `catalog_url` is empty; the catalog has its own). Reload: yes.
     pub service_users: Vec<LoginUserConfig>,
+    /// Logins of the admin database (`dbname=admin`) when `catalog_url` is empty (the
+    /// catalog has its own: `tenantgate admin-user add`). Reload: yes.
+    pub admin_users: Vec<LoginUserConfig>,
 }
 
 impl Default for Config {
@@ -71,6 +74,7 @@ impl Default for Config {
             instances: Vec::new(),
             tenants: Vec::new(),
             service_users: Vec::new(),
+            admin_users: Vec::new(),
         }
     }
 }

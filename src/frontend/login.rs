@@ -48,6 +48,9 @@ pub async fn serve<S: ClientStream>(
     if params.minor != 0 || !params.protocol_options.is_empty() {
         write::negotiate_protocol_version(&mut out, 0, &params.protocol_options);
     }
+    if params.get("database") == Some(ADMIN_DATABASE) {
+        return admin_login(proxy, stream, params, cin, out, deadline).await;
+    }
     let login = tokio::time::timeout(
         deadline,
         Box::pin(authenticate(
@@ -79,6 +82,44 @@ pub async fn serve<S: ClientStream>(
     }
     .instrument(span)
     .await
+}
+
+/// The admin virtual database's name.
+pub const ADMIN_DATABASE: &str = "admin";
+
+/// Admin users only, with SCRAM; anyone else gets 42501.
+async fn admin_login<S: ClientStream>(
+    proxy: Proxy,
+    mut stream: S,
+    params: StartupParams,
+    mut cin: BytesMut,
+    mut out: BytesMut,
+    deadline: Duration,
+) {
+    let user = params.get("user").unwrap_or_default().to_owned();
+    let Some(admin) = proxy.directory().admin_user(&user) else {
+        return fail(&mut stream, out, PgError::admin_only(&user)).await;
+    };
+    let cert = if S::TLS { proxy.tls_cert_hash() } else { None };
+    let ok = tokio::time::timeout(
+        deadline,
+        Box::pin(scram_exchange(
+            &mut stream,
+            &mut cin,
+            &mut out,
+            admin.scram.clone(),
+            cert,
+        )),
+    )
+    .await;
+    match ok {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => return fail(&mut stream, out, PgError::auth_failed(&user)).await,
+        Ok(Err(e)) => return fail(&mut stream, out, e).await,
+        Err(_) => return fail(&mut stream, out, PgError::login_timeout()).await,
+    }
+    write::auth_ok(&mut out);
+    crate::admin::session::serve(proxy, stream, cin, out, user).await;
 }
 
 async fn fail<S: ClientStream>(stream: &mut S, mut out: BytesMut, e: PgError) {
@@ -362,11 +403,13 @@ async fn start_session<S: ClientStream>(
         .then(|| held.as_ref().map(|c| c.pid))
         .flatten();
     let (ckey, cancel): ((i32, i32), Arc<CancelTarget>) = proxy.cancels().register(session_pid);
+    // Service users move between tenants; their tenant's status is checked per transaction.
+    let (sid, kill) = proxy.session_enter(if who.trusted { "" } else { key });
     // Under the tenant's connection cap, across replicas.
     let mut registered = None;
     if let (Some(l), Some(ts), Some(t)) = (&limits, &lim_state, &who.tenant) {
         let info = crate::limits::sessions::SessionInfo {
-            id: format!("{}/{:016x}", l.sessions().replica(), rand::random::<u64>()),
+            id: format!("{}/{sid}", l.sessions().replica()),
             tenant: t.key.clone(),
             user: who.login_user.clone(),
             application: who
@@ -386,6 +429,7 @@ async fn start_session<S: ClientStream>(
             .enter(l, ts, t.limits.max_connections, info)
             .await
         {
+            proxy.session_leave(sid);
             proxy.cancels().unregister(ckey);
             if let Some(c) = held {
                 c.release();
@@ -408,8 +452,6 @@ async fn start_session<S: ClientStream>(
         (_, None) => None,
     };
     let (r, w) = stream.split_rw();
-    // Service users move between tenants; their tenant's status is checked per transaction.
-    let (sid, kill) = proxy.session_enter(if who.trusted { "" } else { key });
     let mut session = Session::new(
         proxy.clone(),
         r,

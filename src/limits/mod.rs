@@ -46,7 +46,8 @@ pub struct TenantLimits {
 /// Live state of one tenant's limits on this replica.
 pub struct TenantState {
     key: String,
-    bucket: Mutex<Bucket>,
+    /// Local bucket (no Redis, or Redis down); created full at first use.
+    bucket: Mutex<Option<Bucket>>,
     lease: Mutex<Lease>,
     day: AtomicI64,
     quota_pending: AtomicU64,
@@ -64,7 +65,7 @@ impl TenantState {
     fn new(key: &str) -> Self {
         TenantState {
             key: key.to_owned(),
-            bucket: Mutex::new(Bucket::new(1.0, 1.0)),
+            bucket: Mutex::new(None),
             lease: Mutex::new(Lease::default()),
             day: AtomicI64::new(today()),
             quota_pending: AtomicU64::new(0),
@@ -217,7 +218,8 @@ impl Limits {
             )
         };
         let local = |t: &TenantState| {
-            let mut b = t.bucket.lock();
+            let mut slot = t.bucket.lock();
+            let b = slot.get_or_insert_with(|| Bucket::new(f64::from(rate), rate::burst_for(rate)));
             if b.rate != f64::from(rate) {
                 b.set_rate(f64::from(rate), rate::burst_for(rate));
             }

@@ -180,6 +180,44 @@ impl PgError {
         )
     }
 
+    /// 0A000: a feature this proxy (configuration) does not offer. Recoverable.
+    pub fn feature_unsupported(msg: &str) -> Self {
+        Self::new(Severity::Error, "0A000", msg)
+    }
+
+    /// An admin command failed with `code` (a catalog, telemetry or limits error).
+    pub fn admin_failed(code: &str, msg: &str) -> Self {
+        PgError {
+            severity: Severity::Error,
+            code: std::borrow::Cow::Owned(code.to_owned()),
+            message: msg.to_owned(),
+            detail: None,
+            hint: None,
+        }
+    }
+
+    /// 42501 at login: the admin database is for admin users only. Fatal.
+    pub fn admin_only(user: &str) -> Self {
+        Self::new(
+            Severity::Fatal,
+            "42501",
+            format!("permission denied: \"{user}\" is not an admin user of the admin database"),
+        )
+    }
+
+    /// 42601: text that is neither an admin command nor understood English. Recoverable.
+    pub fn admin_unknown(suggestions: &[String]) -> Self {
+        let mut e = Self::new(
+            Severity::Error,
+            "42601",
+            "not an admin command, and not understood as English",
+        );
+        if !suggestions.is_empty() {
+            e.hint = Some(format!("Did you mean: {}", suggestions.join("; ")));
+        }
+        e
+    }
+
     /// 53300 at login: too many clients. Fatal.
     pub fn too_many_clients() -> Self {
         Self::new(Severity::Fatal, "53300", "sorry, too many clients already")

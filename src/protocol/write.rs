@@ -78,3 +78,72 @@ pub fn cancel_request(pid: i32, secret: i32) -> [u8; 16] {
     b[12..16].copy_from_slice(&secret.to_be_bytes());
     b
 }
+
+/// RowDescription of text columns (type `text`, OID 25, text format).
+pub fn row_description(buf: &mut BytesMut, columns: &[&str]) {
+    let at = begin(buf, b'T');
+    buf.put_i16(columns.len() as i16);
+    for c in columns {
+        put_cstr(buf, c.as_bytes());
+        buf.put_i32(0); // table OID
+        buf.put_i16(0); // column number
+        buf.put_i32(25); // text
+        buf.put_i16(-1); // variable size
+        buf.put_i32(-1); // no modifier
+        buf.put_i16(0); // text format
+    }
+    end(buf, at);
+}
+
+/// DataRow of text values (`None` is NULL). Text and binary formats of `text` agree.
+pub fn data_row(buf: &mut BytesMut, values: &[Option<String>]) {
+    let at = begin(buf, b'D');
+    buf.put_i16(values.len() as i16);
+    for v in values {
+        match v {
+            Some(s) => {
+                buf.put_i32(s.len() as i32);
+                buf.extend_from_slice(s.as_bytes());
+            }
+            None => buf.put_i32(-1),
+        }
+    }
+    end(buf, at);
+}
+
+pub fn command_complete(buf: &mut BytesMut, tag: &str) {
+    let at = begin(buf, b'C');
+    put_cstr(buf, tag.as_bytes());
+    end(buf, at);
+}
+
+/// A NoticeResponse with severity NOTICE.
+pub fn notice(buf: &mut BytesMut, message: &str) {
+    let at = begin(buf, b'N');
+    for (tag, val) in [
+        (b'S', "NOTICE"),
+        (b'V', "NOTICE"),
+        (b'C', "00000"),
+        (b'M', message),
+    ] {
+        buf.put_u8(tag);
+        buf.extend(val.bytes().filter(|&b| b != 0));
+        buf.put_u8(0);
+    }
+    buf.put_u8(0);
+    end(buf, at);
+}
+
+/// A message with no body: ParseComplete '1', BindComplete '2', CloseComplete '3',
+/// NoData 'n', EmptyQueryResponse 'I', PortalSuspended 's'.
+pub fn empty(buf: &mut BytesMut, tag: u8) {
+    let at = begin(buf, tag);
+    end(buf, at);
+}
+
+/// ParameterDescription with no parameters.
+pub fn no_parameters(buf: &mut BytesMut) {
+    let at = begin(buf, b't');
+    buf.put_i16(0);
+    end(buf, at);
+}
