@@ -150,6 +150,18 @@ pub enum TenantCmd {
     Resume { key: String },
     /// Change a tenant's plan.
     SetPlan { key: String, plan: String },
+    /// Move a tenant to another instance online (logical replication; only it pauses, at
+    /// cutover). `--abort` rolls back an interrupted move; `--cleanup` drops the source
+    /// copies kept by finished moves.
+    Move {
+        key: String,
+        #[arg(long, required_unless_present_any = ["abort", "cleanup"])]
+        to: Option<String>,
+        #[arg(long)]
+        abort: bool,
+        #[arg(long)]
+        cleanup: bool,
+    },
     /// Give the tenant's backend role a new password.
     RotateSecret { key: String },
     /// Tenant login users.
@@ -450,6 +462,49 @@ async fn tenant(cmd: TenantCmd, cfg: &Config) -> anyhow::Result<()> {
         TenantCmd::SetPlan { key, plan } => {
             let plan = cat.set_plan(&key, &plan, &actor()).await?;
             println!("tenant {key} is on plan {plan}");
+        }
+        TenantCmd::Move {
+            key,
+            to,
+            abort,
+            cleanup,
+        } => {
+            if abort {
+                let open = crate::catalog::moves::abort(&cat, &key).await?;
+                println!(
+                    "{}",
+                    if open {
+                        format!("move of {key} rolled back; it stays where it was")
+                    } else {
+                        format!("no unfinished move of {key}")
+                    }
+                );
+            } else if cleanup {
+                for s in crate::catalog::moves::cleanup(&cat, &key).await? {
+                    println!("dropped {s}");
+                }
+            } else {
+                let to = to.expect("clap requires --to");
+                let bar = indicatif::ProgressBar::new_spinner();
+                bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                let progress = |m: &str| bar.set_message(m.to_owned());
+                let r = crate::catalog::moves::move_tenant(
+                    &cat,
+                    &key,
+                    &to,
+                    &actor(),
+                    &Default::default(),
+                    &progress,
+                )
+                .await;
+                bar.finish_and_clear();
+                let r = r?;
+                println!(
+                    "moved {} from {} to {}: {} tables, {} rows; copy {} ms, pause {} ms, total {} ms; source kept as {} (tenant move {} --cleanup)",
+                    r.tenant, r.from, r.to, r.tables, r.rows, r.copy_time.as_millis(),
+                    r.pause_time.as_millis(), r.total.as_millis(), r.kept_schema, r.tenant
+                );
+            }
         }
         TenantCmd::RotateSecret { key } => {
             cat.rotate_secret(&key, &actor()).await?;

@@ -257,6 +257,8 @@ impl Proxy {
         self.inner.pools.retain_tenants(|k| dir.tenant(k).is_some());
         for t in dir.tenants() {
             self.inner.pools.for_tenant(&t);
+            // A move pauses a tenant through the catalog, for every replica.
+            self.inner.pools.set_catalog_pause(&t.key, t.paused);
         }
     }
 

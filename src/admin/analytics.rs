@@ -704,6 +704,27 @@ pub async fn users(ctx: &Ctx<'_>, key: &str) -> Result<Rows, PgError> {
         .collect())
 }
 
+/// A registered dedicated instance that holds no tenant yet.
+pub async fn free_dedicated(ctx: &Ctx<'_>) -> Result<String, PgError> {
+    let conn = ctx.catalog()?.pool().get().await.map_err(db_err)?;
+    conn.query_opt(
+        "SELECT i.name FROM tenantgate.instances i
+          WHERE i.dedicated
+            AND NOT EXISTS (SELECT 1 FROM tenantgate.tenants t WHERE t.instance = i.name)
+          ORDER BY i.name LIMIT 1",
+        &[],
+    )
+    .await
+    .map_err(db_err)?
+    .map(|r| r.get(0))
+    .ok_or_else(|| {
+        PgError::admin_failed(
+            "55000",
+            "no free dedicated instance is registered: add one with `tenantgate instance add NAME --url URL --dedicated`",
+        )
+    })
+}
+
 pub async fn migrate(ctx: &Ctx<'_>) -> Result<Answer, PgError> {
     let cat = ctx.catalog()?;
     let opts = MigrateOptions {

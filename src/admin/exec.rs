@@ -164,6 +164,16 @@ pub fn columns(cmd: &Command) -> &'static [&'static str] {
             "elapsed_ms",
         ],
         ShowFlags(_) => &["tenant", "flag", "value"],
+        MoveTenant { .. } => &[
+            "tenant",
+            "from",
+            "to",
+            "tables",
+            "rows",
+            "copy_ms",
+            "pause_ms",
+            "source_kept_as",
+        ],
         _ => &[],
     }
 }
@@ -219,9 +229,14 @@ async fn run_inner(cmd: &Command, ctx: &Ctx<'_>) -> Result<Answer, PgError> {
                 })
                 .await
                 .map_err(catalog_error)?;
-            ctx.audit("tenant.create", serde_json::json!({"tenant": key, "plan": p.plan}));
+            ctx.audit(
+                "tenant.create",
+                serde_json::json!({"tenant": key, "plan": p.plan}),
+            );
             if !p.created {
-                ctx.notice(format!("tenant {key} already exists as asked; nothing changed"));
+                ctx.notice(format!(
+                    "tenant {key} already exists as asked; nothing changed"
+                ));
             }
             let ans = vec![vec![
                 s(&p.key),
@@ -243,7 +258,10 @@ async fn run_inner(cmd: &Command, ctx: &Ctx<'_>) -> Result<Answer, PgError> {
                 .set_plan(key, plan, ctx.actor)
                 .await
                 .map_err(catalog_error)?;
-            ctx.audit("tenant.set_plan", serde_json::json!({"tenant": key, "plan": plan}));
+            ctx.audit(
+                "tenant.set_plan",
+                serde_json::json!({"tenant": key, "plan": plan}),
+            );
             ctx.notice(format!("tenant {key} is now on plan {plan}"));
             done("ALTER TENANT")
         }
@@ -258,7 +276,10 @@ async fn run_inner(cmd: &Command, ctx: &Ctx<'_>) -> Result<Answer, PgError> {
         ResumeTenant(k) => {
             p.pools().resume(Some(k));
             if let Some(cat) = p.catalog() {
-                let suspended = p.directory().tenant(k).is_some_and(|t| !t.status.may_connect());
+                let suspended = p
+                    .directory()
+                    .tenant(k)
+                    .is_some_and(|t| !t.status.may_connect());
                 if suspended {
                     cat.set_status(k, "active", ctx.actor)
                         .await
@@ -275,71 +296,79 @@ async fn run_inner(cmd: &Command, ctx: &Ctx<'_>) -> Result<Answer, PgError> {
                 .drop_tenant(key, *force, ctx.actor)
                 .await
                 .map_err(catalog_error)?;
-            ctx.audit("tenant.drop", serde_json::json!({"tenant": key, "force": force}));
+            ctx.audit(
+                "tenant.drop",
+                serde_json::json!({"tenant": key, "force": force}),
+            );
             done("DROP TENANT")
         }
         ShowPlans => rows(analytics::plans(ctx).await?),
         ShowInstances => rows(analytics::instances(ctx).await?),
         ShowPools => {
             let modes = p.directory();
-            rows(p
-                .pools()
-                .stats()
-                .into_iter()
-                .map(|st| {
-                    let mode = modes.tenant(&st.tenant).map(|t| format!("{:?}", t.pool_mode).to_lowercase());
-                    vec![
-                        s(&st.tenant),
-                        s(&st.instance),
-                        mode,
-                        s(st.size),
-                        s(st.open),
-                        s(st.idle),
-                        s(st.open - st.idle),
-                        s(st.waiting),
-                        s(st.acquired),
-                        s(st.timeouts),
-                        s(p.pools().is_paused(&st.tenant)),
-                    ]
-                })
-                .collect())
+            rows(
+                p.pools()
+                    .stats()
+                    .into_iter()
+                    .map(|st| {
+                        let mode = modes
+                            .tenant(&st.tenant)
+                            .map(|t| format!("{:?}", t.pool_mode).to_lowercase());
+                        vec![
+                            s(&st.tenant),
+                            s(&st.instance),
+                            mode,
+                            s(st.size),
+                            s(st.open),
+                            s(st.idle),
+                            s(st.open - st.idle),
+                            s(st.waiting),
+                            s(st.acquired),
+                            s(st.timeouts),
+                            s(p.pools().is_paused(&st.tenant)),
+                        ]
+                    })
+                    .collect(),
+            )
         }
         ShowClients => {
             let Some(l) = p.limits() else {
                 return rows(Vec::new());
             };
-            rows(l
-                .sessions()
-                .list(l)
-                .await
+            rows(
+                l.sessions()
+                    .list(l)
+                    .await
+                    .into_iter()
+                    .map(|c| {
+                        vec![
+                            s(&c.id),
+                            s(&c.tenant),
+                            s(&c.user),
+                            s(&c.application),
+                            s(&c.client_addr),
+                            s(&c.replica),
+                            s(analytics::timestamp(c.started_ms)),
+                        ]
+                    })
+                    .collect(),
+            )
+        }
+        ShowServers => rows(
+            p.pools()
+                .stats()
                 .into_iter()
-                .map(|c| {
+                .map(|st| {
                     vec![
-                        s(&c.id),
-                        s(&c.tenant),
-                        s(&c.user),
-                        s(&c.application),
-                        s(&c.client_addr),
-                        s(&c.replica),
-                        s(analytics::timestamp(c.started_ms)),
+                        s(&st.instance),
+                        s(&st.tenant),
+                        s(st.open),
+                        s(st.open - st.idle),
+                        s(st.idle),
                     ]
                 })
-                .collect())
-        }
-        ShowServers => rows(p
-            .pools()
-            .stats()
-            .into_iter()
-            .map(|st| {
-                vec![
-                    s(&st.instance),
-                    s(&st.tenant),
-                    s(st.open),
-                    s(st.open - st.idle),
-                    s(st.idle),
-                ]
-            })
-            .collect()),
+                .collect(),
+        ),
         ShowStats => rows(analytics::stats(ctx)),
         ShowConfig => rows(analytics::config(ctx)),
         Reload => {
@@ -360,13 +389,17 @@ async fn run_inner(cmd: &Command, ctx: &Ctx<'_>) -> Result<Answer, PgError> {
             let started = std::time::Instant::now();
             let mut busy = p.pools().busy(tenant.as_deref());
             if busy > 0 {
-                ctx.notice(format!("waiting for {busy} running transaction(s) to finish"));
+                ctx.notice(format!(
+                    "waiting for {busy} running transaction(s) to finish"
+                ));
             }
             while busy > 0 && started.elapsed() < Duration::from_secs(30) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 busy = p.pools().busy(tenant.as_deref());
             }
-            let who = tenant.as_deref().map_or("all tenants".into(), |k| format!("tenant {k}"));
+            let who = tenant
+                .as_deref()
+                .map_or("all tenants".into(), |k| format!("tenant {k}"));
             ctx.notice(if busy == 0 {
                 format!("{who} paused: new transactions wait until RESUME")
             } else {
@@ -380,12 +413,20 @@ async fn run_inner(cmd: &Command, ctx: &Ctx<'_>) -> Result<Answer, PgError> {
             done("RESUME")
         }
         KillClient(id) => {
-            let l = p.limits().ok_or_else(|| PgError::admin_failed("42704", "no client registry"))?;
+            let l = p
+                .limits()
+                .ok_or_else(|| PgError::admin_failed("42704", "no client registry"))?;
             let Some((replica, sid)) = id.rsplit_once('/') else {
-                return Err(PgError::admin_failed("22023", &format!("client id {id:?} is not replica/number (see SHOW CLIENTS)")));
+                return Err(PgError::admin_failed(
+                    "22023",
+                    &format!("client id {id:?} is not replica/number (see SHOW CLIENTS)"),
+                ));
             };
             if replica != l.sessions().replica() {
-                return Err(PgError::admin_failed("0A000", &format!("client {id} is on replica {replica}; run KILL CLIENT there")));
+                return Err(PgError::admin_failed(
+                    "0A000",
+                    &format!("client {id} is on replica {replica}; run KILL CLIENT there"),
+                ));
             }
             let killed = sid.parse().ok().is_some_and(|sid| p.kill_session(sid));
             if !killed {
@@ -400,7 +441,10 @@ async fn run_inner(cmd: &Command, ctx: &Ctx<'_>) -> Result<Answer, PgError> {
         }
         ShowSlowQueries { tenant, limit } => {
             let since = epoch_ms(SystemTime::now()) - 7 * 86_400_000;
-            rows(analytics::slow(ctx, tenant.as_deref(), since, limit.unwrap_or(10) as usize).await?)
+            rows(
+                analytics::slow(ctx, tenant.as_deref(), since, limit.unwrap_or(10) as usize)
+                    .await?,
+            )
         }
         ShowResponseTime(k) => rows(analytics::response_time(ctx, k).await?),
         ShowActiveUsers => rows(analytics::active_users(ctx).await?),
@@ -408,9 +452,41 @@ async fn run_inner(cmd: &Command, ctx: &Ctx<'_>) -> Result<Answer, PgError> {
         ShowRevenueByPlan => rows(analytics::revenue(ctx).await?),
         ShowUsers(k) => rows(analytics::users(ctx, k).await?),
         MigrateTenants => analytics::migrate(ctx).await,
-        MoveTenant { .. } => Err(PgError::feature_unsupported(
-            "tenant moves between instances are not available yet in this version; the tenant stays where it is",
-        )),
+        MoveTenant { key, to } => {
+            let cat = ctx.catalog()?;
+            let to = match to {
+                Some(i) => i.clone(),
+                None => analytics::free_dedicated(ctx).await?,
+            };
+            let notices = ctx.notices.clone();
+            let progress = move |m: &str| {
+                let _ = notices.send(m.to_owned());
+            };
+            let r = crate::catalog::moves::move_tenant(
+                cat,
+                key,
+                &to,
+                ctx.actor,
+                &Default::default(),
+                &progress,
+            )
+            .await
+            .map_err(catalog_error)?;
+            ctx.audit("tenant.move", serde_json::json!({"tenant": key, "to": to, "pause_ms": r.pause_time.as_millis() as u64}));
+            Ok(Answer {
+                rows: vec![vec![
+                    s(&r.tenant),
+                    s(&r.from),
+                    s(&r.to),
+                    s(r.tables),
+                    s(r.rows),
+                    s(r.copy_time.as_millis()),
+                    s(r.pause_time.as_millis()),
+                    s(&r.kept_schema),
+                ]],
+                tag: "MOVE TENANT".into(),
+            })
+        }
         SetFlag {
             tenant,
             name,
@@ -419,20 +495,36 @@ async fn run_inner(cmd: &Command, ctx: &Ctx<'_>) -> Result<Answer, PgError> {
             if p.directory().tenant(tenant).is_none() {
                 return Err(PgError::unknown_tenant(tenant));
             }
-            let l = p.limits().ok_or_else(|| PgError::admin_failed("55000", "limits are not running"))?;
+            let l = p
+                .limits()
+                .ok_or_else(|| PgError::admin_failed("55000", "limits are not running"))?;
             l.set_flag(tenant, name, value).await.map_err(|e| match e {
-                crate::limits::LimitsError::Flag(f) => PgError::admin_failed("22023", &f.to_string()),
-                crate::limits::LimitsError::Unavailable => PgError::admin_failed("08006", "redis is unavailable; the flag was not changed"),
+                crate::limits::LimitsError::Flag(f) => {
+                    PgError::admin_failed("22023", &f.to_string())
+                }
+                crate::limits::LimitsError::Unavailable => {
+                    PgError::admin_failed("08006", "redis is unavailable; the flag was not changed")
+                }
             })?;
-            ctx.audit("flag.set", serde_json::json!({"tenant": tenant, "flag": name, "value": value}));
+            ctx.audit(
+                "flag.set",
+                serde_json::json!({"tenant": tenant, "flag": name, "value": value}),
+            );
             done("SET FLAG")
         }
         ShowFlags(tenant) => {
-            let l = p.limits().ok_or_else(|| PgError::admin_failed("55000", "limits are not running"))?;
+            let l = p
+                .limits()
+                .ok_or_else(|| PgError::admin_failed("55000", "limits are not running"))?;
             let keys: Vec<String> = match tenant {
                 Some(t) => vec![t.clone()],
                 None => {
-                    let mut k: Vec<String> = p.directory().tenants().iter().map(|t| t.key.clone()).collect();
+                    let mut k: Vec<String> = p
+                        .directory()
+                        .tenants()
+                        .iter()
+                        .map(|t| t.key.clone())
+                        .collect();
                     k.sort();
                     k
                 }

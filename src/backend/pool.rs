@@ -29,6 +29,9 @@ pub enum PoolError {
     Timeout(u64),
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// The pool was replaced (the tenant moved) while the caller waited: use the new one.
+    #[error("the tenant's placement changed")]
+    Retired,
 }
 
 /// All pools of the proxy. Cheap to clone.
@@ -51,6 +54,8 @@ struct Pause {
     any: AtomicBool,
     all: AtomicBool,
     tenants: Mutex<std::collections::HashSet<String>>,
+    /// Tenants paused by the catalog (moves), tracked apart from admin pauses' source.
+    catalog: Mutex<std::collections::HashSet<String>>,
     resumed: Notify,
 }
 
@@ -288,6 +293,22 @@ impl Pools {
         p.resumed.notify_waiters();
     }
 
+    /// Follow the catalog's pause flag of a tenant (set by a tenant move).
+    pub fn set_catalog_pause(&self, tenant: &str, paused: bool) {
+        let p = &self.inner.pause;
+        let mut set = p.catalog.lock();
+        let was = set.contains(tenant);
+        if paused && !was {
+            set.insert(tenant.to_owned());
+            drop(set);
+            self.pause(Some(tenant));
+        } else if !paused && was {
+            set.remove(tenant);
+            drop(set);
+            self.resume(Some(tenant));
+        }
+    }
+
     pub fn is_paused(&self, tenant: &str) -> bool {
         self.inner.pause.holds(tenant)
     }
@@ -321,6 +342,9 @@ impl TenantPool {
     pub async fn acquire(self: &Arc<Self>) -> Result<Pooled, PoolError> {
         if self.config.pause.any.load(Ordering::Acquire) {
             self.wait_while_paused().await;
+            if self.is_retired() {
+                return Err(PoolError::Retired);
+            }
         }
         let cfg = self.config.config.load_full();
         // Fast path: an idle connection, without registering for wake-ups.

@@ -23,6 +23,10 @@ pub fn master() -> Vec<Migration> {
             "0002_service_users",
             include_str!("../../migrations/master/0002_service_users.sql"),
         ),
+        (
+            "0003_tenant_moves",
+            include_str!("../../migrations/master/0003_tenant_moves.sql"),
+        ),
     ])
 }
 

@@ -5,11 +5,13 @@
 //! their snapshot in the background. [`static_dir::StaticDirectory`] reads the config file;
 //! [`pg_dir::CatalogDirectory`] reads the master catalog ([`store`]) and follows its changes
 //! by LISTEN/NOTIFY. [`provision`] creates and changes tenants; [`migrate`] keeps tenant
-//! schemas in step with `migrations/tenant/`.
+//! schemas in step with `migrations/tenant/`; [`moves`] moves a tenant to another instance
+//! online.
 
 pub mod crypto;
 pub mod migrate;
 pub mod migrations;
+pub mod moves;
 pub mod pg_dir;
 pub mod provision;
 pub mod sample;
@@ -84,6 +86,8 @@ pub struct Tenant {
     pub rates: crate::telemetry::event::CostRates,
     /// The plan's limits with the tenant's overrides.
     pub limits: crate::limits::TenantLimits,
+    /// New transactions are held (a move is cutting over).
+    pub paused: bool,
 }
 
 /// A login credential of a tenant user.

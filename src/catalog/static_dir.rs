@@ -51,6 +51,7 @@ impl StaticDirectory {
                     t.pool_size
                 },
                 plan: t.plan.clone(),
+                paused: false,
                 limits: crate::limits::TenantLimits {
                     queries_per_second: t.queries_per_second,
                     queries_per_day: t.queries_per_day,

@@ -173,7 +173,8 @@ impl Catalog {
                         p.cost_per_ms::float8, p.cost_per_row::float8, p.cost_per_kib::float8,
                         coalesce((t.limit_overrides->>'queries_per_second')::int, p.queries_per_second),
                         coalesce((t.limit_overrides->>'queries_per_day')::bigint, p.queries_per_day),
-                        coalesce((t.limit_overrides->>'max_connections')::int, p.max_connections)
+                        coalesce((t.limit_overrides->>'max_connections')::int, p.max_connections),
+                        t.paused
                    FROM tenantgate.tenants t
                    JOIN tenantgate.instances i ON i.name = t.instance
                    JOIN tenantgate.plans p ON p.key = t.plan",
@@ -214,6 +215,7 @@ impl Catalog {
                     per_row: r.get(11),
                     per_kib: r.get(12),
                 },
+                paused: r.get(16),
                 limits: crate::limits::TenantLimits {
                     queries_per_second: r.get::<_, i32>(13).max(0) as u32,
                     queries_per_day: r.get::<_, i64>(14).max(0) as u64,

@@ -311,6 +311,10 @@ fn login_pool_error(tenant: &str, e: PoolError) -> PgError {
             warn!(%tenant, %code, %message, "backend login failed");
             PgError::backend_login_failed(tenant)
         }
+        PoolError::Retired => PgError {
+            severity: Severity::Fatal,
+            ..PgError::server_unavailable(tenant)
+        },
         PoolError::Backend(e) => {
             warn!(%tenant, error = %e, "backend unavailable at login");
             PgError {

@@ -9,6 +9,8 @@ pub struct PgInstance {
     pub port: u16,
     dir: tempfile::TempDir,
     bin: PathBuf,
+    /// Extra `-c` settings.
+    extra: String,
 }
 
 fn bindir() -> PathBuf {
@@ -53,6 +55,16 @@ fn run(bin: &Path, args: &[&str]) -> std::process::Output {
 impl PgInstance {
     /// initdb and start; blocking, so call it from `spawn_blocking` or before the runtime.
     pub fn start() -> PgInstance {
+        Self::start_with("")
+    }
+
+    /// With `wal_level = logical` and replication slots (tenant moves).
+    pub fn start_logical() -> PgInstance {
+        Self::start_with("-c wal_level=logical -c max_replication_slots=8 -c max_wal_senders=8")
+    }
+
+    /// initdb and start with extra server options (`-c name=value ...`).
+    pub fn start_with(extra: &str) -> PgInstance {
         let bin = bindir();
         let dir = tempfile::Builder::new().prefix("tg-pg-").tempdir().unwrap();
         if is_root() {
@@ -88,7 +100,12 @@ impl PgInstance {
             .local_addr()
             .unwrap()
             .port();
-        let inst = PgInstance { port, dir, bin };
+        let inst = PgInstance {
+            port,
+            dir,
+            bin,
+            extra: extra.to_owned(),
+        };
         inst.ctl(&["start"]);
         inst
     }
@@ -96,9 +113,10 @@ impl PgInstance {
     fn ctl(&self, action: &[&str]) {
         let data = self.dir.path().join("data");
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50 {}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.extra
         );
         let log = self.dir.path().join("log");
         let mut args = vec![

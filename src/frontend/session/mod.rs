@@ -619,6 +619,18 @@ where
 
     /// Get a server connection for this client and bring its settings in line.
     async fn attach(&mut self) -> Result<(), PgError> {
+        // A pool retired while we waited (a tenant move) is replaced and tried again.
+        for _ in 0..3 {
+            match self.attach_once().await {
+                Err(None) => continue,
+                Err(Some(e)) => return Err(e),
+                Ok(()) => return Ok(()),
+            }
+        }
+        Err(PgError::server_unavailable(self.tenant_key()))
+    }
+
+    async fn attach_once(&mut self) -> Result<(), Option<PgError>> {
         let mut pool = self.pool.clone().ok_or_else(PgError::no_tenant)?;
         if pool.is_retired() {
             // The tenant's placement or secret changed: use its current pool.
@@ -636,12 +648,12 @@ where
             match dir.tenant(&pool.tenant.key) {
                 Some(t) if t.status.may_connect() => {}
                 Some(t) => {
-                    return Err(PgError {
+                    return Err(Some(PgError {
                         severity: crate::protocol::Severity::Error,
                         ..PgError::tenant_unavailable(&t.key, t.status.as_str())
-                    })
+                    }))
                 }
-                None => return Err(PgError::unknown_tenant(&pool.tenant.key)),
+                None => return Err(Some(PgError::unknown_tenant(&pool.tenant.key))),
             }
         }
         let waited = std::time::Instant::now();
@@ -649,11 +661,12 @@ where
         let mut conn = pool.acquire().await.map_err(|e| match e {
             PoolError::Timeout(ms) => {
                 metrics.pool_timeouts.increment(1);
-                PgError::pool_timeout(&pool.tenant.key, ms)
+                Some(PgError::pool_timeout(&pool.tenant.key, ms))
             }
+            PoolError::Retired => None,
             PoolError::Backend(e) => {
                 warn!(tenant = %pool.tenant.key, error = %e, "server connection failed");
-                PgError::server_unavailable(&pool.tenant.key)
+                Some(PgError::server_unavailable(&pool.tenant.key))
             }
         })?;
         self.lim_ctx().await;
@@ -666,7 +679,7 @@ where
         };
         if let Err(e) = synced {
             warn!(tenant = %pool.tenant.key, error = %e, "could not apply client settings");
-            return Err(PgError::server_unavailable(&pool.tenant.key));
+            return Err(Some(PgError::server_unavailable(&pool.tenant.key)));
         }
         metrics.checkouts.increment(1);
         metrics.pool_wait.record(waited.elapsed().as_secs_f64());
