@@ -337,32 +337,18 @@ async fn failed_moves_leave_the_tenant_where_it_was_and_working() {
         .batch_execute(&format!("CREATE SCHEMA {}", schema_of(&w.key("clash"))))
         .await
         .unwrap();
-    let e = moves::move_tenant(
-        &w.catalog,
-        &w.key("clash"),
-        "dst",
-        "test",
-        &MoveOptions::default(),
-        &|_| {},
-    )
-    .await
-    .unwrap_err();
+    let clash_key = w.key("clash");
+    let opts = MoveOptions::default();
+    let try_move =
+        |to: &'static str| moves::move_tenant(&w.catalog, &clash_key, to, "test", &opts, &|_| {});
+    let e = try_move("dst").await.unwrap_err();
     assert!(e.to_string().contains("already has schema"), "{e}");
     clash
         .simple_query("INSERT INTO t VALUES (2)")
         .await
         .expect("still served from the source");
     // The target is unreachable.
-    let e = moves::move_tenant(
-        &w.catalog,
-        &w.key("clash"),
-        "dead",
-        "test",
-        &MoveOptions::default(),
-        &|_| {},
-    )
-    .await
-    .unwrap_err();
+    let e = try_move("dead").await.unwrap_err();
     assert!(e.to_string().contains("unreachable"), "{e}");
     clash
         .simple_query("INSERT INTO t VALUES (3)")

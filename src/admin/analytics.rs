@@ -81,6 +81,21 @@ pub fn since_ms(since: Option<&str>, default: Duration) -> Result<i64, PgError> 
     Ok(epoch_ms(SystemTime::now()) - d.as_millis() as i64)
 }
 
+/// The telemetry handle, or a clear error when it is not running.
+fn telemetry<'a>(ctx: &'a Ctx<'_>) -> Result<&'a crate::telemetry::Telemetry, PgError> {
+    ctx.proxy
+        .telemetry()
+        .ok_or_else(|| PgError::admin_failed("55000", "telemetry is not running"))
+}
+
+/// `Ok` when `key` (if any) is a tenant of the directory.
+fn known(ctx: &Ctx<'_>, key: Option<&str>) -> Result<(), PgError> {
+    match key {
+        Some(k) if ctx.proxy.directory().tenant(k).is_none() => Err(PgError::unknown_tenant(k)),
+        _ => Ok(()),
+    }
+}
+
 async fn tenant_rows(ctx: &Ctx<'_>) -> Result<Vec<TenantRow>, PgError> {
     match ctx.proxy.catalog() {
         Some(c) => c.list_tenants().await.map_err(db_err),
@@ -355,15 +370,8 @@ fn storage_sql(schema: &str) -> String {
 }
 
 pub async fn usage(ctx: &Ctx<'_>, tenant: Option<&str>, since_ms: i64) -> Result<Rows, PgError> {
-    if let Some(k) = tenant {
-        if ctx.proxy.directory().tenant(k).is_none() {
-            return Err(PgError::unknown_tenant(k));
-        }
-    }
-    let t = ctx
-        .proxy
-        .telemetry()
-        .ok_or_else(|| PgError::admin_failed("55000", "telemetry is not running"))?;
+    known(ctx, tenant)?;
+    let t = telemetry(ctx)?;
     let mut usage: HashMap<String, crate::telemetry::rollup::Usage> = t
         .usage(tenant, since_ms)
         .await
@@ -415,15 +423,8 @@ pub async fn slow(
     since: i64,
     limit: usize,
 ) -> Result<Rows, PgError> {
-    if let Some(k) = tenant {
-        if ctx.proxy.directory().tenant(k).is_none() {
-            return Err(PgError::unknown_tenant(k));
-        }
-    }
-    let t = ctx
-        .proxy
-        .telemetry()
-        .ok_or_else(|| PgError::admin_failed("55000", "telemetry is not running"))?;
+    known(ctx, tenant)?;
+    let t = telemetry(ctx)?;
     Ok(t.slow_queries(tenant, since, limit)
         .await
         .map_err(tele_err)?
@@ -461,13 +462,8 @@ async fn usage_of(
     key: &str,
     since: i64,
 ) -> Result<crate::telemetry::rollup::Usage, PgError> {
-    if ctx.proxy.directory().tenant(key).is_none() {
-        return Err(PgError::unknown_tenant(key));
-    }
-    let t = ctx
-        .proxy
-        .telemetry()
-        .ok_or_else(|| PgError::admin_failed("55000", "telemetry is not running"))?;
+    known(ctx, Some(key))?;
+    let t = telemetry(ctx)?;
     Ok(t.usage(Some(key), since)
         .await
         .map_err(tele_err)?
