@@ -52,6 +52,26 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
         let p = proxy.clone();
         let on_change: OnChange = Arc::new(move |_, _| p.tenants_changed());
         tasks.push(dir.watch(on_change, proxy.shutdown_token()));
+        // Moves whose mover died (a proxy restarted mid-move, a killed CLI) roll back, so
+        // their tenant is never left paused.
+        let (cat, token) = (proxy.catalog().cloned(), proxy.shutdown_token());
+        tasks.push(tokio::spawn(async move {
+            let Some(cat) = cat else { return };
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                match crate::catalog::moves::abort_stale(&cat).await {
+                    Ok(t) if !t.is_empty() => {
+                        warn!(tenants = ?t, "rolled back tenant moves whose mover stopped")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "stale move check failed"),
+                }
+            }
+        }));
         proxy
     };
     // Telemetry before the listener, so the first session records its statements.

@@ -521,19 +521,19 @@ async fn proxy_restarted_mid_move_and_an_abandoned_move() {
         .await
         .unwrap();
     assert!(format!("{n:?}").contains("300000"));
-    // A move whose process died leaves the tenant paused, not unroutable; --abort resumes it.
+    // A move whose mover died (no heartbeat for long) is rolled back by the proxy on its
+    // own: the tenant is never left paused.
     let other = w.key("other");
     let c = w.catalog.pool().get().await.unwrap();
     c.batch_execute(&format!(
-        "INSERT INTO tenantgate.tenant_moves (tenant, from_instance, to_instance, state)
-           VALUES ('{other}', 'src', 'dst', 'syncing');
+        "INSERT INTO tenantgate.tenant_moves (tenant, from_instance, to_instance, state, heartbeat_at)
+           VALUES ('{other}', 'src', 'dst', 'syncing', now() - interval '5 minutes');
          UPDATE tenantgate.tenants SET paused = true WHERE key = '{other}';"
     ))
     .await
     .unwrap();
     drop(c);
-    assert!(moves::abort(&w.catalog, &other).await.unwrap());
-    let ok = common::eventually(Duration::from_secs(10), || async {
+    let ok = common::eventually(Duration::from_secs(20), || async {
         w.proxy
             .proxy
             .directory()
@@ -541,7 +541,21 @@ async fn proxy_restarted_mid_move_and_an_abandoned_move() {
             .is_some_and(|t| !t.paused)
     })
     .await;
-    assert!(ok);
+    assert!(ok, "the stale move was rolled back");
+    let aborted = common::eventually(Duration::from_secs(10), || async {
+        let c = w.catalog.pool().get().await.unwrap();
+        let state: String = c
+            .query_one(
+                "SELECT state FROM tenantgate.tenant_moves WHERE tenant = $1",
+                &[&other],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        state == "aborted"
+    })
+    .await;
+    assert!(aborted, "recorded as aborted");
     w.client("other")
         .await
         .simple_query("SELECT 1")

@@ -57,6 +57,36 @@ impl Default for MoveOptions {
     }
 }
 
+/// How often a running move says it is alive, and after how long without that a proxy
+/// rolls it back.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+pub const STALE_AFTER_SECS: i64 = 30;
+
+/// Roll back moves whose mover stopped (its process died): the tenants resume where they
+/// were. Returns the tenants rolled back. Proxies run this periodically.
+pub async fn abort_stale(cat: &Catalog) -> Result<Vec<String>, CatalogError> {
+    let conn = cat.pool().get().await?;
+    let stale: Vec<String> = conn
+        .query(
+            "SELECT tenant FROM tenantgate.tenant_moves
+              WHERE finished_at IS NULL AND heartbeat_at < now() - make_interval(secs => $1)",
+            &[&(STALE_AFTER_SECS as f64)],
+        )
+        .await
+        .map_err(not_set_up)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    drop(conn);
+    let mut out = Vec::new();
+    for t in stale {
+        if abort(cat, &t).await? {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
 fn refused(m: impl Into<String>) -> CatalogError {
     CatalogError::Refused(m.into())
 }
@@ -113,7 +143,26 @@ pub async fn move_tenant(
             return Err(refused(format!("target instance {to} is unreachable: {e}")));
         }
     };
-    match copy_and_cutover(cat, &plan, &src, &dst, actor, opts, progress, started).await {
+    // While this runs, the move's heartbeat says its mover is alive.
+    let beat = {
+        let (cat, id) = (cat.clone(), plan.id);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT).await;
+                if let Ok(c) = cat.pool().get().await {
+                    let _ = c
+                        .execute(
+                            "UPDATE tenantgate.tenant_moves SET heartbeat_at = now() WHERE id = $1",
+                            &[&id],
+                        )
+                        .await;
+                }
+            }
+        })
+    };
+    let outcome = copy_and_cutover(cat, &plan, &src, &dst, actor, opts, progress, started).await;
+    beat.abort();
+    match outcome {
         Ok(r) => Ok(r),
         Err((e, created_schema)) => {
             progress(&format!(
