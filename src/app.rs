@@ -152,7 +152,14 @@ impl Running {
         self.proxy.pools().close_idle();
         if let Some((stop, writer)) = self.telemetry.take() {
             stop.cancel();
-            let _ = writer.await;
+            // Bounded: events not written by then are in the spool only if MongoDB failed
+            // fast; a hung MongoDB must not hang shutdown.
+            if tokio::time::timeout(Duration::from_secs(30), writer)
+                .await
+                .is_err()
+            {
+                warn!("telemetry writer did not finish in 30 s; stopping without it");
+            }
         }
         // Let the spawned Terminate messages go out.
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -356,6 +356,21 @@ async fn result_cache_hits_invalidates_on_write_and_keeps_tenants_apart() {
     })
     .await;
     assert!(fresh, "replica b sees the invalidation");
+    // A write whose command tag looks like a read (a writing CTE) invalidates too.
+    assert_eq!(first_value(&a.simple_query(q).await.unwrap()), "12");
+    a.simple_query(
+        "WITH d AS (INSERT INTO items VALUES (60, 'acme') RETURNING *) SELECT count(*) FROM d",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        first_value(&a.simple_query(q).await.unwrap()),
+        "13",
+        "writing CTE seen"
+    );
+    a.simple_query("DELETE FROM items WHERE id = 60")
+        .await
+        .unwrap();
     // Inside a transaction the cache is not used.
     a.simple_query("BEGIN").await.unwrap();
     a.simple_query("INSERT INTO items VALUES (53, 'acme')")

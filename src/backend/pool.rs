@@ -62,11 +62,15 @@ struct Pause {
 impl Pause {
     fn holds(&self, tenant: &str) -> bool {
         self.any.load(Ordering::Acquire)
-            && (self.all.load(Ordering::Acquire) || self.tenants.lock().contains(tenant))
+            && (self.all.load(Ordering::Acquire)
+                || self.tenants.lock().contains(tenant)
+                || self.catalog.lock().contains(tenant))
     }
 
     fn update_any(&self) {
-        let any = self.all.load(Ordering::Acquire) || !self.tenants.lock().is_empty();
+        let any = self.all.load(Ordering::Acquire)
+            || !self.tenants.lock().is_empty()
+            || !self.catalog.lock().is_empty();
         self.any.store(any, Ordering::Release);
         if !any {
             self.resumed.notify_waiters();
@@ -295,17 +299,20 @@ impl Pools {
 
     /// Follow the catalog's pause flag of a tenant (set by a tenant move).
     pub fn set_catalog_pause(&self, tenant: &str, paused: bool) {
+        // Kept apart from admin pauses: an admin RESUME does not lift a move's pause, and a
+        // finished move does not lift an admin PAUSE.
         let p = &self.inner.pause;
-        let mut set = p.catalog.lock();
-        let was = set.contains(tenant);
-        if paused && !was {
-            set.insert(tenant.to_owned());
-            drop(set);
-            self.pause(Some(tenant));
-        } else if !paused && was {
-            set.remove(tenant);
-            drop(set);
-            self.resume(Some(tenant));
+        let changed = {
+            let mut set = p.catalog.lock();
+            if paused {
+                set.insert(tenant.to_owned())
+            } else {
+                set.remove(tenant)
+            }
+        };
+        if changed {
+            p.update_any();
+            p.resumed.notify_waiters();
         }
     }
 
@@ -386,6 +393,14 @@ impl TenantPool {
                 self.state.lock().waiting += 1;
             }
 
+            // A pause or a move may have happened while we waited.
+            if self.config.pause.holds(&self.tenant.key) {
+                self.wait_while_paused().await;
+                continue;
+            }
+            if self.is_retired() {
+                break Err(PoolError::Retired);
+            }
             match self.try_take(&cfg) {
                 Take::Idle(conn) => break Ok(*conn),
                 Take::Reserved => break self.open_new(&cfg).await,

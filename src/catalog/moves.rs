@@ -80,8 +80,10 @@ pub async fn abort_stale(cat: &Catalog) -> Result<Vec<String>, CatalogError> {
     drop(conn);
     let mut out = Vec::new();
     for t in stale {
-        if abort(cat, &t).await? {
-            out.push(t);
+        match abort(cat, &t).await {
+            Ok(true) => out.push(t),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(tenant = %t, error = %e, "stale move not fully rolled back"),
         }
     }
     Ok(out)
@@ -126,10 +128,19 @@ pub async fn move_tenant(
     let started = Instant::now();
     let plan = prepare(cat, key, to).await?;
     progress(&format!("moving {key} from {} to {to}", plan.from));
-    let src = cat
-        .instance_client(&plan.from_url)
-        .await
-        .map_err(|e| refused(format!("source instance {}: {e}", plan.from)))?;
+    let src = match cat.instance_client(&plan.from_url).await {
+        Ok(c) => c,
+        Err(e) => {
+            finish(
+                cat,
+                &plan,
+                "failed",
+                json!({"error": format!("source unreachable: {e}")}),
+            )
+            .await;
+            return Err(refused(format!("source instance {}: {e}", plan.from)));
+        }
+    };
     let dst = match cat.instance_client(&plan.to_url).await {
         Ok(c) => c,
         Err(e) => {
@@ -408,6 +419,17 @@ async fn copy_and_cutover(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Nothing may write to the source from here on, whatever a replica or a session-mode
+    // client still holds: take the tenant's write privileges and end its server sessions.
+    src.batch_execute(&format!(
+        "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA {schema} FROM {role};
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE usename = {r} AND pid <> pg_backend_pid();",
+        r = quote_literal(&p.role)
+    ))
+    .await
+    .map_err(db("source write freeze"))
+    .map_err(made)?;
     let (tables, rows) = loop {
         let (a, b) = tokio::join!(checksums(src, &p.schema), checksums(dst, &p.schema));
         let (a, b) = (a.map_err(made)?, b.map_err(made)?);
@@ -441,20 +463,28 @@ async fn copy_and_cutover(
     {
         let mut conn = cat.pool().get().await.map_err(|e| made(e.into()))?;
         let tx = conn.transaction().await.map_err(|e| made(e.into()))?;
-        tx.execute(
-            "UPDATE tenantgate.tenants SET instance = $2, paused = false, updated_at = now() WHERE key = $1",
-            &[&p.key, &p.to],
-        )
-        .await
-        .map_err(|e| made(e.into()))?;
         pause_time = pause_start.elapsed();
         let detail = json!({
             "tables": tables, "rows": rows, "copy_ms": copy_time.as_millis() as u64,
             "pause_ms": pause_time.as_millis() as u64, "kept_schema": kept,
         });
+        // Only a move nobody has rolled back meanwhile may switch.
+        let claimed = tx
+            .execute(
+                "UPDATE tenantgate.tenant_moves SET state = 'done', finished_at = now(), detail = $2::text::jsonb
+                  WHERE id = $1 AND finished_at IS NULL",
+                &[&p.id, &detail.to_string()],
+            )
+            .await
+            .map_err(|e| made(e.into()))?;
+        if claimed == 0 {
+            return Err(made(refused(
+                "the move was rolled back meanwhile (its heartbeat lapsed)",
+            )));
+        }
         tx.execute(
-            "UPDATE tenantgate.tenant_moves SET state = 'done', finished_at = now(), detail = $2::text::jsonb WHERE id = $1",
-            &[&p.id, &detail.to_string()],
+            "UPDATE tenantgate.tenants SET instance = $2, paused = false, updated_at = now() WHERE key = $1",
+            &[&p.key, &p.to],
         )
         .await
         .map_err(|e| made(e.into()))?;
@@ -593,6 +623,14 @@ async fn finish(cat: &Catalog, p: &Plan, state: &str, detail: serde_json::Value)
 
 /// Undo a move that did not switch: resume the tenant where it is, remove what was made.
 async fn rollback(cat: &Catalog, p: &Plan, src: &Client, dst: &Client, created_schema: bool) {
+    // Writes back first (harmless when they were never taken), then resume.
+    let _ = src
+        .batch_execute(&format!(
+            "GRANT ALL ON ALL TABLES IN SCHEMA {} TO {}",
+            quote_ident(&p.schema),
+            quote_ident(&p.role)
+        ))
+        .await;
     let _ = set_paused(cat, &p.key, false).await;
     let slot = p.slot();
     let _ = dst
@@ -625,11 +663,13 @@ async fn rollback(cat: &Catalog, p: &Plan, src: &Client, dst: &Client, created_s
 /// Roll back an unfinished move (the mover died): the tenant resumes where it was.
 pub async fn abort(cat: &Catalog, key: &str) -> Result<bool, CatalogError> {
     let conn = cat.pool().get().await?;
+    // Claim the open move: whoever finishes it first (the mover's switch or an abort) wins.
     let Some(row) = conn
         .query_opt(
-            "SELECT m.id, m.from_instance, m.to_instance, t.schema_name, t.backend_role, t.instance
-               FROM tenantgate.tenant_moves m JOIN tenantgate.tenants t ON t.key = m.tenant
-              WHERE m.tenant = $1 AND m.finished_at IS NULL",
+            "UPDATE tenantgate.tenant_moves m SET finished_at = now(), state = 'aborted'
+               FROM tenantgate.tenants t
+              WHERE m.tenant = $1 AND m.finished_at IS NULL AND t.key = m.tenant
+          RETURNING m.id, m.from_instance, m.to_instance, t.schema_name, t.backend_role, t.instance",
             &[&key],
         )
         .await
@@ -637,7 +677,11 @@ pub async fn abort(cat: &Catalog, key: &str) -> Result<bool, CatalogError> {
     else {
         return Ok(false);
     };
+    drop(conn);
+    // The tenant resumes before anything that could fail on an instance.
+    set_paused(cat, key, false).await?;
     let to: String = row.get(2);
+    let from: String = row.get(1);
     let current: String = row.get(5);
     let p = Plan {
         id: row.get(0),
@@ -645,22 +689,18 @@ pub async fn abort(cat: &Catalog, key: &str) -> Result<bool, CatalogError> {
         schema: row.get(3),
         role: row.get(4),
         password: String::new(),
-        from: row.get(1),
+        from: from.clone(),
         to: to.clone(),
-        from_url: cat.instance_url(&row.get::<_, String>(1)).await?,
+        from_url: cat.instance_url(&from).await?,
         to_url: cat.instance_url(&to).await?,
         name: String::new(),
     };
-    let src = cat.instance_client(&p.from_url).await?;
     // The target schema is only removed when the tenant is not served from there.
     let switched = current == to;
-    match cat.instance_client(&p.to_url).await {
-        Ok(dst) => rollback(cat, &p, &src, &dst, !switched).await,
-        Err(_) => {
-            let _ = set_paused(cat, key, false).await;
-        }
+    let src = cat.instance_client(&p.from_url).await?;
+    if let Ok(dst) = cat.instance_client(&p.to_url).await {
+        rollback(cat, &p, &src, &dst, !switched).await;
     }
-    finish(cat, &p, "aborted", json!({})).await;
     Ok(true)
 }
 

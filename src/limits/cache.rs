@@ -11,7 +11,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -71,6 +70,18 @@ impl LocalCache {
         l.bytes += value.len();
         l.order.push_back(key.clone());
         l.map.insert(key, (value, Instant::now() + ttl));
+        // Keys replaced or expired stay in `order`: prune it before it outgrows the map.
+        if l.order.len() > 2 * l.map.len() + 64 {
+            let Local { map, order, .. } = &mut *l;
+            let mut seen = std::collections::HashSet::new();
+            let kept: Vec<String> = order
+                .iter()
+                .rev()
+                .filter(|k| map.contains_key(*k) && seen.insert((*k).clone()))
+                .cloned()
+                .collect();
+            *order = kept.into_iter().rev().collect();
+        }
     }
 
     /// Entries held (tests, reports).
@@ -109,9 +120,12 @@ pub fn requested_ttl(sql: &[u8]) -> Option<Duration> {
 }
 
 impl Limits {
-    fn cache_key(&self, t: &TenantState, text: &[u8]) -> String {
+    /// `salt` covers what else shapes the answer: the tenant's incarnation (a tenant dropped
+    /// and created again under the same key gets a new backend secret) and the session
+    /// settings that change result text (TimeZone, DateStyle, encoding).
+    fn cache_key(&self, t: &TenantState, text: &[u8], salt: u64) -> String {
         format!(
-            "cache:{}:{}:{:016x}{:x}",
+            "cache:{}:{}:{salt:016x}:{:016x}{:x}",
             t.key,
             t.cache_gen.load(Ordering::Acquire),
             crate::telemetry::fingerprint::fnv1a(text),
@@ -120,8 +134,8 @@ impl Limits {
     }
 
     /// A cached answer for this statement text of the tenant.
-    pub async fn cache_get(&self, t: &TenantState, text: &[u8]) -> Option<Bytes> {
-        let key = self.cache_key(t, text);
+    pub async fn cache_get(&self, t: &TenantState, text: &[u8], salt: u64) -> Option<Bytes> {
+        let key = self.cache_key(t, text, salt);
         let hit = match self.shared() {
             Some(s) => {
                 let k = s.key(&key);
@@ -145,11 +159,20 @@ impl Limits {
     }
 
     /// Store an answer (written in the background when shared).
-    pub fn cache_put(&self, t: &TenantState, text: &[u8], value: Bytes, ttl: Duration, gen: u64) {
+    #[allow(clippy::too_many_arguments)]
+    pub fn cache_put(
+        &self,
+        t: &TenantState,
+        text: &[u8],
+        salt: u64,
+        value: Bytes,
+        ttl: Duration,
+        gen: u64,
+    ) {
         if t.cache_gen.load(Ordering::Acquire) != gen {
             return; // the tenant wrote meanwhile: this answer may be stale already
         }
-        let key = self.cache_key(t, text);
+        let key = self.cache_key(t, text, salt);
         match self.shared().cloned() {
             Some(s) => {
                 tokio::spawn(async move {
@@ -172,12 +195,12 @@ impl Limits {
     }
 
     /// The tenant wrote: orphan its cached answers on every replica.
-    pub fn cache_invalidate(&self, t: &Arc<TenantState>) {
+    pub fn cache_invalidate(&self, t: &TenantState) {
         t.cache_gen.fetch_add(1, Ordering::AcqRel);
         let Some(s) = self.shared().cloned() else {
             return;
         };
-        let t = t.clone();
+        let t = self.tenant(&t.key);
         tokio::spawn(async move {
             let key = s.key(&format!("cachegen:{}", t.key));
             let local = t.cache_gen.load(Ordering::Acquire);
@@ -200,9 +223,14 @@ impl Limits {
                     Ok(g)
                 })
                 .await;
-            if let Ok(g) = res {
-                t.cache_gen.fetch_max(g, Ordering::AcqRel);
-                let _ = s.publish(format!("cache:{}:{g}", t.key)).await;
+            match res {
+                Ok(g) => {
+                    t.cache_gen.fetch_max(g, Ordering::AcqRel);
+                    let _ = s.publish(format!("cache:{}:{g}", t.key)).await;
+                }
+                // Other replicas did not hear of this write: no cached answers for this
+                // tenant here until the generation is read from Redis again.
+                Err(_) => t.gen_loaded.store(false, Ordering::Release),
             }
         });
     }

@@ -56,7 +56,7 @@ pub struct TenantState {
     flags: ArcSwap<Flags>,
     flags_loaded: AtomicBool,
     pub(crate) cache_gen: AtomicU64,
-    gen_loaded: AtomicBool,
+    pub(crate) gen_loaded: AtomicBool,
     /// Statements admitted in the current and previous second (for SHOW LIMITS).
     second: Mutex<(i64, u64, u64)>,
 }
@@ -344,7 +344,11 @@ impl Limits {
                     Some(v) => all.insert(name.to_owned(), v),
                     None => all.remove(name),
                 };
-                t.flags.store(Arc::new(Flags::from_map(all)));
+                let new = Flags::from_map(all);
+                if new.query_cache && !t.flags().query_cache {
+                    self.cache_invalidate(&t);
+                }
+                t.flags.store(Arc::new(new));
                 t.flags_loaded.store(true, Ordering::Release);
             }
         }
@@ -366,8 +370,16 @@ impl Limits {
             })
             .await;
         if let Ok(all) = res {
-            t.flags.store(Arc::new(Flags::from_map(all)));
+            let new = Flags::from_map(all);
+            // A switch from off to on (not the first load of the flags).
+            let enabled =
+                new.query_cache && !t.flags().query_cache && t.flags_loaded.load(Ordering::Acquire);
+            t.flags.store(Arc::new(new));
             t.flags_loaded.store(true, Ordering::Release);
+            // Answers cached before the cache was switched off may be stale by now.
+            if enabled {
+                self.cache_invalidate(t);
+            }
         }
     }
 

@@ -63,6 +63,27 @@ pub fn writes(sql: &str) -> Option<String> {
     })
 }
 
+/// Exactly one plain query (SELECT / VALUES / set operation) without locking or INTO: the
+/// only statements the result cache answers. Unparsed text is not one.
+pub fn plain_select(sql: &str) -> bool {
+    let Ok(stmts) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+        return false;
+    };
+    match stmts.as_slice() {
+        [Statement::Query(q)] => {
+            q.locks.is_empty()
+                && q.with.is_none()
+                && match q.body.as_ref() {
+                    sqlparser::ast::SetExpr::Select(sel) => sel.into.is_none(),
+                    sqlparser::ast::SetExpr::SetOperation { .. }
+                    | sqlparser::ast::SetExpr::Values(_) => true,
+                    _ => false,
+                }
+        }
+        _ => false,
+    }
+}
+
 fn reads_only(s: &Statement) -> bool {
     match s {
         Statement::Query(q) => {
@@ -170,6 +191,18 @@ mod tests {
             Some(Violation::Setting("statement_timeout"))
         );
         assert_eq!(check("SET statement_timeout = 0", false, false), None);
+        assert!(plain_select("/* cache: 5s */ SELECT a FROM t WHERE b = 1"));
+        for s in [
+            "BEGIN",
+            "SET x = 1",
+            "SELECT 1; SELECT 2",
+            "SELECT * FROM t FOR UPDATE",
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+            "SELECT 1 INTO x",
+            "not sql",
+        ] {
+            assert!(!plain_select(s), "{s}");
+        }
         assert_eq!(check("INSERT INTO t VALUES (1)", false, true), None);
     }
 }

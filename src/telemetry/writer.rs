@@ -354,9 +354,15 @@ impl Writer {
         if !m.up {
             if m.probe_ok.swap(false, Ordering::AcqRel) {
                 if !m.indexes_ready {
-                    match m.sink.ensure_indexes(self.cfg.retention_days).await {
-                        Ok(()) => m.indexes_ready = true,
-                        Err(e) => warn!(error = %e, "mongodb indexes not created yet"),
+                    let ready = tokio::time::timeout(
+                        timeout * 5,
+                        m.sink.ensure_indexes(self.cfg.retention_days),
+                    )
+                    .await;
+                    match ready {
+                        Ok(Ok(())) => m.indexes_ready = true,
+                        Ok(Err(e)) => warn!(error = %e, "mongodb indexes not created yet"),
+                        Err(_) => warn!("mongodb index creation timed out; will retry"),
                     }
                 }
                 if m.indexes_ready {
@@ -476,8 +482,13 @@ impl Writer {
         let minutes = std::mem::take(&mut m.dirty_minutes);
         let mut days = BTreeSet::new();
         let now = minute_of(event::epoch_ms(std::time::SystemTime::now()));
+        // Bounded: a MongoDB that stops answering must not stall the writer.
+        let timeout = Duration::from_millis(self.cfg.mongodb_timeout_ms) * 5;
         for minute in minutes {
-            match m.sink.recompute_minute(minute).await {
+            let done = tokio::time::timeout(timeout, m.sink.recompute_minute(minute))
+                .await
+                .unwrap_or_else(|_| Err(mongodb::error::Error::custom("rollup timed out")));
+            match done {
                 Ok(()) => {
                     days.insert(day_of(minute));
                     // The open minute gets more events: compute it again next time.
@@ -492,8 +503,10 @@ impl Writer {
             }
         }
         for day in days {
-            if let Err(e) = m.sink.recompute_day(day).await {
-                warn!(error = %e, "day rollup failed");
+            match tokio::time::timeout(timeout, m.sink.recompute_day(day)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "day rollup failed"),
+                Err(_) => warn!("day rollup timed out"),
             }
         }
     }

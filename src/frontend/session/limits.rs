@@ -23,6 +23,7 @@ pub struct LimCtx {
 /// A cached answer being collected from the server.
 pub struct CacheFill {
     pub text: Bytes,
+    pub salt: u64,
     pub ttl: Duration,
     pub gen: u64,
     pub buf: BytesMut,
@@ -130,6 +131,52 @@ where
         }
     }
 
+    /// What besides the text shapes a cached answer: the tenant's incarnation (its backend
+    /// secret is new each time a tenant is created) and the session settings.
+    fn cache_salt(&self) -> u64 {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        if let Some(p) = &self.pool {
+            h.update(p.tenant.placement.backend_password.as_bytes());
+            h.update(
+                p.tenant
+                    .placement
+                    .schema
+                    .as_deref()
+                    .unwrap_or("")
+                    .as_bytes(),
+            );
+        }
+        for (k, v) in &self.settings {
+            if k != "application_name" {
+                h.update(k.as_bytes());
+                h.update(b"=");
+                h.update(v.as_bytes());
+                h.update(b";");
+            }
+        }
+        let d = h.finalize();
+        u64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
+    }
+
+    /// For tenants using the result cache: does this statement text write? Checked before
+    /// it is forwarded, so writes whose command tag looks like a read (a writing CTE,
+    /// `CREATE TABLE AS`, `EXPLAIN ANALYZE UPDATE`) still invalidate at transaction end.
+    /// Writes made by functions called from a SELECT cannot be seen from the text.
+    pub(super) fn text_writes(&self, tag: u8, msg: &[u8]) -> bool {
+        if !self.flags().query_cache {
+            return false;
+        }
+        let body = &msg[frame::HEADER_LEN..];
+        let sql = match tag {
+            b'Q' => frame::parse_query(body),
+            b'P' => frame::parse_parse(body).map(|m| m.query),
+            _ => None,
+        };
+        sql.and_then(|s| std::str::from_utf8(s).ok())
+            .is_some_and(|s| readonly::writes(s).is_some())
+    }
+
     /// Admit one statement under the tenant's rate and daily quota.
     pub(super) async fn admit(&mut self) -> Result<(), PgError> {
         let Some(limits) = self.pool.as_ref().map(|p| p.tenant.limits) else {
@@ -163,17 +210,23 @@ where
         let Ok(text) = std::str::from_utf8(sql) else {
             return Ok(false);
         };
-        if readonly::writes(text).is_some()
-            || crate::telemetry::fingerprint::fingerprints(text).len() != 1
-        {
+        if !readonly::plain_select(text) {
             return Ok(false);
         }
         let Some(l) = self.lim_ctx().await else {
             return Ok(false);
         };
         let (lim, state) = (l.limits.clone(), l.state.clone());
+        // Only with a generation known to be current (see `Limits::cache_invalidate`).
+        if !state.gen_loaded.load(std::sync::atomic::Ordering::Acquire) {
+            lim.warm(&state).await;
+            if !state.gen_loaded.load(std::sync::atomic::Ordering::Acquire) {
+                return Ok(false);
+            }
+        }
+        let salt = self.cache_salt();
         let gen = state.cache_gen.load(std::sync::atomic::Ordering::Acquire);
-        if let Some(hit) = lim.cache_get(&state, sql).await {
+        if let Some(hit) = lim.cache_get(&state, sql, salt).await {
             self.cout.extend_from_slice(&hit);
             let status = self.server.as_ref().map_or(b'I', |a| a.t.tx_status);
             write::ready_for_query(&mut self.cout, status);
@@ -181,6 +234,7 @@ where
         }
         self.cache_fill = Some(CacheFill {
             text: Bytes::copy_from_slice(sql),
+            salt,
             ttl,
             gen,
             buf: BytesMut::new(),

@@ -383,7 +383,12 @@ where
             // Tenant header routing, logical-schema rewriting, then the statement guard.
             // A FunctionCall names its function by OID (set_config, lo_import, ...), which
             // the guard cannot vet: refused while the guard is on.
-            let mut refused = match self.route(tag, &msg) {
+            let routed = self.route(tag, &msg);
+            if routed.is_ok() {
+                // The flags checked below are the tenant's this statement runs for.
+                self.lim_ctx().await;
+            }
+            let mut refused = match routed {
                 _ if tag == b'F' => self.proxy.config().guard.enabled.then(|| {
                     PgError::guard_refused(&super::guard::refusal_message(
                         "FunctionCall messages are not allowed; call the function with SQL",
@@ -478,6 +483,7 @@ where
             }
         }
         let transaction_mode = self.mode == PoolMode::Transaction;
+        let wrote_text = matches!(tag, b'Q' | b'P') && self.text_writes(tag, &msg);
         let Session {
             server,
             stmts,
@@ -499,6 +505,7 @@ where
             }
             _ => None,
         };
+        a.wrote |= wrote_text;
         if !matches!(tag, b'd' | b'c' | b'f') {
             a.t.begin(kind);
             if tele.is_some() {

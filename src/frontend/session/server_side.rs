@@ -98,8 +98,14 @@ where
                     }
                     if let Some(l) = lim {
                         if let Some(f) = cache_fill.take().filter(|f| !f.spoiled) {
-                            l.limits
-                                .cache_put(&l.state, &f.text, f.buf.freeze(), f.ttl, f.gen);
+                            l.limits.cache_put(
+                                &l.state,
+                                &f.text,
+                                f.salt,
+                                f.buf.freeze(),
+                                f.ttl,
+                                f.gen,
+                            );
                         }
                         // Writes are visible to others once their transaction ends.
                         if a.wrote && status == b'I' {
