@@ -478,7 +478,11 @@ async fn start_session<S: ClientStream>(
     let end = session.run().await;
     proxy.session_leave(sid);
     if let (Some(l), Some(ts), Some(id)) = (&limits, &lim_state, &registered) {
-        l.sessions().leave(l, ts, id).await;
+        let capped = who
+            .tenant
+            .as_ref()
+            .is_some_and(|t| t.limits.max_connections > 0);
+        l.sessions().leave(l, ts, id, capped).await;
     }
     proxy.cancels().unregister(ckey);
     S::close(session.cr, session.cw);

@@ -483,6 +483,7 @@ impl Limits {
                 _ = tick.tick() => {}
             }
             self.flush_quotas().await;
+            self.inner.sessions.flush_departed(&self).await;
             if last_beat.elapsed() >= Duration::from_millis(self.inner.cfg.heartbeat_ms) {
                 last_beat = Instant::now();
                 self.inner.sessions.heartbeat(&self).await;
@@ -493,6 +494,7 @@ impl Limits {
             }
         }
         self.flush_quotas().await;
+        self.inner.sessions.flush_departed(&self).await;
         self.inner.sessions.clear(&self).await;
     }
 

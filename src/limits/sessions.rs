@@ -62,6 +62,8 @@ pub struct Registry {
     advertise: String,
     heartbeat_ms: u64,
     local: Mutex<HashMap<String, SessionInfo>>,
+    /// Ended sessions not yet removed from Redis.
+    departed: Mutex<Vec<SessionInfo>>,
     heartbeat: Script,
     live: Script,
 }
@@ -77,6 +79,7 @@ impl Registry {
             advertise: advertise.to_owned(),
             heartbeat_ms: heartbeat_ms.max(100),
             local: Mutex::new(HashMap::new()),
+            departed: Mutex::new(Vec::new()),
             heartbeat: Script::new(HEARTBEAT_LUA),
             live: Script::new(LIVE_LUA),
         }
@@ -111,26 +114,28 @@ impl Registry {
         match limits.shared() {
             None => local_check()?,
             // No cap to check: register in the background, the login does not wait.
-            Some(_) if cap == 0 || !limits.inner.enforce => {
-                let (l, info) = (limits.clone(), info.clone());
-                tokio::spawn(async move {
-                    let s = l.shared().expect("shared");
-                    let key = s.key(&format!("conns:{}", info.tenant));
-                    let script = s.admit.clone();
-                    let (id, ttl) = (info.id.clone(), l.sessions().ttl_ms());
-                    let _ = s
-                        .call(|mut c| async move {
-                            script
-                                .key(key)
-                                .arg(id)
-                                .arg(ttl)
-                                .arg(0)
-                                .invoke_async::<i64>(&mut c)
-                                .await
-                        })
-                        .await;
-                    l.sessions().refresh(&l, std::slice::from_ref(&info)).await;
-                });
+            // No cap to check: the login does not wait for Redis. The next heartbeat
+            // registers the session (SHOW CLIENTS, counts); only its cancel key is written
+            // now, in the background, so cross-replica cancel works from the start.
+            Some(s) if cap == 0 || !limits.inner.enforce => {
+                if let Some(k) = info.cancel_key {
+                    let (s, key, owner) =
+                        (s.clone(), s.key(&cancel_key(k)), self.advertise.clone());
+                    let ttl = self.ttl_ms();
+                    tokio::spawn(async move {
+                        let _ = s
+                            .call(|mut c| async move {
+                                redis::cmd("SET")
+                                    .arg(key)
+                                    .arg(owner)
+                                    .arg("PX")
+                                    .arg(ttl)
+                                    .query_async::<()>(&mut c)
+                                    .await
+                            })
+                            .await;
+                    });
+                }
             }
             Some(s) => {
                 let key = s.key(&format!("conns:{}", t.key));
@@ -167,11 +172,26 @@ impl Registry {
     }
 
     /// The session ended.
-    pub async fn leave(&self, limits: &Limits, t: &TenantState, id: &str) {
+    /// The session ended. A capped tenant's slot is freed in Redis at once; other sessions
+    /// are removed in one batch by the next tick.
+    pub async fn leave(&self, limits: &Limits, t: &TenantState, id: &str, capped: bool) {
         t.local_conns.fetch_sub(1, Ordering::AcqRel);
         let info = self.local.lock().remove(id);
-        if let (Some(s), Some(info)) = (limits.shared(), info) {
+        let (Some(s), Some(info)) = (limits.shared(), info) else {
+            return;
+        };
+        if capped {
             self.forget(s, &[info]).await;
+        } else {
+            self.departed.lock().push(info);
+        }
+    }
+
+    /// Remove the sessions that ended since the last call (one pipeline).
+    pub async fn flush_departed(&self, limits: &Limits) {
+        let gone: Vec<SessionInfo> = std::mem::take(&mut *self.departed.lock());
+        if let (Some(s), false) = (limits.shared(), gone.is_empty()) {
+            self.forget(s, &gone).await;
         }
     }
 
