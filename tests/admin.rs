@@ -7,9 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{admin, code, eventually, psql, unique};
-use tenantgate::catalog::crypto::SecretKey;
+use common::catalog_db::{drop_catalog, CatalogDb};
+use common::{admin, code, eventually, psql};
 use tenantgate::catalog::provision::NewTenant;
+use tenantgate::catalog::sample::SAMPLE_TENANTS;
 use tenantgate::catalog::Catalog;
 use tenantgate::config::{AuthMethod, AuthRule, Config};
 use tokio_postgres::{NoTls, SimpleQueryMessage};
@@ -25,30 +26,21 @@ struct World {
 
 impl World {
     async fn new() -> World {
-        let id = unique();
-        let db = format!("tg_adm_{id}");
-        admin("postgres")
-            .await
-            .batch_execute(&format!("CREATE DATABASE {db}"))
-            .await
-            .unwrap();
-        let url = format!("postgresql://postgres@127.0.0.1:5432/{db}");
-        let key = SecretKey::generate();
-        let catalog = Catalog::connect(&url, &key).await.unwrap();
-        catalog.setup().await.unwrap();
-        let prefix = format!("a{id}");
-        for (name, display, plan) in [
-            ("acme", "Acme Corp", "enterprise"),
-            ("techco", "TechCo", "pro"),
-            ("startup", "StartUp", "free"),
-            ("globex", "Globex", "starter"),
-            ("initech", "Initech", "pro"),
-        ] {
+        let CatalogDb {
+            db,
+            url,
+            key,
+            catalog,
+            prefix,
+            ..
+        } = CatalogDb::new("tg_adm", "a").await;
+        // The sample tenants' names and plans, under unique keys.
+        for (name, display, plan, _, _) in SAMPLE_TENANTS {
             catalog
                 .create_tenant(&NewTenant {
                     key: format!("{prefix}_{name}"),
-                    display_name: Some(display.into()),
-                    plan: plan.into(),
+                    display_name: Some(display.to_string()),
+                    plan: plan.to_string(),
                     instance: None,
                     user: "app".into(),
                     password: Some(format!("{name}-pw")),
@@ -153,23 +145,7 @@ impl World {
 
     async fn finish(self) {
         self.proxy.shutdown().await;
-        let a = admin("postgres").await;
-        let _ = a
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db))
-            .await;
-        let roles: Vec<String> = a
-            .query(
-                "SELECT rolname FROM pg_roles WHERE rolname LIKE $1",
-                &[&format!("tg_{}%", self.prefix)],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        for r in roles {
-            let _ = a.batch_execute(&format!("DROP ROLE IF EXISTS {r}")).await;
-        }
+        drop_catalog(&self.db, &self.prefix).await;
     }
 }
 

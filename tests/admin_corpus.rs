@@ -4,25 +4,7 @@
 use tenantgate::admin::english::{parse, Vocab};
 
 fn vocab() -> Vocab {
-    Vocab {
-        tenants: [
-            ("acme", "Acme Corp"),
-            ("techco", "TechCo"),
-            ("startup", "StartUp"),
-            ("globex", "Globex"),
-            ("initech", "Initech"),
-        ]
-        .iter()
-        .map(|(k, n)| (k.to_string(), n.to_string()))
-        .collect(),
-        plans: vec![
-            ("free".into(), vec![]),
-            ("starter".into(), vec!["basic".into()]),
-            ("pro".into(), vec!["premium".into(), "professional".into()]),
-            ("enterprise".into(), vec!["business".into()]),
-        ],
-        instances: vec!["primary".into(), "pg2".into(), "eu_west".into()],
-    }
+    Vocab::sample(&["primary", "pg2", "eu_west"])
 }
 
 /// (phrasings, misses) of a corpus.

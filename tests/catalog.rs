@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{admin, code, eventually, unique};
+use common::{admin, code, eventually};
 use tenantgate::catalog::crypto::SecretKey;
 use tenantgate::catalog::migrate::{migrate_all, MigrateOptions};
 use tenantgate::catalog::migrations::{self, Migration};
@@ -27,29 +27,19 @@ struct Cat {
 
 impl Cat {
     async fn new() -> Cat {
-        let id = unique();
-        let db = format!("tg_cat_{id}");
-        admin("postgres")
-            .await
-            .batch_execute(&format!("CREATE DATABASE {db}"))
-            .await
-            .unwrap();
-        let url = format!("postgresql://postgres@127.0.0.1:5432/{db}");
-        let key = SecretKey::generate();
-        let catalog = Catalog::connect(&url, &key).await.unwrap();
-        let report = catalog.setup().await.unwrap();
+        let c = common::catalog_db::CatalogDb::new("tg_cat", "t").await;
         let all: Vec<String> = migrations::master()
             .into_iter()
             .map(|m| m.version)
             .collect();
-        assert_eq!(report.applied, all);
-        assert!(report.primary_registered);
+        assert_eq!(c.setup.applied, all);
+        assert!(c.setup.primary_registered);
         Cat {
-            db,
-            url,
-            key,
-            catalog,
-            prefix: format!("t{id}"),
+            db: c.db,
+            url: c.url,
+            key: c.key,
+            catalog: c.catalog,
+            prefix: c.prefix,
         }
     }
 
@@ -92,23 +82,7 @@ impl Cat {
     }
 
     async fn cleanup(self) {
-        let a = admin("postgres").await;
-        let _ = a
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db))
-            .await;
-        let roles: Vec<String> = a
-            .query(
-                "SELECT rolname::text FROM pg_roles WHERE rolname LIKE $1",
-                &[&format!("tg_{}%", self.prefix)],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        for r in roles {
-            let _ = a.batch_execute(&format!("DROP ROLE IF EXISTS {r}")).await;
-        }
+        common::catalog_db::drop_catalog(&self.db, &self.prefix).await;
     }
 }
 

@@ -9,14 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::catalog_db::{drop_catalog, CatalogDb};
 use common::pg_instance::PgInstance;
-use common::{admin, unique};
-use tenantgate::catalog::crypto::SecretKey;
+use common::{admin, connect_dsn};
 use tenantgate::catalog::moves::{self, MoveOptions};
 use tenantgate::catalog::provision::{schema_of, NewTenant};
 use tenantgate::catalog::Catalog;
 use tenantgate::config::{AuthMethod, AuthRule, Config};
-use tokio_postgres::NoTls;
 
 struct World {
     db: String,
@@ -28,14 +27,13 @@ struct World {
 }
 
 async fn instance_db(port: u16) {
-    let (c, conn) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
-        NoTls,
-    )
+    connect_dsn(&format!(
+        "host=127.0.0.1 port={port} user=postgres dbname=postgres"
+    ))
+    .await
+    .batch_execute("CREATE DATABASE app")
     .await
     .unwrap();
-    tokio::spawn(conn);
-    c.batch_execute("CREATE DATABASE app").await.unwrap();
 }
 
 impl World {
@@ -47,17 +45,14 @@ impl World {
         .unwrap();
         instance_db(src.port).await;
         instance_db(dst.port).await;
-        let id = unique();
-        let db = format!("tg_mv_{id}");
-        admin("postgres")
-            .await
-            .batch_execute(&format!("CREATE DATABASE {db}"))
-            .await
-            .unwrap();
-        let url = format!("postgresql://postgres@127.0.0.1:5432/{db}");
-        let key = SecretKey::generate();
-        let catalog = Catalog::connect(&url, &key).await.unwrap();
-        catalog.setup().await.unwrap();
+        let CatalogDb {
+            db,
+            url,
+            key,
+            catalog,
+            prefix,
+            ..
+        } = CatalogDb::new("tg_mv", "m").await;
         let c = catalog.pool().get().await.unwrap();
         for (name, port, dedicated) in [
             ("src", src.port, false),
@@ -76,7 +71,6 @@ impl World {
             .unwrap();
         }
         drop(c);
-        let prefix = format!("m{id}");
         for t in ["acme", "other", "clash"] {
             catalog
                 .create_tenant(&NewTenant {
@@ -125,39 +119,24 @@ impl World {
     }
 
     async fn client(&self, t: &str) -> tokio_postgres::Client {
-        let dsn = format!(
+        connect_dsn(&format!(
             "host=127.0.0.1 port={} user=app@{} password={t}-pw dbname=app connect_timeout=10",
             self.proxy.addr.port(),
             self.key(t)
-        );
-        let (c, conn) = tokio_postgres::connect(&dsn, NoTls).await.unwrap();
-        tokio::spawn(conn);
-        c
+        ))
+        .await
     }
 
     async fn on(&self, port: u16) -> tokio_postgres::Client {
-        let (c, conn) = tokio_postgres::connect(
-            &format!("host=127.0.0.1 port={port} user=postgres dbname=app"),
-            NoTls,
-        )
+        connect_dsn(&format!(
+            "host=127.0.0.1 port={port} user=postgres dbname=app"
+        ))
         .await
-        .unwrap();
-        tokio::spawn(conn);
-        c
     }
 
     async fn finish(self) {
         self.proxy.shutdown().await;
-        let _ = admin("postgres")
-            .await
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db))
-            .await;
-        let a = admin("postgres").await;
-        for t in ["acme", "other", "clash"] {
-            let _ = a
-                .batch_execute(&format!("DROP ROLE IF EXISTS tg_{}_{t}", self.prefix))
-                .await;
-        }
+        drop_catalog(&self.db, &self.prefix).await;
         drop((self.src, self.dst));
     }
 }

@@ -17,6 +17,29 @@ pub struct Vocab {
     pub instances: Vec<String>,
 }
 
+impl Vocab {
+    /// The vocabulary of the sample catalog (`tenantgate setup --sample`): its tenants and
+    /// the plans with aliases of `migrations/master/0001_catalog.sql`, plus `instances`.
+    pub fn sample(instances: &[&str]) -> Vocab {
+        Vocab {
+            tenants: crate::catalog::sample::SAMPLE_TENANTS
+                .iter()
+                .map(|(k, n, ..)| (k.to_string(), n.to_string()))
+                .collect(),
+            plans: [
+                ("free", &[][..]),
+                ("starter", &["basic"][..]),
+                ("pro", &["premium", "professional"][..]),
+                ("enterprise", &["business"][..]),
+            ]
+            .iter()
+            .map(|(k, a)| (k.to_string(), a.iter().map(|x| x.to_string()).collect()))
+            .collect(),
+            instances: instances.iter().map(|i| i.to_string()).collect(),
+        }
+    }
+}
+
 /// Lowercase alphanumerics only: "Acme Corp" and "acme-corp" compare equal.
 fn squash(s: &str) -> String {
     s.chars()
@@ -708,25 +731,7 @@ mod tests {
     use super::*;
 
     pub fn vocab() -> Vocab {
-        Vocab {
-            tenants: [
-                ("acme", "Acme Corp"),
-                ("techco", "TechCo"),
-                ("startup", "StartUp"),
-                ("globex", "Globex"),
-                ("initech", "Initech"),
-            ]
-            .iter()
-            .map(|(k, n)| (k.to_string(), n.to_string()))
-            .collect(),
-            plans: vec![
-                ("free".into(), vec![]),
-                ("starter".into(), vec!["basic".into()]),
-                ("pro".into(), vec!["premium".into(), "professional".into()]),
-                ("enterprise".into(), vec!["business".into()]),
-            ],
-            instances: vec!["primary".into(), "pg2".into()],
-        }
+        Vocab::sample(&["primary", "pg2"])
     }
 
     #[test]

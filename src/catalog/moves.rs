@@ -128,32 +128,14 @@ pub async fn move_tenant(
     let started = Instant::now();
     let plan = prepare(cat, key, to).await?;
     progress(&format!("moving {key} from {} to {to}", plan.from));
-    let src = match cat.instance_client(&plan.from_url).await {
-        Ok(c) => c,
-        Err(e) => {
-            finish(
-                cat,
-                &plan,
-                "failed",
-                json!({"error": format!("source unreachable: {e}")}),
-            )
-            .await;
-            return Err(refused(format!("source instance {}: {e}", plan.from)));
-        }
-    };
-    let dst = match cat.instance_client(&plan.to_url).await {
-        Ok(c) => c,
-        Err(e) => {
-            finish(
-                cat,
-                &plan,
-                "failed",
-                json!({"error": format!("target unreachable: {e}")}),
-            )
-            .await;
-            return Err(refused(format!("target instance {to} is unreachable: {e}")));
-        }
-    };
+    let src = connect(
+        cat,
+        &plan,
+        &plan.from_url,
+        &format!("source instance {}", plan.from),
+    )
+    .await?;
+    let dst = connect(cat, &plan, &plan.to_url, &format!("target instance {to}")).await?;
     // While this runs, the move's heartbeat says its mover is alive.
     let beat = {
         let (cat, id) = (cat.clone(), plan.id);
@@ -183,6 +165,19 @@ pub async fn move_tenant(
             rollback(cat, &plan, &src, &dst, created_schema).await;
             finish(cat, &plan, "failed", json!({"error": e.to_string()})).await;
             Err(e)
+        }
+    }
+}
+
+/// A connection to one of the move's instances; when it fails, the move is recorded as
+/// failed (nothing was changed yet).
+async fn connect(cat: &Catalog, p: &Plan, url: &str, what: &str) -> Result<Client, CatalogError> {
+    match cat.instance_client(url).await {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            let error = format!("{what} is unreachable: {e}");
+            finish(cat, p, "failed", json!({ "error": error })).await;
+            Err(refused(error))
         }
     }
 }

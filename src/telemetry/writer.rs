@@ -299,20 +299,9 @@ impl Writer {
     async fn spool(&mut self, batch: Vec<EventDoc>) {
         let m = self.mongo.as_mut().expect("mongo store");
         let n = batch.len() as u64;
-        let Some(mut spool) = m.spool.take() else {
+        let Some(res) = on_spool(&mut m.spool, &self.stats, move |s| s.append(&batch)).await else {
             return;
         };
-        let (spool, res) = tokio::task::spawn_blocking(move || {
-            let r = spool.append(&batch);
-            (spool, r)
-        })
-        .await
-        .expect("spool task");
-        self.stats
-            .spool_bytes
-            .store(spool.pending_bytes(), Ordering::Relaxed);
-        ::metrics::gauge!(names::SPOOL_BYTES).set(spool.pending_bytes() as f64);
-        m.spool = Some(spool);
         match res {
             Ok(refused) => {
                 let refused = refused as u64;
@@ -397,21 +386,13 @@ impl Writer {
         let batch = self.cfg.batch_size;
         for _ in 0..REPLAY_CHUNKS_PER_TURN {
             let m = self.mongo.as_mut().expect("mongo store");
-            let Some(spool) = m.spool.take() else { return };
-            if spool.is_empty() {
-                m.spool = Some(spool);
+            if m.spool.as_ref().is_none_or(Spool::is_empty) {
                 break;
             }
-            let (spool, chunk) = tokio::task::spawn_blocking(move || {
-                let c = spool.read(batch);
-                (spool, c)
-            })
-            .await
-            .expect("spool task");
-            m.spool = Some(spool);
-            let chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => return warn!(error = %e, "telemetry spool unreadable"),
+            let chunk = match on_spool(&mut m.spool, &self.stats, move |s| s.read(batch)).await {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => return warn!(error = %e, "telemetry spool unreadable"),
+                None => return,
             };
             match tokio::time::timeout(timeout, m.sink.insert(&chunk.events)).await {
                 Ok(Ok(())) => {}
@@ -433,19 +414,10 @@ impl Writer {
                     .fetch_add(chunk.corrupt, Ordering::Relaxed);
                 warn!(lines = chunk.corrupt, "unreadable spool lines skipped");
             }
-            let mut spool = m.spool.take().expect("spool");
-            let (spool, res) = tokio::task::spawn_blocking(move || {
-                let r = spool.commit(&chunk);
-                (spool, r)
-            })
-            .await
-            .expect("spool task");
-            self.stats
-                .spool_bytes
-                .store(spool.pending_bytes(), Ordering::Relaxed);
-            ::metrics::gauge!(names::SPOOL_BYTES).set(spool.pending_bytes() as f64);
-            let done = spool.is_empty();
-            m.spool = Some(spool);
+            let res = on_spool(&mut m.spool, &self.stats, move |s| s.commit(&chunk))
+                .await
+                .expect("spool present");
+            let done = m.spool.as_ref().is_none_or(Spool::is_empty);
             if let Err(e) = res {
                 warn!(error = %e, "spool position not saved (events may be replayed again, harmlessly)");
             }
@@ -510,6 +482,28 @@ impl Writer {
             }
         }
     }
+}
+
+/// Run blocking spool IO on a blocking thread (the spool is moved there and back), then
+/// publish its size. `None` when there is no spool.
+async fn on_spool<T: Send + 'static>(
+    slot: &mut Option<Spool>,
+    stats: &Stats,
+    f: impl FnOnce(&mut Spool) -> T + Send + 'static,
+) -> Option<T> {
+    let mut spool = slot.take()?;
+    let (spool, out) = tokio::task::spawn_blocking(move || {
+        let out = f(&mut spool);
+        (spool, out)
+    })
+    .await
+    .expect("spool task");
+    stats
+        .spool_bytes
+        .store(spool.pending_bytes(), Ordering::Relaxed);
+    ::metrics::gauge!(names::SPOOL_BYTES).set(spool.pending_bytes() as f64);
+    *slot = Some(spool);
+    Some(out)
 }
 
 /// Per-plan and top-N per-tenant metric labels.

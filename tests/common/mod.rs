@@ -3,6 +3,7 @@
 //! tests run in parallel and on a server that holds old data.
 #![allow(dead_code)]
 
+pub mod catalog_db;
 pub mod mongo;
 pub mod pg_instance;
 
@@ -26,6 +27,15 @@ pub fn unique() -> String {
         std::process::id(),
         rand::random::<u32>() & 0xff_ffff
     )
+}
+
+/// A client for `dsn` (its connection driven by a task); panics when it cannot connect.
+pub async fn connect_dsn(dsn: &str) -> Client {
+    let (c, conn) = tokio_postgres::connect(dsn, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {dsn}: {e}"));
+    tokio::spawn(conn);
+    c
 }
 
 /// Superuser connection to `db` on the real server.
