@@ -152,7 +152,7 @@ pub struct TenantPool {
 
 #[derive(Default)]
 struct PoolState {
-    idle: VecDeque<ServerConn>,
+    idle: VecDeque<Box<ServerConn>>,
     /// Idle plus checked-out connections.
     open: usize,
     waiting: usize,
@@ -353,14 +353,27 @@ impl TenantPool {
                 return Err(PoolError::Retired);
             }
         }
-        let cfg = self.config.config.load_full();
-        // Fast path: an idle connection, without registering for wake-ups.
-        if let Take::Idle(conn) = self.try_take_idle(&cfg) {
-            self.acquired.fetch_add(1, Ordering::Relaxed);
-            return Ok(*conn);
+        if let Some(conn) = self.try_acquire() {
+            return Ok(conn);
         }
         // Boxed so callers' futures do not carry the waiting and connecting state.
-        Box::pin(self.acquire_slow(cfg)).await
+        Box::pin(self.acquire_slow(self.config.config.load_full())).await
+    }
+
+    /// An idle connection right now, without waiting or connecting: `None` when the tenant
+    /// is paused or no idle connection is fit to hand out.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<Pooled> {
+        if self.config.pause.any.load(Ordering::Acquire) {
+            return None;
+        }
+        let cfg = self.config.config.load();
+        match self.try_take_idle(&cfg) {
+            Take::Idle(conn) => {
+                self.acquired.fetch_add(1, Ordering::Relaxed);
+                Some(conn)
+            }
+            _ => None,
+        }
     }
 
     /// Hold a new transaction while the tenant is paused.
@@ -402,7 +415,7 @@ impl TenantPool {
                 break Err(PoolError::Retired);
             }
             match self.try_take(&cfg) {
-                Take::Idle(conn) => break Ok(*conn),
+                Take::Idle(conn) => break Ok(conn),
                 Take::Reserved => break self.open_new(&cfg).await,
                 Take::Full => {}
                 Take::InstanceFull => {
@@ -435,7 +448,7 @@ impl TenantPool {
         let found = pop_usable(&mut self.state.lock(), cfg, &mut stale);
         self.close_stale(stale);
         match found {
-            Some(c) => Take::Idle(Box::new(self.pooled(c))),
+            Some(c) => Take::Idle(self.pooled(c)),
             None => Take::Full,
         }
     }
@@ -445,7 +458,7 @@ impl TenantPool {
         let take = {
             let mut st = self.state.lock();
             match pop_usable(&mut st, cfg, &mut stale) {
-                Some(c) => Take::Idle(Box::new(self.pooled(c))),
+                Some(c) => Take::Idle(self.pooled(c)),
                 None if st.open >= self.size.load(Ordering::Relaxed) => Take::Full,
                 None if self.instance.try_reserve() => {
                     st.open += 1;
@@ -458,7 +471,7 @@ impl TenantPool {
         take
     }
 
-    fn pooled(self: &Arc<Self>, c: ServerConn) -> Pooled {
+    fn pooled(self: &Arc<Self>, c: Box<ServerConn>) -> Pooled {
         Pooled {
             conn: Some(c),
             pool: self.clone(),
@@ -466,7 +479,8 @@ impl TenantPool {
     }
 
     /// Close connections found unusable (their slots were already given back).
-    fn close_stale(&self, stale: Vec<ServerConn>) {
+    #[allow(clippy::vec_box)] // the idle list's boxes, closed as they are
+    fn close_stale(&self, stale: Vec<Box<ServerConn>>) {
         for c in stale {
             self.instance.release();
             self.returned.notify_one();
@@ -487,7 +501,7 @@ impl TenantPool {
                 if sp.is_none() {
                     *sp = Some(Arc::new(conn.reported.clone()));
                 }
-                Ok(self.pooled(conn))
+                Ok(self.pooled(Box::new(conn)))
             }
             Err(e) => {
                 self.forget_one();
@@ -512,7 +526,7 @@ impl TenantPool {
         self.returned.notify_one();
     }
 
-    fn checkin(&self, mut conn: ServerConn) {
+    fn checkin(&self, mut conn: Box<ServerConn>) {
         let cfg = self.config.config.load();
         conn.last_used = Instant::now();
         if self.retired.load(Ordering::Relaxed) || expired(&conn, &cfg, conn.last_used) {
@@ -562,7 +576,7 @@ impl TenantPool {
     fn reap(&self, cfg: &PoolConfig) {
         let now = Instant::now();
         let idle_limit = Duration::from_millis(cfg.idle_timeout_ms);
-        let stale: Vec<ServerConn> = {
+        let stale: Vec<Box<ServerConn>> = {
             let mut st = self.state.lock();
             let (keep, stale): (Vec<_>, Vec<_>) = st.idle.drain(..).partition(|c| {
                 !(expired(c, cfg, now)
@@ -595,7 +609,7 @@ impl TenantPool {
 }
 
 enum Take {
-    Idle(Box<Pooled>),
+    Idle(Pooled),
     Reserved,
     Full,
     InstanceFull,
@@ -603,11 +617,12 @@ enum Take {
 
 /// Pop the most recently used idle connection that is fit to hand out; unfit ones are
 /// moved to `stale` and uncounted.
+#[allow(clippy::vec_box)] // the idle list's boxes, moved as they are
 fn pop_usable(
     st: &mut PoolState,
     cfg: &PoolConfig,
-    stale: &mut Vec<ServerConn>,
-) -> Option<ServerConn> {
+    stale: &mut Vec<Box<ServerConn>>,
+) -> Option<Box<ServerConn>> {
     while let Some(c) = st.idle.pop_back() {
         if usable(&c, cfg, Instant::now()) {
             return Some(c);
@@ -635,7 +650,7 @@ fn expired(c: &ServerConn, cfg: &PoolConfig, now: Instant) -> bool {
 
 /// A checked-out server connection. `release` returns it to the pool; dropping it closes it.
 pub struct Pooled {
-    conn: Option<ServerConn>,
+    conn: Option<Box<ServerConn>>,
     pool: Arc<TenantPool>,
 }
 

@@ -55,6 +55,9 @@ pub struct ServerConn {
     pub dirty: bool,
     pub created: Instant,
     pub last_used: Instant,
+    /// The relay's read and write buffers for this connection, kept between checkouts so
+    /// a transaction does not allocate them (see `frontend::session::Attached`).
+    pub relay_bufs: (BytesMut, BytesMut),
 }
 
 /// Startup parameters for `placement`: user, database, and search_path via options.
@@ -151,6 +154,7 @@ impl ServerConn {
             dirty: false,
             created: Instant::now(),
             last_used: Instant::now(),
+            relay_bufs: Default::default(),
         };
         conn.startup(p).await?;
         Ok(conn)
@@ -360,7 +364,7 @@ impl ServerConn {
     }
 
     /// Send Terminate and drop the connection.
-    pub async fn terminate(mut self) {
+    pub async fn terminate(mut self: Box<Self>) {
         let mut out = BytesMut::new();
         frontend::terminate(&mut out);
         let _ = tokio::time::timeout(Duration::from_millis(200), self.stream.write_all(&out)).await;

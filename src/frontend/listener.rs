@@ -46,7 +46,27 @@ pub async fn run(proxy: Proxy, listener: TcpListener, tracker: TaskTracker) {
     info!("listener stopped");
 }
 
-async fn handle(proxy: Proxy, mut sock: TcpStream, peer: SocketAddr) {
+/// Where startup negotiation leaves a client.
+enum Negotiated {
+    Plain(TcpStream, startup::StartupParams, Duration),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>, Duration),
+    /// Answered (cancel, refusal) or gone.
+    Done,
+}
+
+/// Each step is boxed and freed when it ends: a task lives as long as its client, and
+/// its own future is sized by its largest state, so it holds only the session's box.
+async fn handle(proxy: Proxy, sock: TcpStream, peer: SocketAddr) {
+    match Box::pin(negotiate(&proxy, sock, peer)).await {
+        Negotiated::Plain(sock, params, remaining) => {
+            Box::pin(super::login::serve(proxy, sock, peer, params, remaining)).await
+        }
+        Negotiated::Tls(tls, remaining) => Box::pin(after_tls(proxy, *tls, peer, remaining)).await,
+        Negotiated::Done => {}
+    }
+}
+
+async fn negotiate(proxy: &Proxy, mut sock: TcpStream, peer: SocketAddr) -> Negotiated {
     let _ = sock.set_nodelay(true);
     let deadline = Duration::from_millis(proxy.config().limits.client_login_timeout_ms);
     let started = tokio::time::Instant::now();
@@ -54,47 +74,61 @@ async fn handle(proxy: Proxy, mut sock: TcpStream, peer: SocketAddr) {
     loop {
         let pkt = match tokio::time::timeout(deadline, read_packet(&mut sock)).await {
             Ok(Ok(p)) => p,
-            Ok(Err(e)) => return refuse(&mut sock, e).await,
-            Err(_) => return refuse(&mut sock, PgError::login_timeout()).await,
+            Ok(Err(e)) => {
+                refuse(&mut sock, e).await;
+                return Negotiated::Done;
+            }
+            Err(_) => {
+                refuse(&mut sock, PgError::login_timeout()).await;
+                return Negotiated::Done;
+            }
         };
         let remaining = deadline.saturating_sub(started.elapsed());
         match pkt {
             StartupPacket::Ssl if tls_refused => {
-                return refuse(
+                refuse(
                     &mut sock,
                     PgError::protocol_violation("SSLRequest sent twice"),
                 )
-                .await
+                .await;
+                return Negotiated::Done;
             }
             StartupPacket::Ssl => match proxy.tls().cloned() {
                 Some(acceptor) => {
                     if sock.write_all(b"S").await.is_err() {
-                        return;
+                        return Negotiated::Done;
                     }
                     let tls = match tokio::time::timeout(remaining, acceptor.accept(sock)).await {
                         Ok(Ok(t)) => t,
-                        Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => return debug!(%peer, "TLS handshake timed out"),
+                        Ok(Err(e)) => {
+                            debug!(%peer, error = %e, "TLS handshake failed");
+                            return Negotiated::Done;
+                        }
+                        Err(_) => {
+                            debug!(%peer, "TLS handshake timed out");
+                            return Negotiated::Done;
+                        }
                     };
-                    return Box::pin(after_tls(proxy, tls, peer, remaining)).await;
+                    let remaining = deadline.saturating_sub(started.elapsed());
+                    return Negotiated::Tls(Box::new(tls), remaining);
                 }
                 None => {
                     tls_refused = true;
                     if sock.write_all(b"N").await.is_err() {
-                        return;
+                        return Negotiated::Done;
                     }
                 }
             },
             StartupPacket::GssEnc => {
                 if sock.write_all(b"N").await.is_err() {
-                    return;
+                    return Negotiated::Done;
                 }
             }
-            StartupPacket::Cancel { pid, secret } => return cancel(&proxy, pid, secret).await,
-            // Boxed: the task's own future stays small while the session runs.
-            StartupPacket::Startup(params) => {
-                return Box::pin(super::login::serve(proxy, sock, peer, params, remaining)).await
+            StartupPacket::Cancel { pid, secret } => {
+                cancel(proxy, pid, secret).await;
+                return Negotiated::Done;
             }
+            StartupPacket::Startup(params) => return Negotiated::Plain(sock, params, remaining),
         }
     }
 }
@@ -107,7 +141,7 @@ async fn after_tls(
 ) {
     match tokio::time::timeout(deadline, read_packet(&mut tls)).await {
         Ok(Ok(StartupPacket::Startup(params))) => {
-            super::login::serve(proxy, tls, peer, params, deadline).await
+            Box::pin(super::login::serve(proxy, tls, peer, params, deadline)).await
         }
         Ok(Ok(StartupPacket::Cancel { pid, secret })) => cancel(&proxy, pid, secret).await,
         Ok(Ok(_)) => {

@@ -49,7 +49,9 @@ pub async fn serve<S: ClientStream>(
         write::negotiate_protocol_version(&mut out, 0, &params.protocol_options);
     }
     if params.get("database") == Some(ADMIN_DATABASE) {
-        return admin_login(proxy, stream, params, cin, out, deadline).await;
+        // Boxed, like the other one-off steps below: the task of a client lives as long
+        // as the client, and its future is as large as its largest state.
+        return Box::pin(admin_login(proxy, stream, params, cin, out, deadline)).await;
     }
     let login = tokio::time::timeout(
         deadline,
@@ -359,7 +361,7 @@ async fn start_session<S: ClientStream>(
     let lim_state = match (&limits, &who.tenant) {
         (Some(l), Some(t)) if !who.trusted => {
             let ts = l.tenant(&t.key);
-            l.warm(&ts).await;
+            Box::pin(l.warm(&ts)).await;
             Some(ts)
         }
         _ => None,
@@ -428,11 +430,7 @@ async fn start_session<S: ClientStream>(
             cancel_key: Some(ckey),
         };
         let id = info.id.clone();
-        if let Err(e) = l
-            .sessions()
-            .enter(l, ts, t.limits.max_connections, info)
-            .await
-        {
+        if let Err(e) = Box::pin(l.sessions().enter(l, ts, t.limits.max_connections, info)).await {
             proxy.session_leave(sid);
             proxy.cancels().unregister(ckey);
             if let Some(c) = held {
@@ -482,7 +480,7 @@ async fn start_session<S: ClientStream>(
             .tenant
             .as_ref()
             .is_some_and(|t| t.limits.max_connections > 0);
-        l.sessions().leave(l, ts, id, capped).await;
+        Box::pin(l.sessions().leave(l, ts, id, capped)).await;
     }
     proxy.cancels().unregister(ckey);
     S::close(session.cr, session.cw);

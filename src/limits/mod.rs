@@ -177,6 +177,16 @@ impl Limits {
 
     /// Admit one statement of a tenant under its rate and daily quota.
     pub async fn admit(&self, t: &TenantState, limits: &TenantLimits) -> Result<(), PgError> {
+        match self.admit_now(t, limits) {
+            Some(decided) => decided,
+            // Boxed: callers' futures stay small for the common case decided above.
+            None => Box::pin(self.admit_shared(t, limits.queries_per_second)).await,
+        }
+    }
+
+    /// [`Limits::admit`] without IO: `None` when a token must come from the shared bucket
+    /// in Redis ([`Limits::admit_shared`]), which most statements do not need (leases).
+    pub fn admit_now(&self, t: &TenantState, limits: &TenantLimits) -> Option<Result<(), PgError>> {
         self.count_second(t);
         let day = today();
         if t.day.swap(day, Ordering::AcqRel) != day {
@@ -184,56 +194,77 @@ impl Limits {
         }
         if !self.inner.enforce {
             t.quota_pending.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+            return Some(Ok(()));
         }
         if limits.queries_per_day > 0 {
             let used =
                 t.quota_shared.load(Ordering::Acquire) + t.quota_pending.load(Ordering::Acquire);
             if used >= limits.queries_per_day {
                 count_refusal("queries_per_day");
-                return Err(PgError::limit_exceeded(
+                return Some(Err(PgError::limit_exceeded(
                     &t.key,
                     "queries_per_day",
                     limits.queries_per_day,
                     ms_until_tomorrow(),
-                ));
+                )));
             }
         }
         if limits.queries_per_second > 0 {
-            self.take_token(t, limits.queries_per_second).await?;
+            match self.token_now(t, limits.queries_per_second) {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Some(Err(e)),
+                None => return None,
+            }
         }
+        t.quota_pending.fetch_add(1, Ordering::Relaxed);
+        Some(Ok(()))
+    }
+
+    /// The rest of an admission [`Limits::admit_now`] could not decide.
+    pub async fn admit_shared(&self, t: &TenantState, rate: u32) -> Result<(), PgError> {
+        self.take_token_shared(t, rate).await?;
         t.quota_pending.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    async fn take_token(&self, t: &TenantState, rate: u32) -> Result<(), PgError> {
+    fn refused_rate(t: &TenantState, rate: u32, wait: Duration) -> PgError {
+        count_refusal("queries_per_second");
+        PgError::limit_exceeded(
+            &t.key,
+            "queries_per_second",
+            u64::from(rate),
+            wait.as_millis() as u64 + 1,
+        )
+    }
+
+    /// A token from the local bucket (no Redis) or this replica's lease of the shared one;
+    /// `None` when the shared bucket must be asked.
+    fn token_now(&self, t: &TenantState, rate: u32) -> Option<Result<(), PgError>> {
         let now = Instant::now();
-        let refused = |wait: Duration| {
-            count_refusal("queries_per_second");
-            PgError::limit_exceeded(
-                &t.key,
-                "queries_per_second",
-                u64::from(rate),
-                wait.as_millis() as u64 + 1,
-            )
-        };
-        let local = |t: &TenantState| {
-            let mut slot = t.bucket.lock();
-            let b = slot.get_or_insert_with(|| Bucket::new(f64::from(rate), rate::burst_for(rate)));
-            if b.rate != f64::from(rate) {
-                b.set_rate(f64::from(rate), rate::burst_for(rate));
-            }
-            match b.take(1, now) {
-                (1, _) => Ok(()),
-                (_, wait) => Err(refused(wait)),
-            }
-        };
-        let Some(shared) = &self.inner.shared else {
-            return local(t);
-        };
-        if t.lease.lock().take_one(now) {
-            return Ok(());
+        if self.inner.shared.is_none() {
+            return Some(Self::take_local(t, rate, now));
         }
+        t.lease.lock().take_one(now).then_some(Ok(()))
+    }
+
+    fn take_local(t: &TenantState, rate: u32, now: Instant) -> Result<(), PgError> {
+        let mut slot = t.bucket.lock();
+        let b = slot.get_or_insert_with(|| Bucket::new(f64::from(rate), rate::burst_for(rate)));
+        if b.rate != f64::from(rate) {
+            b.set_rate(f64::from(rate), rate::burst_for(rate));
+        }
+        match b.take(1, now) {
+            (1, _) => Ok(()),
+            (_, wait) => Err(Self::refused_rate(t, rate, wait)),
+        }
+    }
+
+    /// A batch of tokens from the shared bucket in Redis; the local bucket when Redis is
+    /// down (unless limits fail closed).
+    async fn take_token_shared(&self, t: &TenantState, rate: u32) -> Result<(), PgError> {
+        let Some(shared) = &self.inner.shared else {
+            return Self::take_local(t, rate, Instant::now());
+        };
         let key = shared.key(&format!("bucket:{}", t.key));
         let batch = rate::batch_for(rate);
         let script = shared.bucket.clone();
@@ -249,13 +280,13 @@ impl Limits {
             })
             .await;
         match res {
-            Ok((0, wait_ms)) => Err(refused(Duration::from_millis(wait_ms))),
+            Ok((0, wait_ms)) => Err(Self::refused_rate(t, rate, Duration::from_millis(wait_ms))),
             Ok((n, _)) => {
                 t.lease.lock().granted(n, Instant::now());
                 Ok(())
             }
             Err(_) if self.inner.cfg.fail_closed => Err(PgError::limiter_unavailable(&t.key)),
-            Err(_) => local(t),
+            Err(_) => Self::take_local(t, rate, Instant::now()),
         }
     }
 

@@ -86,19 +86,35 @@ where
 
     /// The limits context for the current tenant (service users switch tenants).
     pub(super) async fn lim_ctx(&mut self) -> Option<&LimCtx> {
-        let pool = self.pool.as_ref()?;
-        let stale = self
-            .lim
-            .as_ref()
-            .is_none_or(|l| l.state.key() != pool.tenant.key);
-        if stale {
-            let key = pool.tenant.key.clone();
-            let limits = self.proxy.limits()?.clone();
-            let state = limits.tenant(&key);
-            limits.warm(&state).await;
-            self.lim = Some(LimCtx { limits, state });
+        if self.lim_stale() {
+            // Boxed: only when the tenant changes; the relay's future stays small.
+            Box::pin(self.load_lim_ctx()).await;
         }
         self.lim.as_ref()
+    }
+
+    /// The limits context is missing or another tenant's.
+    pub(super) fn lim_stale(&self) -> bool {
+        self.pool.as_ref().is_some_and(|pool| {
+            self.proxy.limits().is_some()
+                && self
+                    .lim
+                    .as_ref()
+                    .is_none_or(|l| l.state.key() != pool.tenant.key)
+        })
+    }
+
+    async fn load_lim_ctx(&mut self) {
+        let Some(pool) = self.pool.as_ref() else {
+            return;
+        };
+        let key = pool.tenant.key.clone();
+        let Some(limits) = self.proxy.limits().cloned() else {
+            return;
+        };
+        let state = limits.tenant(&key);
+        limits.warm(&state).await;
+        self.lim = Some(LimCtx { limits, state });
     }
 
     /// The tenant's flags (defaults without limits).
@@ -185,8 +201,11 @@ where
         let Some(l) = self.lim_ctx().await else {
             return Ok(());
         };
+        if let Some(decided) = l.limits.admit_now(&l.state, &limits) {
+            return decided;
+        }
         let (lim, state) = (l.limits.clone(), l.state.clone());
-        lim.admit(&state, &limits).await
+        Box::pin(lim.admit_shared(&state, limits.queries_per_second)).await
     }
 
     /// Answer a `/* cache: … */` read from the cache, or arrange for its answer to be
@@ -197,7 +216,18 @@ where
         let Some(sql) = frame::parse_query(body) else {
             return Ok(false);
         };
-        let Some(ttl) = crate::limits::cache::requested_ttl(sql) else {
+        if crate::limits::cache::requested_ttl(sql).is_none() {
+            return Ok(false);
+        }
+        // Boxed: the relay's future stays small for the statements that do not ask.
+        Box::pin(self.try_cache_requested(msg)).await
+    }
+
+    async fn try_cache_requested(&mut self, msg: &[u8]) -> Result<bool, PgError> {
+        let body = &msg[frame::HEADER_LEN..];
+        let Some((sql, ttl)) = frame::parse_query(body)
+            .and_then(|sql| Some((sql, crate::limits::cache::requested_ttl(sql)?)))
+        else {
             return Ok(false);
         };
         let idle = match &self.server {
@@ -232,7 +262,7 @@ where
             write::ready_for_query(&mut self.cout, status);
             return Ok(true);
         }
-        self.cache_fill = Some(CacheFill {
+        self.cache_fill = Some(Box::new(CacheFill {
             text: Bytes::copy_from_slice(sql),
             salt,
             ttl,
@@ -240,7 +270,7 @@ where
             buf: BytesMut::new(),
             max: self.proxy.config().redis.cache_entry_max_bytes,
             spoiled: false,
-        });
+        }));
         Ok(false)
     }
 }

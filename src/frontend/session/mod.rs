@@ -48,17 +48,39 @@ pub struct Attached {
 }
 
 impl Attached {
-    pub fn new(conn: Pooled) -> Self {
-        Attached {
+    /// Boxed: a session holds one only while it has a server, so an idle client's session
+    /// stays small. The buffers are the connection's own, kept between checkouts.
+    pub fn new(mut conn: Pooled) -> Box<Self> {
+        let (sbuf, sout) = std::mem::take(&mut conn.relay_bufs);
+        Box::new(Attached {
             conn,
-            sbuf: BytesMut::with_capacity(READ_CHUNK),
-            sout: BytesMut::with_capacity(1024),
+            sbuf,
+            sout,
             s_remaining: 0,
             t: Tracker::new(),
             fatal_seen: false,
             refusals: Default::default(),
             wrote: false,
+        })
+    }
+
+    /// The connection, with the (drained) buffers given back to it.
+    fn into_conn(self) -> Pooled {
+        let Attached {
+            mut conn,
+            mut sbuf,
+            mut sout,
+            ..
+        } = self;
+        for b in [&mut sbuf, &mut sout] {
+            b.clear();
+            // Memory a large result needed once is not kept by the pool.
+            if b.capacity() > 4 * READ_CHUNK {
+                *b = BytesMut::new();
+            }
         }
+        conn.relay_bufs = (sbuf, sout);
+        conn
     }
 }
 
@@ -87,7 +109,7 @@ pub struct Session<R, W> {
     /// Settings the client asked for (startup params, options, later SETs).
     pub settings: Vec<(String, String)>,
     stmts: Statements,
-    pub server: Option<Attached>,
+    pub server: Option<Box<Attached>>,
     pub cancel: Arc<CancelTarget>,
     skip_until_sync: bool,
     max_message: usize,
@@ -105,7 +127,7 @@ pub struct Session<R, W> {
     /// Plan limits, flags and cache of the current tenant.
     lim: Option<limits::LimCtx>,
     /// A `/* cache */` answer being collected.
-    cache_fill: Option<limits::CacheFill>,
+    cache_fill: Option<Box<limits::CacheFill>>,
 }
 
 enum Event {
@@ -132,7 +154,7 @@ where
         mode: PoolMode,
         settings: Vec<(String, String)>,
         cancel: Arc<CancelTarget>,
-        server: Option<Attached>,
+        server: Option<Box<Attached>>,
     ) -> Self {
         let max_message = proxy.config().limits.max_message_bytes;
         let tele = proxy.telemetry().filter(|t| t.enabled()).cloned();
@@ -172,7 +194,7 @@ where
                 debug!(error = %e, "session closed with error");
                 self.record_abandoned(&e.code);
                 // Give the server back first: a client that stopped reading must not pin it.
-                self.detach_on_exit().await;
+                self.detach_on_exit();
                 e.encode(&mut self.cout);
                 let _ =
                     tokio::time::timeout(std::time::Duration::from_secs(5), self.flush_client())
@@ -180,7 +202,7 @@ where
                 End::Closed
             }
         };
-        self.detach_on_exit().await;
+        self.detach_on_exit();
         end
     }
 
@@ -200,6 +222,15 @@ where
         }
         loop {
             let attached = self.server.is_some();
+            if !attached {
+                // Between transactions a client holds no buffers (see `poll_read_client`).
+                if self.cin.is_empty() && self.cin.capacity() != 0 {
+                    self.cin = BytesMut::new();
+                }
+                if self.cout.is_empty() && self.cout.capacity() != 0 {
+                    self.cout = BytesMut::new();
+                }
+            }
             let at_boundary = match &self.server {
                 None => true,
                 Some(a) => self.mode == PoolMode::Session && a.t.idle() && self.cin.is_empty(),
@@ -210,10 +241,16 @@ where
                     .as_ref()
                     .is_none_or(|a| a.sout.len() < HIGH_WATER);
             let read_server = attached && self.cout.len() < HIGH_WATER;
-            if self.cin.capacity() - self.cin.len() < self.client_chunk / 2 {
+            if self.cin.capacity() != 0
+                && self.cin.capacity() - self.cin.len() < self.client_chunk / 2
+            {
                 self.cin.reserve(self.client_chunk);
             }
-            let client_spare = self.cin.capacity() - self.cin.len();
+            let client_spare = match self.cin.capacity() {
+                0 => self.client_chunk,
+                c => c - self.cin.len(),
+            };
+            let chunk = self.client_chunk;
             let ev = {
                 let Session {
                     cr,
@@ -241,7 +278,7 @@ where
                     r = async { sw.as_mut().unwrap().write(sout.as_ref().unwrap()).await }, if sout_pending => Event::ServerWrote(r),
                     r = cw.write(cout), if !cout.is_empty() => Event::ClientWrote(r),
                     r = async { sr.as_mut().unwrap().read_buf(sbuf.unwrap()).await }, if read_server => Event::ServerRead(r),
-                    r = cr.read_buf(cin), if read_client => Event::ClientRead(r),
+                    r = std::future::poll_fn(|cx| poll_read_client(cr, cin, chunk, cx)), if read_client => Event::ClientRead(r),
                     _ = &mut shutdown, if at_boundary && cout.is_empty() => Event::Shutdown,
                     _ = &mut killed => Event::Killed,
                 }
@@ -251,7 +288,7 @@ where
                     let n = r.map_err(|_| PgError::server_lost())?;
                     let a = self.server.as_mut().expect("attached");
                     a.sout.advance(n);
-                    self.maybe_release().await;
+                    self.maybe_release();
                 }
                 Event::ClientWrote(r) => match r {
                     Ok(n) => {
@@ -271,7 +308,7 @@ where
                         if write_now(&mut self.cw, &mut self.cout).is_err() {
                             return Ok(End::ClientGone);
                         }
-                        self.maybe_release().await;
+                        self.maybe_release();
                     }
                 },
                 Event::ClientRead(r) => match r {
@@ -289,7 +326,7 @@ where
                             write_now(&mut a.conn.stream, &mut a.sout)
                                 .map_err(|_| PgError::server_lost())?;
                         }
-                        self.maybe_release().await;
+                        self.maybe_release();
                     }
                 },
                 Event::Shutdown => return Err(PgError::shutting_down()),
@@ -664,18 +701,21 @@ where
             }
         }
         let waited = std::time::Instant::now();
-        let metrics = self.proxy.metrics().clone();
-        let mut conn = pool.acquire().await.map_err(|e| match e {
-            PoolError::Timeout(ms) => {
-                metrics.pool_timeouts.increment(1);
-                Some(PgError::pool_timeout(&pool.tenant.key, ms))
-            }
-            PoolError::Retired => None,
-            PoolError::Backend(e) => {
-                warn!(tenant = %pool.tenant.key, error = %e, "server connection failed");
-                Some(PgError::server_unavailable(&pool.tenant.key))
-            }
-        })?;
+        let mut conn = match pool.try_acquire() {
+            Some(c) => c,
+            // Boxed: waiting and connecting are the rare case.
+            None => Box::pin(pool.acquire()).await.map_err(|e| match e {
+                PoolError::Timeout(ms) => {
+                    self.proxy.metrics().pool_timeouts.increment(1);
+                    Some(PgError::pool_timeout(&pool.tenant.key, ms))
+                }
+                PoolError::Retired => None,
+                PoolError::Backend(e) => {
+                    warn!(tenant = %pool.tenant.key, error = %e, "server connection failed");
+                    Some(PgError::server_unavailable(&pool.tenant.key))
+                }
+            })?,
+        };
         self.lim_ctx().await;
         let flags = self.flags();
         let synced = if flags.settings.is_empty() {
@@ -688,16 +728,18 @@ where
             warn!(tenant = %pool.tenant.key, error = %e, "could not apply client settings");
             return Err(Some(PgError::server_unavailable(&pool.tenant.key)));
         }
+        let waited = waited.elapsed();
+        let metrics = self.proxy.metrics();
         metrics.checkouts.increment(1);
-        metrics.pool_wait.record(waited.elapsed().as_secs_f64());
-        self.capture.wait_us = waited.elapsed().as_micros() as u64;
+        metrics.pool_wait.record(waited.as_secs_f64());
+        self.capture.wait_us = waited.as_micros() as u64;
         self.cancel.set(Some((conn.addr, conn.pid, conn.secret)));
         self.server = Some(Attached::new(conn));
         Ok(())
     }
 
     /// In transaction pooling, give the server back once the transaction is over.
-    async fn maybe_release(&mut self) {
+    fn maybe_release(&mut self) {
         if self.mode != PoolMode::Transaction || !self.cin.is_empty() || self.c_remaining > 0 {
             return;
         }
@@ -713,11 +755,11 @@ where
         }
         let a = self.server.take().expect("checked");
         self.cancel.set(None);
-        checkin(a.conn, false);
+        checkin(a.into_conn(), false);
     }
 
     /// On exit, return a clean server or close it.
-    async fn detach_on_exit(&mut self) {
+    fn detach_on_exit(&mut self) {
         self.cancel.set(None);
         let Some(a) = self.server.take() else { return };
         let clean = self.c_remaining == 0
@@ -731,12 +773,13 @@ where
             drop(a);
             return;
         }
-        let force_reset = self.mode == PoolMode::Session || a.t.tx_status != b'I';
-        let mut conn = a.conn;
+        let in_transaction = a.t.tx_status != b'I';
+        let force_reset = self.mode == PoolMode::Session || in_transaction;
+        let mut conn = a.into_conn();
         if force_reset {
             conn.dirty = true;
         }
-        checkin(conn, a.t.tx_status != b'I');
+        checkin(conn, in_transaction);
     }
 
     async fn flush_client(&mut self) -> std::io::Result<()> {
@@ -749,6 +792,37 @@ where
         }
         self.cw.flush().await
     }
+}
+
+thread_local! {
+    /// Where a client without a read buffer reads into (one per runtime thread).
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; CLIENT_CHUNK_MAX].into_boxed_slice());
+}
+
+/// Read from the client into `cin`. When `cin` has no buffer (an idle client), read into
+/// the thread's scratch buffer and copy what came: waiting for the next statement costs
+/// no memory, as in PgBouncer, which lends buffers only to active clients.
+fn poll_read_client<R: AsyncRead + Unpin>(
+    r: &mut R,
+    cin: &mut BytesMut,
+    chunk: usize,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    if cin.capacity() != 0 {
+        return tokio_util::io::poll_read_buf(Pin::new(r), cx, cin);
+    }
+    SCRATCH.with_borrow_mut(|scratch| {
+        let mut rb = tokio::io::ReadBuf::new(&mut scratch[..chunk.min(CLIENT_CHUNK_MAX)]);
+        match Pin::new(r).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                cin.extend_from_slice(rb.filled());
+                Poll::Ready(Ok(rb.filled().len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
 }
 
 /// Write as much of `buf` as the socket takes right now, without waiting: saves a turn of

@@ -17,21 +17,21 @@ where
 {
     /// The Query/Parse with the logical schema mapped to the tenant's, if anything changes.
     pub(super) fn rewrite(&self, tag: u8, msg: &[u8]) -> Option<BytesMut> {
-        let schema = self.pool.as_ref()?.tenant.placement.schema.clone()?;
         let cfg = self.proxy.config();
         if cfg.guard.logical_schema.is_empty() {
             return None;
         }
+        let schema = self.pool.as_ref()?.tenant.placement.schema.as_deref()?;
         let body = &msg[frame::HEADER_LEN..];
         let mut out = BytesMut::new();
         if tag == b'Q' {
             let sql = std::str::from_utf8(frame::parse_query(body)?).ok()?;
-            let new = crate::router::rewrite::rewrite(sql, &cfg.guard.logical_schema, &schema)?;
+            let new = crate::router::rewrite::rewrite(sql, &cfg.guard.logical_schema, schema)?;
             frame::write_query(&mut out, &new);
         } else {
             let m = frame::parse_parse(body)?;
             let sql = std::str::from_utf8(m.query).ok()?;
-            let new = crate::router::rewrite::rewrite(sql, &cfg.guard.logical_schema, &schema)?;
+            let new = crate::router::rewrite::rewrite(sql, &cfg.guard.logical_schema, schema)?;
             frame::write_parse(
                 &mut out,
                 m.name,
