@@ -6,12 +6,13 @@
 # memory of 1000 idle clients on each proxy. Everything it starts is stopped on exit.
 #
 #   bash benches/load.sh                        # ~6 min with the defaults
-#   TARGETS="tenantgate tenantgate-notel tenantgate-nolimit" bash benches/load.sh  # feature costs
+#   TARGETS="tenantgate-core tenantgate-notel tenantgate-nolimit tenantgate" bash benches/load.sh
 #   DURATION=3 CLIENTS="1 8" bash benches/load.sh
 #   TARGETS="direct pgbouncer" bash benches/load.sh   # without tenantgate
 #
 # Targets: direct, pgbouncer, tenantgate (telemetry on: every statement becomes an event;
 # plan limits on: the tenant has a rate and a daily quota, shared through the local Redis),
+# tenantgate-core (tenant routing, guard and schema rewriting only: telemetry and limits off),
 # tenantgate-notel (the same with [telemetry] enabled = false) and tenantgate-nolimit (the
 # same with limits off and no Redis): the pairs measure what telemetry and rate limiting
 # cost. TG_TELEMETRY_SINK=embedded (default: the embedded store) or mongodb (the mongod of
@@ -30,7 +31,7 @@ CLIENTS=${CLIENTS:-"1 8 32"}
 MODES=${MODES:-"simple extended prepared"}
 # Not all five by default: each proxy keeps POOL_SIZE server connections, and five of them
 # plus 32 direct clients exceed PostgreSQL's default max_connections (100).
-TARGETS=${TARGETS:-"direct pgbouncer tenantgate"}
+TARGETS=${TARGETS:-"direct pgbouncer tenantgate-core tenantgate"}
 TG_TELEMETRY_SINK=${TG_TELEMETRY_SINK:-embedded}
 IDLE_CLIENTS=${IDLE_CLIENTS:-1000}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tenantgate/target}
@@ -60,7 +61,8 @@ if has pgbouncer && ! command -v pgbouncer >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
 fi
-if { has tenantgate || has tenantgate-notel || has tenantgate-nolimit; } && [ ! -x "$TENANTGATE_BIN" ]; then
+if { has tenantgate || has tenantgate-core || has tenantgate-notel || has tenantgate-nolimit; } &&
+   [ ! -x "$TENANTGATE_BIN" ]; then
   log "building tenantgate (release)"
   cargo build --release
 fi
@@ -230,6 +232,10 @@ TOML
   wait_ready "$name" "$TG_PID" "$TG_PORT" app@bench
   log "$name pid $TG_PID on port $TG_PORT (telemetry $3, sink $TG_TELEMETRY_SINK, limits $4)"
 }
+if has tenantgate-core; then
+  start_tg tenantgate-core 6437 false false
+  TGC_PORT=$TG_PORT TGC_PID=$TG_PID
+fi
 if has tenantgate-notel; then
   start_tg tenantgate-notel 6435 false true
   TGN_PORT=$TG_PORT TGN_PID=$TG_PID
@@ -254,6 +260,7 @@ bench() {
     direct) port=5432 user=tg_bench ;;
     pgbouncer) port=$PGB_PORT user=tg_bench pid=$PGB_PID ;;
     tenantgate) port=$TG_PORT user=app@bench pid=$TG_PID ;;
+    tenantgate-core) port=$TGC_PORT user=app@bench pid=$TGC_PID ;;
     tenantgate-notel) port=$TGN_PORT user=app@bench pid=$TGN_PID ;;
     tenantgate-nolimit) port=$TGL_PORT user=app@bench pid=$TGL_PID ;;
   esac
@@ -286,7 +293,9 @@ bench() {
 }
 
 ORDER=""
-for t in direct pgbouncer tenantgate tenantgate-notel tenantgate-nolimit; do has "$t" && ORDER+=" $t"; done
+for t in direct pgbouncer tenantgate-core tenantgate tenantgate-notel tenantgate-nolimit; do
+  has "$t" && ORDER+=" $t"
+done
 for mode in $MODES; do
   for c in $CLIENTS; do
     for t in $ORDER; do bench "$t" "$mode" "$c"; done
@@ -311,7 +320,7 @@ if [ ${#NOTES[@]} -gt 0 ]; then
 fi
 
 # --- idle clients: proxy memory per held connection ----------------------------------
-if [ "$IDLE_CLIENTS" -gt 0 ] && { has pgbouncer || has tenantgate; }; then
+if [ "$IDLE_CLIENTS" -gt 0 ] && { has pgbouncer || has tenantgate || has tenantgate-core; }; then
   PY=$(bash scripts/test-deps.sh | tail -1)
   echo
   if has pgbouncer; then
@@ -322,5 +331,10 @@ if [ "$IDLE_CLIENTS" -gt 0 ] && { has pgbouncer || has tenantgate; }; then
     "$PY" benches/idle_clients.py --port "$TG_PORT" --user app@bench --password bench \
       --dbname tg_bench --pid "$TG_PID" --clients "$IDLE_CLIENTS" --label tenantgate \
       || log "idle test on tenantgate failed"
+  fi
+  if has tenantgate-core; then
+    "$PY" benches/idle_clients.py --port "$TGC_PORT" --user app@bench --password bench \
+      --dbname tg_bench --pid "$TGC_PID" --clients "$IDLE_CLIENTS" --label tenantgate-core \
+      || log "idle test on tenantgate-core failed"
   fi
 fi

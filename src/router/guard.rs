@@ -97,14 +97,30 @@ pub enum Verdict {
 /// set_config, copy, and the forbidden functions' prefixes); `\\` and `&` are excluded so
 /// escaped identifiers (`U&"..."`) always get the full analysis.
 pub fn trivially_allowed(sql: &[u8]) -> bool {
-    let at =
-        |rest: &[u8], w: &[u8]| rest.len() >= w.len() && rest[..w.len()].eq_ignore_ascii_case(w);
+    // Bytes that may start a word of the list (either case), or are excluded outright.
+    const START: [bool; 256] = {
+        let mut t = [false; 256];
+        let letters = b"rascpld";
+        let mut i = 0;
+        while i < letters.len() {
+            t[letters[i] as usize] = true;
+            t[letters[i].to_ascii_uppercase() as usize] = true;
+            i += 1;
+        }
+        t[b'.' as usize] = true;
+        t[b'\\' as usize] = true;
+        t[b'&' as usize] = true;
+        t
+    };
+    // The second letter is compared first: most candidates fail there.
+    let at = |rest: &[u8], w: &[u8]| {
+        rest.len() >= w.len() && (rest[1] | 0x20) == w[1] && rest[..w.len()].eq_ignore_ascii_case(w)
+    };
     for (i, &b) in sql.iter().enumerate() {
-        if matches!(b, b'.' | b'\\' | b'&') {
-            return false;
+        if !START[b as usize] {
+            continue;
         }
         let rest = &sql[i..];
-        // Only the words that can start with this letter are compared.
         let hit = match b | 0x20 {
             b'r' => at(rest, b"role"),
             b'a' => at(rest, b"authorization"),
@@ -113,7 +129,8 @@ pub fn trivially_allowed(sql: &[u8]) -> bool {
             b'p' => at(rest, b"pg_"),
             b'l' => at(rest, b"lo_"),
             b'd' => at(rest, b"dblink"),
-            _ => false,
+            // `.`, `\\` and `&`
+            _ => true,
         };
         if hit {
             return false;

@@ -700,21 +700,25 @@ where
                 None => return Err(Some(PgError::unknown_tenant(&pool.tenant.key))),
             }
         }
-        let waited = std::time::Instant::now();
-        let mut conn = match pool.try_acquire() {
-            Some(c) => c,
-            // Boxed: waiting and connecting are the rare case.
-            None => Box::pin(pool.acquire()).await.map_err(|e| match e {
-                PoolError::Timeout(ms) => {
-                    self.proxy.metrics().pool_timeouts.increment(1);
-                    Some(PgError::pool_timeout(&pool.tenant.key, ms))
-                }
-                PoolError::Retired => None,
-                PoolError::Backend(e) => {
-                    warn!(tenant = %pool.tenant.key, error = %e, "server connection failed");
-                    Some(PgError::server_unavailable(&pool.tenant.key))
-                }
-            })?,
+        // An idle connection at once (no clock read), else wait for one.
+        let (mut conn, waited) = match pool.try_acquire() {
+            Some(c) => (c, std::time::Duration::ZERO),
+            None => {
+                let started = std::time::Instant::now();
+                // Boxed: waiting and connecting are the rare case.
+                let c = Box::pin(pool.acquire()).await.map_err(|e| match e {
+                    PoolError::Timeout(ms) => {
+                        self.proxy.metrics().pool_timeouts.increment(1);
+                        Some(PgError::pool_timeout(&pool.tenant.key, ms))
+                    }
+                    PoolError::Retired => None,
+                    PoolError::Backend(e) => {
+                        warn!(tenant = %pool.tenant.key, error = %e, "server connection failed");
+                        Some(PgError::server_unavailable(&pool.tenant.key))
+                    }
+                })?;
+                (c, started.elapsed())
+            }
         };
         self.lim_ctx().await;
         let flags = self.flags();
@@ -728,7 +732,6 @@ where
             warn!(tenant = %pool.tenant.key, error = %e, "could not apply client settings");
             return Err(Some(PgError::server_unavailable(&pool.tenant.key)));
         }
-        let waited = waited.elapsed();
         let metrics = self.proxy.metrics();
         metrics.checkouts.increment(1);
         metrics.pool_wait.record(waited.as_secs_f64());
