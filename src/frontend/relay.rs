@@ -16,6 +16,7 @@ use bytes::BytesMut;
 use super::stmt_log::StmtLog;
 use crate::backend::prepared::PreparedCache;
 use crate::protocol::frame::{self, ParseMsg};
+use crate::router::text::starts_ci;
 
 /// A server reply the proxy is waiting for, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +86,8 @@ impl Tracker {
     pub fn new() -> Self {
         Tracker {
             tx_status: b'I',
+            // A Sync, and a Parse/Close or two, without growing.
+            pending: VecDeque::with_capacity(4),
             ..Default::default()
         }
     }
@@ -374,29 +377,20 @@ pub enum TagEffect {
 /// Does statement text hint at session state that tags do not show (advisory locks,
 /// set_config, temporary tables)?
 pub fn text_dirties(sql: &[u8]) -> bool {
-    // One pass, looking closer only where a candidate word could start.
-    let mut temp = false;
-    for i in 0..sql.len() {
+    // One pass, comparing only where a word's first two letters are (case folded).
+    let (mut temp, mut creates) = (false, false);
+    for i in 0..sql.len().saturating_sub(1) {
         let rest = &sql[i..];
-        match sql[i] | 0x20 {
-            b'a' if starts_ci(rest, b"advisory") => return true,
-            b's' if starts_ci(rest, b"set_config") => return true,
-            b't' if !temp && starts_ci(rest, b"temp") => temp = true,
+        match (sql[i] | 0x20, sql[i + 1] | 0x20) {
+            (b'a', b'd') if starts_ci(rest, b"advisory") => return true,
+            (b's', b'e') if starts_ci(rest, b"set_config") => return true,
+            (b't', b'e') if starts_ci(rest, b"temp") => temp = true,
+            (b'c', b'r') if starts_ci(rest, b"create") => creates = true,
+            (b'i', b'n') if starts_ci(rest, b"into") => creates = true,
             _ => {}
         }
     }
-    temp && (contains_ci(sql, b"create") || contains_ci(sql, b"into"))
-}
-
-fn starts_ci(hay: &[u8], prefix: &[u8]) -> bool {
-    hay.len() >= prefix.len() && hay[..prefix.len()].eq_ignore_ascii_case(prefix)
-}
-
-fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    hay.len() >= needle.len()
-        && hay
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
+    temp && creates
 }
 
 /// Settings whose changes the server reports and the proxy carries between connections.

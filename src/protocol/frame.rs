@@ -49,7 +49,7 @@ pub fn peek_header(buf: &[u8]) -> Result<Option<Header>, BadLength> {
 /// Split a NUL-terminated string off the front of `b`.
 #[inline]
 pub fn cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = b.iter().position(|&c| c == 0)?;
+    let end = memchr::memchr(0, b)?;
     Some((&b[..end], &b[end + 1..]))
 }
 

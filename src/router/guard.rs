@@ -97,40 +97,23 @@ pub enum Verdict {
 /// set_config, copy, and the forbidden functions' prefixes); `\\` and `&` are excluded so
 /// escaped identifiers (`U&"..."`) always get the full analysis.
 pub fn trivially_allowed(sql: &[u8]) -> bool {
-    // Bytes that may start a word of the list (either case), or are excluded outright.
-    const START: [bool; 256] = {
-        let mut t = [false; 256];
-        let letters = b"rascpld";
-        let mut i = 0;
-        while i < letters.len() {
-            t[letters[i] as usize] = true;
-            t[letters[i].to_ascii_uppercase() as usize] = true;
-            i += 1;
-        }
-        t[b'.' as usize] = true;
-        t[b'\\' as usize] = true;
-        t[b'&' as usize] = true;
-        t
-    };
-    // The second letter is compared first: most candidates fail there.
-    let at = |rest: &[u8], w: &[u8]| {
-        rest.len() >= w.len() && (rest[1] | 0x20) == w[1] && rest[..w.len()].eq_ignore_ascii_case(w)
-    };
-    for (i, &b) in sql.iter().enumerate() {
-        if !START[b as usize] {
-            continue;
-        }
+    use super::text::starts_ci;
+    if memchr::memchr3(b'.', b'\\', b'&', sql).is_some() {
+        return false;
+    }
+    // One pass: a word can only start where its first two letters are (`| 0x20` folds
+    // ASCII case; a non-letter it maps onto a letter is ruled out by `starts_ci`).
+    for i in 0..sql.len().saturating_sub(1) {
         let rest = &sql[i..];
-        let hit = match b | 0x20 {
-            b'r' => at(rest, b"role"),
-            b'a' => at(rest, b"authorization"),
-            b's' => at(rest, b"search_path") || at(rest, b"set_config"),
-            b'c' => at(rest, b"copy"),
-            b'p' => at(rest, b"pg_"),
-            b'l' => at(rest, b"lo_"),
-            b'd' => at(rest, b"dblink"),
-            // `.`, `\\` and `&`
-            _ => true,
+        let hit = match (sql[i] | 0x20, sql[i + 1] | 0x20) {
+            (b'r', b'o') => starts_ci(rest, b"role"),
+            (b'a', b'u') => starts_ci(rest, b"authorization"),
+            (b's', b'e') => starts_ci(rest, b"search_path") || starts_ci(rest, b"set_config"),
+            (b'c', b'o') => starts_ci(rest, b"copy"),
+            (b'p', b'g') => starts_ci(rest, b"pg_"),
+            (b'l', b'o') => starts_ci(rest, b"lo_"),
+            (b'd', b'b') => starts_ci(rest, b"dblink"),
+            _ => false,
         };
         if hit {
             return false;

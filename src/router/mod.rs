@@ -5,9 +5,11 @@
 //! - [`guard`] checks statements against a tenant's isolation policy.
 //! - [`header`] reads `/* tenant: key */` header comments.
 //! - [`rewrite`] maps the logical schema (`public`) to the tenant's schema.
+//! - [`text`] has the case-insensitive searches these checks share.
 
 pub mod guard;
 pub mod header;
 pub mod readonly;
 pub mod rewrite;
 pub mod startup;
+pub mod text;

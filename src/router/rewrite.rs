@@ -13,11 +13,12 @@
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
+use super::text::contains_ci;
 use crate::backend::server::{quote_literal, search_path_item};
 
 /// Rewrite `sql` for a tenant whose schema is `schema`; `None` when nothing changes.
 pub fn rewrite(sql: &str, logical: &str, schema: &str) -> Option<String> {
-    if logical == schema || !(contains_ci(sql, logical) || contains_ci(sql, "search_path")) {
+    if !may_rewrite(sql.as_bytes(), logical, schema) {
         return None;
     }
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
@@ -114,9 +115,12 @@ pub fn rewrite(sql: &str, logical: &str, schema: &str) -> Option<String> {
     Some(out)
 }
 
-fn contains_ci(hay: &str, needle: &str) -> bool {
-    let (h, n) = (hay.as_bytes(), needle.as_bytes());
-    h.len() >= n.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+/// Cheap pre-check for [`rewrite`]: false when the text cannot need a rewrite (it names
+/// neither the logical schema nor `search_path`), without decoding or tokenizing it.
+pub fn may_rewrite(sql: &[u8], logical: &str, schema: &str) -> bool {
+    logical != schema
+        && !logical.is_empty()
+        && (contains_ci(sql, logical.as_bytes()) || contains_ci(sql, b"search_path"))
 }
 
 fn regex_escape(s: &str) -> String {

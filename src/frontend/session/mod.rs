@@ -394,7 +394,13 @@ where
                 self.cin.reserve(h.total() - self.cin.len());
                 return Ok(None);
             }
-            let msg = self.cin.split_to(h.total());
+            // The common case is one whole message: taken as it is, not split off (a
+            // split turns the buffer into a shared one, an allocation).
+            let msg = if self.cin.len() == h.total() {
+                std::mem::take(&mut self.cin)
+            } else {
+                self.cin.split_to(h.total())
+            };
             if let Some(end) = self.on_client_message(h.tag, msg).await? {
                 return Ok(Some(end));
             }

@@ -23,15 +23,23 @@ where
         }
         let schema = self.pool.as_ref()?.tenant.placement.schema.as_deref()?;
         let body = &msg[frame::HEADER_LEN..];
+        let logical = &cfg.guard.logical_schema;
         let mut out = BytesMut::new();
         if tag == b'Q' {
-            let sql = std::str::from_utf8(frame::parse_query(body)?).ok()?;
-            let new = crate::router::rewrite::rewrite(sql, &cfg.guard.logical_schema, schema)?;
+            let sql = frame::parse_query(body)?;
+            if !crate::router::rewrite::may_rewrite(sql, logical, schema) {
+                return None;
+            }
+            let sql = std::str::from_utf8(sql).ok()?;
+            let new = crate::router::rewrite::rewrite(sql, logical, schema)?;
             frame::write_query(&mut out, &new);
         } else {
             let m = frame::parse_parse(body)?;
+            if !crate::router::rewrite::may_rewrite(m.query, logical, schema) {
+                return None;
+            }
             let sql = std::str::from_utf8(m.query).ok()?;
-            let new = crate::router::rewrite::rewrite(sql, &cfg.guard.logical_schema, schema)?;
+            let new = crate::router::rewrite::rewrite(sql, logical, schema)?;
             frame::write_parse(
                 &mut out,
                 m.name,

@@ -44,6 +44,10 @@ where
         let metrics = proxy.metrics();
         let query_errors = &metrics.query_errors;
         let a = server.as_mut().expect("attached");
+        // One allocation for the reply rather than growth message by message.
+        if cout.capacity() - cout.len() < a.sbuf.len() {
+            cout.reserve(a.sbuf.len());
+        }
         loop {
             if a.s_remaining > 0 {
                 let n = a.s_remaining.min(a.sbuf.len());
