@@ -32,7 +32,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Name of this replica for logs and telemetry; default the host name. Reload: no.
     pub instance_name: String,
-    /// Runtime worker threads; 0 means one per CPU core. Default 0. Reload: no.
+    /// Runtime worker threads; 0 means one per CPU core; 1 runs tokio's current-thread
+    /// scheduler. Default 0. Reload: no.
     pub workers: usize,
     /// TLS for clients. Reload: no.
     pub tls: TlsConfig,
