@@ -28,7 +28,7 @@ extern "C" fn mimalloc_options() {
 }
 
 #[used]
-#[link_section = ".init_array"]
+#[cfg_attr(target_os = "linux", link_section = ".init_array")]
 static MIMALLOC_OPTIONS: extern "C" fn() = mimalloc_options;
 
 fn main() {
