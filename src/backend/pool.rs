@@ -361,9 +361,10 @@ impl TenantPool {
     }
 
     /// An idle connection right now, without waiting or connecting: `None` when the tenant
-    /// is paused or no idle connection is fit to hand out.
+    /// is paused or no idle connection is fit to hand out. Other tenants' pauses do not
+    /// matter (one atomic read when nothing is paused).
     pub fn try_acquire(self: &Arc<Self>) -> Option<Pooled> {
-        if self.config.pause.any.load(Ordering::Acquire) {
+        if self.config.pause.holds(&self.tenant.key) {
             return None;
         }
         let cfg = self.config.config.load();

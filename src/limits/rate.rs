@@ -57,9 +57,11 @@ pub fn burst_for(rate: u32) -> f64 {
 }
 
 /// Tokens a replica takes from the shared bucket at once: a twentieth of a second's worth,
-/// so a replica holds little that others could have used, and at most 1,000. The cap
-/// only matters above 20,000 statements a second, where a Redis round trip per 100
-/// statements cost ~1 µs of proxy CPU per statement (benches/load.sh).
+/// so a replica holds little that others could have used, and at most 1,000. (The cap
+/// was 100, which applied from 2,000 statements a second: at 20,000 a second that meant a
+/// Redis round trip per 100 statements, ~1 µs of proxy CPU per statement.) Unused tokens
+/// lapse after [`LEASE_TTL`]: a replica with sporadic traffic may let up to a batch lapse
+/// unused, which counts against the tenant's rate (never more than the rate is admitted).
 pub fn batch_for(rate: u32) -> u32 {
     (rate / 20).clamp(1, 1000)
 }
