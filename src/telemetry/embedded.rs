@@ -133,11 +133,16 @@ impl Embedded {
     /// Store events (blocking file IO).
     pub fn append(&self, events: &[EventDoc]) -> io::Result<()> {
         let mut inner = self.inner.lock();
+        // One buffer for the batch's lines, written at once; the tables count the events
+        // once the file has them.
+        let mut lines = Vec::with_capacity(events.len() * 512);
         for ev in events {
-            let line = serde_json::to_vec(ev).map_err(io::Error::other)?;
-            inner.out.write_all(&line)?;
-            inner.out.write_all(b"\n")?;
-            inner.written += line.len() as u64 + 1;
+            serde_json::to_writer(&mut lines, ev).map_err(io::Error::other)?;
+            lines.push(b'\n');
+        }
+        inner.out.write_all(&lines)?;
+        inner.written += lines.len() as u64;
+        for ev in events {
             inner.tables.add(ev);
         }
         inner.out.flush()?;

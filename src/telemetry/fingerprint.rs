@@ -27,7 +27,8 @@ pub struct Fingerprint {
 pub fn fingerprints(sql: &str) -> Vec<Fingerprint> {
     let b = sql.as_bytes();
     let mut out = Vec::new();
-    let mut n = Normaliser::default();
+    // The normalised text is about as long as the statement (literals shrink to `?`).
+    let mut n = Normaliser::with_capacity(b.len());
     let mut start = 0;
     let mut i = 0;
     while i < b.len() {
@@ -259,13 +260,21 @@ struct Normaliser {
 }
 
 impl Normaliser {
+    fn with_capacity(n: usize) -> Self {
+        Normaliser {
+            text: String::with_capacity(n.min(MAX_FINGERPRINT)),
+            ..Default::default()
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.last.is_none()
     }
 
     fn push_word(&mut self, w: &str) {
         let at = self.glue(Kind::Word);
-        self.text.extend(w.chars().map(|c| c.to_ascii_lowercase()));
+        self.text.push_str(w);
+        self.text[at..].make_ascii_lowercase();
         self.shift(Kind::Word, at);
     }
 
@@ -304,10 +313,13 @@ impl Normaliser {
         self.last = Some((kind, at));
     }
 
-    fn finish(self, sample: &str) -> Fingerprint {
+    fn finish(mut self, sample: &str) -> Fingerprint {
+        let hash = hash_hex(&self.text);
+        let kept = cut(&self.text, MAX_FINGERPRINT).len();
+        self.text.truncate(kept);
         Fingerprint {
-            hash: hash_hex(&self.text),
-            text: cut(&self.text, MAX_FINGERPRINT).to_owned(),
+            hash,
+            text: self.text,
             sample: sample.trim().to_owned(),
         }
     }
@@ -323,8 +335,14 @@ pub fn fnv1a(data: &[u8]) -> u64 {
     h
 }
 
+/// The hash as 16 lower-case hex digits (`{:016x}`, without the formatting machinery:
+/// this runs for every statement).
 fn hash_hex(s: &str) -> String {
-    format!("{:016x}", fnv1a(s.as_bytes()))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let h = fnv1a(s.as_bytes());
+    (0..16)
+        .map(|i| char::from(HEX[((h >> (60 - 4 * i)) & 0xf) as usize]))
+        .collect()
 }
 
 /// `s` cut to at most `max` bytes on a char boundary.
