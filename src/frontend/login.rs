@@ -418,12 +418,9 @@ async fn start_session<S: ClientStream>(
             id: format!("{}/{sid}", l.sessions().replica()),
             tenant: t.key.clone(),
             user: who.login_user.clone(),
-            application: who
-                .settings
-                .iter()
-                .find(|(k, _)| k == "application_name")
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default(),
+            application: super::relay::setting(&who.settings, "application_name")
+                .unwrap_or_default()
+                .to_owned(),
             client_addr: peer.to_string(),
             replica: l.sessions().replica().to_owned(),
             started_ms: crate::telemetry::event::epoch_ms(std::time::SystemTime::now()),

@@ -393,6 +393,14 @@ pub fn text_dirties(sql: &[u8]) -> bool {
     temp && creates
 }
 
+/// The value of setting `name` among a client's settings (lower-case names).
+pub fn setting<'a>(settings: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    settings
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
 /// Settings whose changes the server reports and the proxy carries between connections.
 pub fn is_carried_setting(name: &str) -> bool {
     matches!(

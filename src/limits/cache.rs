@@ -137,19 +137,7 @@ impl Limits {
     pub async fn cache_get(&self, t: &TenantState, text: &[u8], salt: u64) -> Option<Bytes> {
         let key = self.cache_key(t, text, salt);
         let hit = match self.shared() {
-            Some(s) => {
-                let k = s.key(&key);
-                s.call(|mut c| async move {
-                    redis::cmd("GET")
-                        .arg(k)
-                        .query_async::<Option<Vec<u8>>>(&mut c)
-                        .await
-                })
-                .await
-                .ok()
-                .flatten()
-                .map(Bytes::from)
-            }
+            Some(s) => s.get::<Vec<u8>>(&key).await.ok().flatten().map(Bytes::from),
             None => self.cache().get(&key),
         };
         let outcome = if hit.is_some() { "hit" } else { "miss" };

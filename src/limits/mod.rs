@@ -419,15 +419,7 @@ impl Limits {
             t.gen_loaded.store(true, Ordering::Release);
             return;
         };
-        let key = s.key(&format!("cachegen:{}", t.key));
-        let res = s
-            .call(|mut c| async move {
-                redis::cmd("GET")
-                    .arg(key)
-                    .query_async::<Option<u64>>(&mut c)
-                    .await
-            })
-            .await;
+        let res = s.get::<u64>(&format!("cachegen:{}", t.key)).await;
         if let Ok(g) = res {
             t.cache_gen.fetch_max(g.unwrap_or(0), Ordering::AcqRel);
             t.gen_loaded.store(true, Ordering::Release);

@@ -302,17 +302,7 @@ impl Registry {
     /// The replica address holding the session with this cancel key, when another does.
     pub async fn cancel_owner(&self, limits: &Limits, key: (i32, i32)) -> Option<String> {
         let s = limits.shared()?;
-        let k = s.key(&cancel_key(key));
-        let owner = s
-            .call(|mut c| async move {
-                redis::cmd("GET")
-                    .arg(k)
-                    .query_async::<Option<String>>(&mut c)
-                    .await
-            })
-            .await
-            .ok()
-            .flatten()?;
+        let owner = s.get::<String>(&cancel_key(key)).await.ok().flatten()?;
         (owner != self.advertise).then_some(owner)
     }
 }

@@ -176,6 +176,18 @@ impl Shared {
         self.key("events")
     }
 
+    /// GET the key `rest` under the prefix.
+    pub async fn get<T: redis::FromRedisValue>(&self, rest: &str) -> Result<Option<T>, Down> {
+        let key = self.key(rest);
+        self.call(|mut c| async move {
+            redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<T>>(&mut c)
+                .await
+        })
+        .await
+    }
+
     /// Publish `msg` on the events channel.
     pub async fn publish(&self, msg: String) -> Result<(), Down> {
         let ch = self.channel();

@@ -54,12 +54,9 @@ where
             plan: t.plan.clone(),
             rates: t.rates,
             user: self.user.clone(),
-            application: self
-                .settings
-                .iter()
-                .find(|(k, _)| k == "application_name")
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default(),
+            application: crate::frontend::relay::setting(&self.settings, "application_name")
+                .unwrap_or_default()
+                .to_owned(),
             session: self.session_id,
             pg_instance: t.placement.instance.clone(),
         });
