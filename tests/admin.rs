@@ -7,12 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::catalog_db::{drop_catalog, CatalogDb};
+use common::catalog_db::{drop_catalog, proxy_config, CatalogDb};
 use common::{admin, code, eventually, psql};
 use tenantgate::catalog::provision::NewTenant;
 use tenantgate::catalog::sample::SAMPLE_TENANTS;
 use tenantgate::catalog::Catalog;
-use tenantgate::config::{AuthMethod, AuthRule, Config};
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 const ADMIN_PW: &str = "admin-secret";
@@ -65,22 +64,8 @@ impl World {
             .add_admin_user("ops", ADMIN_PW, "test")
             .await
             .unwrap();
-        let cfg = Config {
-            listen: "127.0.0.1:0".into(),
-            catalog_url: url,
-            catalog_key: key,
-            auth: vec![AuthRule {
-                user: "*".into(),
-                address: "*".into(),
-                method: AuthMethod::ScramSha256,
-            }],
-            telemetry: tenantgate::config::TelemetryConfig {
-                dir: common::scratch_dir(&db),
-                flush_ms: 50,
-                ..Default::default()
-            },
-            ..Config::default()
-        };
+        let mut cfg = proxy_config(&url, &key, &db);
+        cfg.telemetry.flush_ms = 50;
         let proxy = tenantgate::app::start(cfg, None).await.unwrap();
         World {
             db,

@@ -13,7 +13,7 @@ use tenantgate::catalog::migrate::{migrate_all, MigrateOptions};
 use tenantgate::catalog::migrations::{self, Migration};
 use tenantgate::catalog::provision::{role_of, schema_of, NewTenant};
 use tenantgate::catalog::{Catalog, CatalogError};
-use tenantgate::config::{AuthMethod, AuthRule, Config};
+use tenantgate::config::Config;
 use tokio_postgres::NoTls;
 
 /// A catalog in its own database; tenants get unique keys (roles are cluster-wide).
@@ -64,21 +64,7 @@ impl Cat {
     }
 
     fn config(&self) -> Config {
-        Config {
-            listen: "127.0.0.1:0".into(),
-            catalog_url: self.url.clone(),
-            catalog_key: self.key.clone(),
-            auth: vec![AuthRule {
-                user: "*".into(),
-                address: "*".into(),
-                method: AuthMethod::ScramSha256,
-            }],
-            telemetry: tenantgate::config::TelemetryConfig {
-                dir: common::scratch_dir(&self.db),
-                ..Default::default()
-            },
-            ..Config::default()
-        }
+        common::catalog_db::proxy_config(&self.url, &self.key, &self.db)
     }
 
     async fn cleanup(self) {

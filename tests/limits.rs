@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -446,22 +446,14 @@ async fn redis_stopped_and_restarted_under_load_fails_no_query() {
         })
         .await
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let c = env.client("acme").await;
-        let stop = stop.clone();
-        load.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                c.simple_query("SELECT 1")
-                    .await
-                    .expect("no query fails while redis is down");
-                n += 1;
-            }
-            (n, c)
-        }));
-    }
+    let load = common::Load::start(
+        &env,
+        "acme",
+        4,
+        |_| "SELECT 1".into(),
+        "no query fails while redis is down",
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     r.kill().await;
     assert!(
@@ -482,14 +474,8 @@ async fn redis_stopped_and_restarted_under_load_fails_no_query() {
         l.shared().unwrap().is_up()
     })
     .await;
-    stop.store(true, Ordering::Relaxed);
-    let mut total = 0;
-    let mut clients = Vec::new();
-    for t in load {
-        let (n, c) = t.await.unwrap();
-        total += n;
-        clients.push(c);
-    }
+    // The clients stay connected: their sessions are what the heartbeat re-registers.
+    let (total, _clients) = load.stop().await;
     assert!(back, "limits use redis again after it returns");
     assert!(total > 100, "{total} queries");
     // Sessions are registered again by the heartbeat after the restart (Redis kept nothing).

@@ -9,13 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::catalog_db::{drop_catalog, CatalogDb};
+use common::catalog_db::{drop_catalog, proxy_config, CatalogDb};
 use common::pg_instance::PgInstance;
 use common::{admin, connect_dsn};
 use tenantgate::catalog::moves::{self, MoveOptions};
 use tenantgate::catalog::provision::{schema_of, NewTenant};
 use tenantgate::catalog::Catalog;
-use tenantgate::config::{AuthMethod, AuthRule, Config};
 
 struct World {
     db: String,
@@ -85,22 +84,7 @@ impl World {
                 .await
                 .unwrap();
         }
-        let cfg = Config {
-            listen: "127.0.0.1:0".into(),
-            catalog_url: url,
-            catalog_key: key,
-            auth: vec![AuthRule {
-                user: "*".into(),
-                address: "*".into(),
-                method: AuthMethod::ScramSha256,
-            }],
-            telemetry: tenantgate::config::TelemetryConfig {
-                dir: common::scratch_dir(&db),
-                ..Default::default()
-            },
-            ..Config::default()
-        };
-        let mut cfg = cfg;
+        let mut cfg = proxy_config(&url, &key, &db);
         // The load runs flat out; plan rate limits are not what this test is about.
         cfg.limits.enforce_plans = false;
         let proxy = tenantgate::app::start(cfg, None).await.unwrap();
@@ -236,30 +220,17 @@ async fn move_under_load_pauses_only_that_tenant_and_loses_nothing() {
     // Every row is on the target, sequences continue, the tenant now lives there.
     let schema = schema_of(&w.key("acme"));
     let dst = w.on(w.dst.port).await;
-    let notes: i64 = dst
-        .query_one(format!("SELECT count(*) FROM {schema}.notes").as_str(), &[])
-        .await
-        .unwrap()
-        .get(0);
+    let notes: i64 =
+        common::scalar(&dst, &format!("SELECT count(*) FROM {schema}.notes"), &[]).await;
     assert_eq!(notes, rows + a1 as i64);
-    let events: i64 = dst
-        .query_one(
-            format!("SELECT count(*) FROM {schema}.events").as_str(),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let events: i64 =
+        common::scalar(&dst, &format!("SELECT count(*) FROM {schema}.events"), &[]).await;
     assert_eq!(events, 5000 + a2 as i64, "table without a primary key");
     let acme = w.client("acme").await;
     acme.simple_query("INSERT INTO notes (title) VALUES ('after')")
         .await
         .expect("writes go to the target");
-    let max: i64 = dst
-        .query_one(format!("SELECT max(id) FROM {schema}.notes").as_str(), &[])
-        .await
-        .unwrap()
-        .get(0);
+    let max: i64 = common::scalar(&dst, &format!("SELECT max(id) FROM {schema}.notes"), &[]).await;
     assert_eq!(
         max,
         rows + a1 as i64 + 1,
@@ -277,14 +248,12 @@ async fn move_under_load_pauses_only_that_tenant_and_loses_nothing() {
     );
     // The source copy is kept, renamed and read-only, until cleanup.
     let src = w.on(w.src.port).await;
-    let kept: i64 = src
-        .query_one(
-            "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
-            &[&report.kept_schema],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let kept: i64 = common::scalar(
+        &src,
+        "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
+        &[&report.kept_schema],
+    )
+    .await;
     assert_eq!(kept, 1);
     assert_eq!(
         moves::cleanup(&w.catalog, &w.key("acme"))
@@ -293,11 +262,7 @@ async fn move_under_load_pauses_only_that_tenant_and_loses_nothing() {
             .len(),
         1
     );
-    let slots: i64 = src
-        .query_one("SELECT count(*) FROM pg_replication_slots", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let slots: i64 = common::scalar(&src, "SELECT count(*) FROM pg_replication_slots", &[]).await;
     assert_eq!(slots, 0, "replication slot dropped");
     w.finish().await;
 }
@@ -338,14 +303,12 @@ async fn failed_moves_leave_the_tenant_where_it_was_and_working() {
     assert!(!t.paused);
     // Moves are recorded.
     let c = w.catalog.pool().get().await.unwrap();
-    let failed: i64 = c
-        .query_one(
-            "SELECT count(*) FROM tenantgate.tenant_moves WHERE tenant = $1 AND state = 'failed'",
-            &[&w.key("clash")],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let failed: i64 = common::scalar(
+        &c,
+        "SELECT count(*) FROM tenantgate.tenant_moves WHERE tenant = $1 AND state = 'failed'",
+        &[&w.key("clash")],
+    )
+    .await;
     assert_eq!(failed, 2);
     drop(c);
     assert!(
@@ -405,30 +368,22 @@ async fn no_free_replication_slot_rolls_back() {
     assert!(e.to_string().contains("subscription"), "{e}");
     // Nothing is left on the target, and the tenant is not paused.
     let dst = w.on(w.dst.port).await;
-    let left: i64 = dst
-        .query_one(
-            "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
-            &[&schema_of(&key)],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let left: i64 = common::scalar(
+        &dst,
+        "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
+        &[&schema_of(&key)],
+    )
+    .await;
     assert_eq!(left, 0);
-    let subs: i64 = dst
-        .query_one("SELECT count(*) FROM pg_subscription", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let subs: i64 = common::scalar(&dst, "SELECT count(*) FROM pg_subscription", &[]).await;
     assert_eq!(subs, 0);
     let c = w.catalog.pool().get().await.unwrap();
-    let paused: bool = c
-        .query_one(
-            "SELECT paused FROM tenantgate.tenants WHERE key = $1",
-            &[&key],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let paused: bool = common::scalar(
+        &c,
+        "SELECT paused FROM tenantgate.tenants WHERE key = $1",
+        &[&key],
+    )
+    .await;
     assert!(!paused);
     drop(c);
     let _ = admin("postgres")
@@ -523,14 +478,12 @@ async fn proxy_restarted_mid_move_and_an_abandoned_move() {
     assert!(ok, "the stale move was rolled back");
     let aborted = common::eventually(Duration::from_secs(10), || async {
         let c = w.catalog.pool().get().await.unwrap();
-        let state: String = c
-            .query_one(
-                "SELECT state FROM tenantgate.tenant_moves WHERE tenant = $1",
-                &[&other],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let state: String = common::scalar(
+            &c,
+            "SELECT state FROM tenantgate.tenant_moves WHERE tenant = $1",
+            &[&other],
+        )
+        .await;
         state == "aborted"
     })
     .await;

@@ -261,22 +261,14 @@ async fn mongodb_killed_under_load_loses_nothing_and_duplicates_nothing() {
     assert!(eventually(Duration::from_secs(15), up).await);
     // Four clients keep querying while mongod is killed and restarted; queries never
     // wait on MongoDB, so every one succeeds.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let c = env.client("acme").await;
-        let stop = stop.clone();
-        load.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                c.simple_query(&format!("SELECT {n}"))
-                    .await
-                    .expect("query under load");
-                n += 1;
-            }
-            n
-        }));
-    }
+    let load = common::Load::start(
+        &env,
+        "acme",
+        4,
+        |n| format!("SELECT {n}"),
+        "query under load",
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     m.kill().await;
     let spooling = eventually(Duration::from_secs(15), || async {
@@ -287,11 +279,7 @@ async fn mongodb_killed_under_load_loses_nothing_and_duplicates_nothing() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     m.start().await;
     tokio::time::sleep(Duration::from_millis(700)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut total = 0;
-    for l in load {
-        total += l.await.unwrap();
-    }
+    let (total, _) = load.stop().await;
     tele.flush().await;
     let ok = eventually(Duration::from_secs(30), || async {
         Stats::get(&tele.stats().spool_bytes) == 0 && Stats::get(&tele.stats().sink_up) == 1

@@ -4,8 +4,9 @@
 use tenantgate::catalog::crypto::SecretKey;
 use tenantgate::catalog::store::SetupReport;
 use tenantgate::catalog::Catalog;
+use tenantgate::config::{AuthMethod, AuthRule, Config};
 
-use super::{admin, unique, PG_HOST, PG_PORT};
+use super::{admin, scratch_dir, unique, PG_HOST, PG_PORT};
 
 pub struct CatalogDb {
     pub db: String,
@@ -40,6 +41,26 @@ impl CatalogDb {
             prefix: format!("{key_prefix}{id}"),
             setup,
         }
+    }
+}
+
+/// A proxy reading tenants from the catalog at `url` (secret `key`): SCRAM for everyone,
+/// listening on port 0, telemetry into a scratch directory named after `db`.
+pub fn proxy_config(url: &str, key: &str, db: &str) -> Config {
+    Config {
+        listen: "127.0.0.1:0".into(),
+        catalog_url: url.into(),
+        catalog_key: key.into(),
+        auth: vec![AuthRule {
+            user: "*".into(),
+            address: "*".into(),
+            method: AuthMethod::ScramSha256,
+        }],
+        telemetry: tenantgate::config::TelemetryConfig {
+            dir: scratch_dir(db),
+            ..Default::default()
+        },
+        ..Config::default()
     }
 }
 

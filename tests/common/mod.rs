@@ -14,6 +14,7 @@ use tenantgate::app::{self, Running};
 use tenantgate::config::{
     AuthMethod, AuthRule, Config, InstanceConfig, LoginUserConfig, PoolMode, TenantConfig,
 };
+use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{Client, NoTls};
 
 pub const PG_HOST: &str = "127.0.0.1";
@@ -255,6 +256,14 @@ pub fn code(e: &tokio_postgres::Error) -> String {
         .unwrap_or_else(|| format!("no code: {e}"))
 }
 
+/// The value of a query returning one row of one column.
+pub async fn scalar<T>(c: &Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> T
+where
+    T: for<'a> FromSql<'a>,
+{
+    c.query_one(sql, params).await.unwrap().get(0)
+}
+
 /// Poll `f` until it returns true or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
 where
@@ -281,4 +290,51 @@ pub async fn psql(conninfo: &str, args: &[&str]) -> std::process::Output {
         .output()
         .await
         .expect("psql is installed")
+}
+
+/// Clients of one tenant running statements back to back until stopped; every statement
+/// must succeed (the test fails with `what` otherwise).
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<(u64, Client)>>,
+}
+
+impl Load {
+    /// `clients` clients of `tenant`; the n-th statement of each is `statement(n)`.
+    pub async fn start(
+        env: &Env,
+        tenant: &str,
+        clients: usize,
+        statement: fn(u64) -> String,
+        what: &'static str,
+    ) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let c = env.client(tenant).await;
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    c.simple_query(&statement(n)).await.expect(what);
+                    n += 1;
+                }
+                (n, c)
+            }));
+        }
+        Load { stop, tasks }
+    }
+
+    /// Stop: the statements run in all, and the clients, still connected.
+    pub async fn stop(self) -> (u64, Vec<Client>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut total = 0;
+        let mut clients = Vec::new();
+        for t in self.tasks {
+            let (n, c) = t.await.unwrap();
+            total += n;
+            clients.push(c);
+        }
+        (total, clients)
+    }
 }
