@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
@@ -32,7 +33,7 @@ pub async fn run(proxy: Proxy, listener: TcpListener, tracker: TaskTracker) {
         let proxy = proxy.clone();
         let fut = async move {
             if !proxy.client_enter() {
-                let mut out = bytes::BytesMut::new();
+                let mut out = BytesMut::new();
                 PgError::too_many_clients().encode(&mut out);
                 let mut sock = sock;
                 let _ = sock.write_all(&out).await;
@@ -48,7 +49,8 @@ pub async fn run(proxy: Proxy, listener: TcpListener, tracker: TaskTracker) {
 
 /// Where startup negotiation leaves a client.
 enum Negotiated {
-    Plain(TcpStream, startup::StartupParams, Duration),
+    /// With the bytes read past the StartupMessage (the client's first messages).
+    Plain(TcpStream, startup::StartupParams, Duration, BytesMut),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>, Duration),
     /// Answered (cancel, refusal) or gone.
     Done,
@@ -58,8 +60,11 @@ enum Negotiated {
 /// its own future is sized by its largest state, so it holds only the session's box.
 async fn handle(proxy: Proxy, sock: TcpStream, peer: SocketAddr) {
     match Box::pin(negotiate(&proxy, sock, peer)).await {
-        Negotiated::Plain(sock, params, remaining) => {
-            Box::pin(super::login::serve(proxy, sock, peer, params, remaining)).await
+        Negotiated::Plain(sock, params, remaining, cin) => {
+            Box::pin(super::login::serve(
+                proxy, sock, peer, params, remaining, cin,
+            ))
+            .await
         }
         Negotiated::Tls(tls, remaining) => Box::pin(after_tls(proxy, *tls, peer, remaining)).await,
         Negotiated::Done => {}
@@ -71,8 +76,11 @@ async fn negotiate(proxy: &Proxy, mut sock: TcpStream, peer: SocketAddr) -> Nego
     let deadline = Duration::from_millis(proxy.config().limits.client_login_timeout_ms);
     let started = tokio::time::Instant::now();
     let mut tls_refused = false;
+    // Read as whole chunks: a startup packet usually arrives in one segment, and what
+    // follows it (if anything) is the client's first messages, kept for the session.
+    let mut buf = BytesMut::with_capacity(STARTUP_READ);
     loop {
-        let pkt = match tokio::time::timeout(deadline, read_packet(&mut sock)).await {
+        let pkt = match tokio::time::timeout(deadline, read_packet(&mut sock, &mut buf)).await {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => {
                 refuse(&mut sock, e).await;
@@ -94,6 +102,16 @@ async fn negotiate(proxy: &Proxy, mut sock: TcpStream, peer: SocketAddr) -> Nego
                 return Negotiated::Done;
             }
             StartupPacket::Ssl => match proxy.tls().cloned() {
+                // Bytes sent in the clear after SSLRequest would be taken as if they had
+                // come through TLS (CVE-2021-23214): PostgreSQL refuses them, so do we.
+                Some(_) if !buf.is_empty() => {
+                    refuse(
+                        &mut sock,
+                        PgError::protocol_violation("received unencrypted data after SSL request"),
+                    )
+                    .await;
+                    return Negotiated::Done;
+                }
                 Some(acceptor) => {
                     if sock.write_all(b"S").await.is_err() {
                         return Negotiated::Done;
@@ -128,7 +146,9 @@ async fn negotiate(proxy: &Proxy, mut sock: TcpStream, peer: SocketAddr) -> Nego
                 cancel(proxy, pid, secret).await;
                 return Negotiated::Done;
             }
-            StartupPacket::Startup(params) => return Negotiated::Plain(sock, params, remaining),
+            StartupPacket::Startup(params) => {
+                return Negotiated::Plain(sock, params, remaining, buf)
+            }
         }
     }
 }
@@ -139,9 +159,10 @@ async fn after_tls(
     peer: SocketAddr,
     deadline: Duration,
 ) {
-    match tokio::time::timeout(deadline, read_packet(&mut tls)).await {
+    let mut buf = BytesMut::with_capacity(STARTUP_READ);
+    match tokio::time::timeout(deadline, read_packet(&mut tls, &mut buf)).await {
         Ok(Ok(StartupPacket::Startup(params))) => {
-            Box::pin(super::login::serve(proxy, tls, peer, params, deadline)).await
+            Box::pin(super::login::serve(proxy, tls, peer, params, deadline, buf)).await
         }
         Ok(Ok(StartupPacket::Cancel { pid, secret })) => cancel(&proxy, pid, secret).await,
         Ok(Ok(_)) => {
@@ -164,14 +185,33 @@ async fn refuse<S: tokio::io::AsyncWrite + Unpin>(s: &mut S, e: PgError) {
     let _ = s.shutdown().await;
 }
 
-/// Read one untagged startup-phase packet.
-async fn read_packet<S: AsyncRead + Unpin>(s: &mut S) -> Result<StartupPacket, PgError> {
-    let closed = |_| PgError::protocol_violation("incomplete startup packet");
-    let len = s.read_i32().await.map_err(closed)?;
-    let len = startup::check_len(len)?;
-    let mut body = vec![0u8; len - 4];
-    s.read_exact(&mut body).await.map_err(closed)?;
-    startup::decode(&body)
+/// First read of a client's socket: room for any ordinary StartupMessage.
+const STARTUP_READ: usize = 1024;
+
+/// Read one untagged startup-phase packet, buffering in `buf`; bytes past the packet
+/// stay there.
+async fn read_packet<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut BytesMut,
+) -> Result<StartupPacket, PgError> {
+    let incomplete = || PgError::protocol_violation("incomplete startup packet");
+    loop {
+        if buf.len() >= 4 {
+            let len = startup::check_len(i32::from_be_bytes(buf[..4].try_into().unwrap()))?;
+            if buf.len() >= len {
+                let pkt = startup::decode(&buf[4..len]);
+                buf.advance(len);
+                return pkt;
+            }
+            buf.reserve(len - buf.len());
+        } else if buf.capacity() - buf.len() < 4 {
+            buf.reserve(STARTUP_READ);
+        }
+        match s.read_buf(buf).await {
+            Ok(0) | Err(_) => return Err(incomplete()),
+            Ok(_) => {}
+        }
+    }
 }
 
 /// Forward a CancelRequest to the server the keyed client is using, if any.

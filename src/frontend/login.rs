@@ -42,8 +42,8 @@ pub async fn serve<S: ClientStream>(
     peer: SocketAddr,
     params: StartupParams,
     deadline: Duration,
+    mut cin: BytesMut,
 ) {
-    let mut cin = BytesMut::with_capacity(1024);
     let mut out = BytesMut::with_capacity(512);
     if params.minor != 0 || !params.protocol_options.is_empty() {
         write::negotiate_protocol_version(&mut out, 0, &params.protocol_options);
@@ -70,12 +70,13 @@ pub async fn serve<S: ClientStream>(
         Ok(Err(e)) => return fail(&mut stream, out, e).await,
         Err(_) => return fail(&mut stream, out, PgError::login_timeout()).await,
     };
-    let tenant_key = who
-        .tenant
-        .as_ref()
-        .map_or("", |t| t.key.as_str())
-        .to_owned();
-    let span = info_span!("client", %peer, tenant = %tenant_key, user = %who.login_user, trusted = who.trusted);
+    let span = info_span!(
+        "client",
+        %peer,
+        tenant = who.tenant.as_ref().map_or("", |t| t.key.as_str()),
+        user = %who.login_user,
+        trusted = who.trusted
+    );
     async move {
         match start_session(&proxy, who, stream, cin, out, peer).await {
             Ok(end) => debug!(?end, "client left"),
@@ -338,37 +339,30 @@ async fn start_session<S: ClientStream>(
     mut out: BytesMut,
     peer: SocketAddr,
 ) -> Result<End, Failed<S>> {
+    let pool = who.tenant.as_ref().map(|t| proxy.pools().for_tenant(t));
     // A service user without a tenant gets the parameters of some tenant's server.
-    let params_tenant = who.tenant.clone().or_else(|| {
+    let params_pool = pool.clone().or_else(|| {
         let mut all = proxy.directory().tenants();
         all.sort_by(|a, b| a.key.cmp(&b.key));
-        all.into_iter().next()
+        all.first().map(|t| proxy.pools().for_tenant(t))
     });
-    let pool = who.tenant.as_ref().map(|t| proxy.pools().for_tenant(t));
-    let params_pool = params_tenant.as_ref().map(|t| proxy.pools().for_tenant(t));
     let mode = who
         .tenant
         .as_ref()
         .map_or(PoolMode::Transaction, |t| t.pool_mode);
-    let key = who
-        .tenant
-        .as_ref()
-        .map_or("", |t| t.key.as_str())
-        .to_owned();
-    let key = key.as_str();
+    let tenant = who.tenant.clone();
+    let key = tenant.as_ref().map_or("", |t| t.key.as_str());
     // Plan limits and flags of a tenant-bound login (service users: per statement).
     let limits = proxy.limits().cloned();
     let lim_state = match (&limits, &who.tenant) {
         (Some(l), Some(t)) if !who.trusted => {
             let ts = l.tenant(&t.key);
-            Box::pin(l.warm(&ts)).await;
+            if !l.warmed(&ts) {
+                Box::pin(l.warm(&ts)).await;
+            }
             Some(ts)
         }
         _ => None,
-    };
-    let wanted = match &lim_state {
-        Some(ts) if !ts.flags().settings.is_empty() => ts.flags().merge_settings(&who.settings),
-        _ => who.settings.clone(),
     };
     // Session pooling holds a server from the start (its pid is the client's pid);
     // transaction pooling needs one only to learn the server's parameters the first time.
@@ -381,7 +375,14 @@ async fn start_session<S: ClientStream>(
             Ok(c) => c,
             Err(e) => return Err((stream, out, login_pool_error(key, e))),
         };
-        if let Err(e) = conn.sync_settings(&wanted).await {
+        let merged = lim_state
+            .as_ref()
+            .filter(|ts| !ts.flags().settings.is_empty())
+            .map(|ts| ts.flags().merge_settings(&who.settings));
+        if let Err(e) = conn
+            .sync_settings(merged.as_deref().unwrap_or(&who.settings))
+            .await
+        {
             let err = match e {
                 BackendError::Query { code, message } => {
                     PgError::from_server(Severity::Fatal, &code, &message)
@@ -397,11 +398,11 @@ async fn start_session<S: ClientStream>(
         .and_then(|p| p.server_params())
         .unwrap_or_default();
     for (k, v) in params.iter() {
-        let lk = k.to_ascii_lowercase();
+        // Setting names are lowercase (router::startup); the server reports "DateStyle".
         let v = who
             .settings
             .iter()
-            .find(|(sk, _)| *sk == lk && super::relay::is_carried_setting(sk))
+            .find(|(sk, _)| sk.eq_ignore_ascii_case(k) && super::relay::is_carried_setting(sk))
             .map_or(v.as_str(), |(_, cv)| cv.as_str());
         write::parameter_status(&mut out, k, v);
     }

@@ -18,7 +18,9 @@ pub mod rate;
 pub mod sessions;
 pub mod shared;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -166,6 +168,11 @@ impl Limits {
     }
 
     /// Load the tenant's flags and cache generation if not loaded yet (at login).
+    /// Whether [`Limits::warm`] has nothing left to load for `t`.
+    pub fn warmed(&self, t: &TenantState) -> bool {
+        t.flags_loaded.load(Ordering::Acquire) && t.gen_loaded.load(Ordering::Acquire)
+    }
+
     pub async fn warm(&self, t: &TenantState) {
         if !t.flags_loaded.load(Ordering::Acquire) {
             self.reload_flags(t).await;
