@@ -89,6 +89,60 @@ async fn malformed_startup_packets_get_08p01_and_close() {
     env.finish().await;
 }
 
+fn startup_packet(user: &str) -> Vec<u8> {
+    let mut body = 196_608i32.to_be_bytes().to_vec();
+    body.extend_from_slice(format!("user\0{user}\0database\0tg\0\0").as_bytes());
+    [((body.len() + 4) as i32).to_be_bytes().to_vec(), body].concat()
+}
+
+fn query_message(sql: &str) -> Vec<u8> {
+    let mut m = vec![b'Q'];
+    m.extend_from_slice(&((sql.len() + 5) as i32).to_be_bytes());
+    m.extend_from_slice(sql.as_bytes());
+    m.push(0);
+    m
+}
+
+#[tokio::test]
+async fn messages_sent_with_the_startup_packet_are_served_in_order() {
+    // Trust auth: nothing to wait for, so a client may send everything at once, down to
+    // its Terminate; as with PostgreSQL, what came before Terminate runs and is answered.
+    let env = Env::with(|c| c.auth[0].method = tenantgate::config::AuthMethod::Trust).await;
+    let mut s = TcpStream::connect(env.addr()).await.unwrap();
+    let bytes = [
+        startup_packet("app@acme"),
+        query_message("SELECT current_schema()"),
+        query_message("CREATE TABLE pipelined AS SELECT 'second' AS x"),
+        b"X\0\0\0\x04".to_vec(),
+        query_message("DROP TABLE pipelined"),
+    ]
+    .concat();
+    s.write_all(&bytes).await.unwrap();
+    let reply = read_all(&mut s).await;
+    assert_eq!(sqlstate(&reply), None, "{reply:?}");
+    let text = String::from_utf8_lossy(&reply);
+    let (first, second) = (
+        text.find("acme").expect(&text),
+        text.find("SELECT 1").expect(&text),
+    );
+    assert!(first < second, "{text:?}");
+    // login's ReadyForQuery and one per query; nothing after Terminate ran
+    assert_eq!(
+        reply.windows(6).filter(|w| w == b"Z\0\0\0\x05I").count(),
+        3,
+        "{text:?}"
+    );
+    let c = env.client("acme").await;
+    let x: String = c
+        .query_one("SELECT x FROM pipelined", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(x, "second");
+    env.still_alive().await;
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn oversized_message_closes_only_that_client() {
     let env = Env::with(|c| c.limits.max_message_bytes = 4096).await;
@@ -215,6 +269,15 @@ async fn tls_is_offered_when_configured() {
     )
     .await;
     assert!(!out.status.success());
+    // bytes sent in the clear behind SSLRequest are refused, not read as if encrypted
+    let mut s = TcpStream::connect(env.addr()).await.unwrap();
+    let ssl = [8i32.to_be_bytes(), 80_877_103i32.to_be_bytes()].concat();
+    s.write_all(&[ssl, startup_packet("app@acme")].concat())
+        .await
+        .unwrap();
+    let reply = read_all(&mut s).await;
+    assert_eq!(reply.first(), Some(&b'E'), "{reply:?}");
+    assert_eq!(sqlstate(&reply).as_deref(), Some("08P01"), "{reply:?}");
     // plain connections still work when the client does not ask for TLS
     let out = common::psql(
         &format!("{} sslmode=disable", env.dsn("app@acme", "acme-pw")),

@@ -165,6 +165,12 @@ impl Tracker {
     pub fn quiet(&self) -> bool {
         self.outstanding == 0 && !self.unsynced && !self.in_copy
     }
+
+    /// The server cannot finish what it was sent without more from the client: extended
+    /// query messages without a Sync yet, or a COPY FROM STDIN in progress.
+    pub fn awaits_client(&self) -> bool {
+        self.unsynced || (self.in_copy && self.copy_ends_sent < self.copy_ins_seen)
+    }
 }
 
 /// Client-side statement names → server statements, for transaction pooling.

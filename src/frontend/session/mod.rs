@@ -112,6 +112,10 @@ pub struct Session<R, W> {
     pub server: Option<Box<Attached>>,
     pub cancel: Arc<CancelTarget>,
     skip_until_sync: bool,
+    /// The client sent Terminate: nothing more is read from it; the session ends once
+    /// the server has answered what came before (as PostgreSQL runs a `COMMIT` sent
+    /// just ahead of Terminate) and the client has been sent what it is owed.
+    terminating: bool,
     max_message: usize,
     /// Current client read size: doubles while reads fill the buffer, resets when not.
     client_chunk: usize,
@@ -173,6 +177,7 @@ where
             server,
             cancel,
             skip_until_sync: false,
+            terminating: false,
             max_message,
             client_chunk: CLIENT_CHUNK_MIN,
             kill: tokio_util::sync::CancellationToken::new(),
@@ -221,6 +226,9 @@ where
             }
         }
         loop {
+            if self.terminating && self.cout.is_empty() && self.server_settled() {
+                return Ok(End::ClientGone);
+            }
             let attached = self.server.is_some();
             if !attached {
                 // Between transactions a client holds no buffers (see `poll_read_client`).
@@ -235,7 +243,8 @@ where
                 None => true,
                 Some(a) => self.mode == PoolMode::Session && a.t.idle() && self.cin.is_empty(),
             };
-            let read_client = self.cout.len() < HIGH_WATER
+            let read_client = !self.terminating
+                && self.cout.len() < HIGH_WATER
                 && self
                     .server
                     .as_ref()
@@ -350,9 +359,23 @@ where
         Err(PgError::server_lost())
     }
 
+    /// Nothing the server still owes can arrive: no server, or it has answered
+    /// everything sent, or it cannot finish without more from the client (no Sync yet,
+    /// or COPY FROM STDIN).
+    fn server_settled(&self) -> bool {
+        self.server
+            .as_ref()
+            .is_none_or(|a| a.sout.is_empty() && (a.t.quiet() || a.t.awaits_client()))
+    }
+
     /// Process complete client messages in `cin`.
     async fn on_client_data(&mut self) -> Result<Option<End>, PgError> {
         loop {
+            if self.terminating {
+                // Nothing after Terminate is read.
+                self.cin.clear();
+                return Ok(None);
+            }
             if self.c_remaining > 0 {
                 let n = self.c_remaining.min(self.cin.len());
                 if n == 0 {
@@ -410,7 +433,8 @@ where
     async fn on_client_message(&mut self, tag: u8, msg: BytesMut) -> Result<Option<End>, PgError> {
         tracing::trace!(tag = %(tag as char), len = msg.len(), "client message");
         if tag == b'X' {
-            return Ok(Some(End::ClientGone));
+            self.terminating = true;
+            return Ok(None);
         }
         if self.skip_until_sync {
             if tag == b'S' {
