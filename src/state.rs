@@ -1,6 +1,6 @@
 //! Shared proxy state: a cheap-to-clone handle passed explicitly to every task.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

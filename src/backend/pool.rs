@@ -6,7 +6,9 @@
 //! Otherwise the client waits, up to `query_wait_timeout_ms`, then gets `53300`.
 //! Locks are never held across `.await`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! One server connection: connect, authenticate as the tenant's backend role, and track the
 //! session state the proxy must restore (settings, prepared statements, transaction status).
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

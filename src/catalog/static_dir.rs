@@ -1,6 +1,6 @@
 //! A tenant directory built from the `[[tenants]]` tables of the config file.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use super::{LoginUser, Placement, Tenant, TenantDirectory};

@@ -1,7 +1,7 @@
 //! The master catalog in PostgreSQL (tokio-postgres over a bb8 pool): setup, reading the
 //! routing snapshot, and the audit log. Provisioning lives in [`super::provision`].
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 

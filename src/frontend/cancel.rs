@@ -1,7 +1,7 @@
 //! Cancel keys: the BackendKeyData the proxy hands each client, mapped to whatever server
 //! connection that client is using right now.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 

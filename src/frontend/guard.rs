@@ -2,7 +2,7 @@
 //! text, the decision for the session's tenant, and how a refusal reaches the client in
 //! protocol order.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 

@@ -7,7 +7,9 @@
 //! hold it for any client. Before a Bind/Describe that needs it, the proxy prepares it on
 //! the server it got (Close + Parse, whose replies it swallows).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -16,7 +18,6 @@ use bytes::BytesMut;
 use super::stmt_log::StmtLog;
 use crate::backend::prepared::PreparedCache;
 use crate::protocol::frame::{self, ParseMsg};
-use crate::router::text::starts_ci;
 
 /// A server reply the proxy is waiting for, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,20 +384,20 @@ pub enum TagEffect {
 /// Does statement text hint at session state that tags do not show (advisory locks,
 /// set_config, temporary tables)?
 pub fn text_dirties(sql: &[u8]) -> bool {
-    // One pass, comparing only where a word's first two letters are (case folded).
+    static WORDS: crate::router::text::Words<5> =
+        crate::router::text::Words::new([b"advisory", b"set_config", b"temp", b"create", b"into"]);
     let (mut temp, mut creates) = (false, false);
-    for i in 0..sql.len().saturating_sub(1) {
-        let rest = &sql[i..];
-        match (sql[i] | 0x20, sql[i + 1] | 0x20) {
-            (b'a', b'd') if starts_ci(rest, b"advisory") => return true,
-            (b's', b'e') if starts_ci(rest, b"set_config") => return true,
-            (b't', b'e') if starts_ci(rest, b"temp") => temp = true,
-            (b'c', b'r') if starts_ci(rest, b"create") => creates = true,
-            (b'i', b'n') if starts_ci(rest, b"into") => creates = true,
-            _ => {}
+    WORDS.scan(sql, |k| match k {
+        0 | 1 => true,
+        2 => {
+            temp = true;
+            false
         }
-    }
-    temp && creates
+        _ => {
+            creates = true;
+            false
+        }
+    }) || (temp && creates)
 }
 
 /// The value of setting `name` among a client's settings (lower-case names).

@@ -97,29 +97,17 @@ pub enum Verdict {
 /// set_config, copy, and the forbidden functions' prefixes); `\\` and `&` are excluded so
 /// escaped identifiers (`U&"..."`) always get the full analysis.
 pub fn trivially_allowed(sql: &[u8]) -> bool {
-    use super::text::starts_ci;
-    if memchr::memchr3(b'.', b'\\', b'&', sql).is_some() {
-        return false;
-    }
-    // One pass: a word can only start where its first two letters are (`| 0x20` folds
-    // ASCII case; a non-letter it maps onto a letter is ruled out by `starts_ci`).
-    for i in 0..sql.len().saturating_sub(1) {
-        let rest = &sql[i..];
-        let hit = match (sql[i] | 0x20, sql[i + 1] | 0x20) {
-            (b'r', b'o') => starts_ci(rest, b"role"),
-            (b'a', b'u') => starts_ci(rest, b"authorization"),
-            (b's', b'e') => starts_ci(rest, b"search_path") || starts_ci(rest, b"set_config"),
-            (b'c', b'o') => starts_ci(rest, b"copy"),
-            (b'p', b'g') => starts_ci(rest, b"pg_"),
-            (b'l', b'o') => starts_ci(rest, b"lo_"),
-            (b'd', b'b') => starts_ci(rest, b"dblink"),
-            _ => false,
-        };
-        if hit {
-            return false;
-        }
-    }
-    true
+    static WORDS: super::text::Words<8> = super::text::Words::new([
+        b"role",
+        b"authorization",
+        b"search_path",
+        b"set_config",
+        b"copy",
+        b"pg_",
+        b"lo_",
+        b"dblink",
+    ]);
+    memchr::memchr3(b'.', b'\\', b'&', sql).is_none() && !WORDS.any(sql)
 }
 
 /// A cache key for the analysis: the text with numeric literals outside strings,

@@ -22,9 +22,97 @@ pub fn starts_ci(hay: &[u8], prefix: &[u8]) -> bool {
     hay.len() >= prefix.len() && hay[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
+/// A small set of words (up to 16, each at least two bytes) found in one pass over a
+/// text, ignoring ASCII case: a table lookup of each pair of adjacent bytes selects the
+/// words that can start there, and only those are compared. Matches are not limited to
+/// word boundaries (the callers are conservative checks).
+pub struct Words<const N: usize> {
+    words: [&'static [u8]; N],
+    /// Bit `k` set for the bytes word `k` can start with (both cases).
+    first: [u16; 256],
+    /// Bit `k` set for the bytes word `k` can continue with.
+    second: [u16; 256],
+}
+
+impl<const N: usize> Words<N> {
+    pub const fn new(words: [&'static [u8]; N]) -> Self {
+        assert!(N <= 16, "up to 16 words");
+        let mut first = [0u16; 256];
+        let mut second = [0u16; 256];
+        let mut k = 0;
+        while k < N {
+            let w = words[k];
+            assert!(w.len() >= 2, "words of two bytes or more");
+            let bit = 1u16 << k;
+            first[w[0].to_ascii_lowercase() as usize] |= bit;
+            first[w[0].to_ascii_uppercase() as usize] |= bit;
+            second[w[1].to_ascii_lowercase() as usize] |= bit;
+            second[w[1].to_ascii_uppercase() as usize] |= bit;
+            k += 1;
+        }
+        Words {
+            words,
+            first,
+            second,
+        }
+    }
+
+    /// Call `found(k)` for each occurrence of word `k` in `hay`, in text order, until it
+    /// returns true; returns whether one did.
+    pub fn scan(&self, hay: &[u8], mut found: impl FnMut(usize) -> bool) -> bool {
+        for (i, pair) in hay.windows(2).enumerate() {
+            let mut bits = self.first[pair[0] as usize] & self.second[pair[1] as usize];
+            while bits != 0 {
+                let k = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if starts_ci(&hay[i..], self.words[k]) && found(k) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Does `hay` contain any of the words?
+    pub fn any(&self, hay: &[u8]) -> bool {
+        self.scan(hay, |_| true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn word_sets_agree_with_a_naive_search() {
+        const W: Words<4> = Words::new([b"role", b"pg_", b"lo_", b"Set_config"]);
+        let hays: [&[u8]; 7] = [
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = 1",
+            b"select PG_sleep(1)",
+            b"x lo_import",
+            b"SET_CONFIG('a','b',false)",
+            b"rolrole",
+            b"",
+            b"\xff\x00ro",
+        ];
+        for h in hays {
+            let mut got = Vec::new();
+            W.scan(h, |k| {
+                got.push(k);
+                false
+            });
+            let mut want = Vec::new();
+            for i in 0..h.len() {
+                for (k, w) in W.words.iter().enumerate() {
+                    if starts_ci(&h[i..], w) {
+                        want.push(k);
+                    }
+                }
+            }
+            assert_eq!(got, want, "{:?}", String::from_utf8_lossy(h));
+            assert_eq!(W.any(h), !want.is_empty());
+        }
+    }
 
     #[test]
     fn finds_needles_in_any_case_and_position() {

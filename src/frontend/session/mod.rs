@@ -15,6 +15,7 @@ mod events;
 mod limits;
 mod policy;
 mod server_side;
+mod wake_gate;
 
 use super::cancel::CancelTarget;
 use super::relay::{self, Statements, Tracker};
@@ -214,10 +215,10 @@ where
     async fn relay(&mut self) -> Result<End, PgError> {
         // Registered once: creating the future per loop would lock the token each time.
         let token = self.proxy.shutdown_token();
-        let shutdown = token.cancelled();
+        let shutdown = wake_gate::WakeGate::new(token.cancelled());
         tokio::pin!(shutdown);
         let kill = self.kill.clone();
-        let killed = kill.cancelled();
+        let killed = wake_gate::WakeGate::new(kill.cancelled());
         tokio::pin!(killed);
         // Anything the client pipelined behind its startup packet.
         if !self.cin.is_empty() {
