@@ -53,6 +53,19 @@ pub fn cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&b[..end], &b[end + 1..]))
 }
 
+/// [`cstr`] for names (statement, portal), which are mostly empty or a few bytes: a
+/// plain loop over the first bytes ends before a SIMD search would have set up.
+#[inline]
+pub fn name_cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    const SHORT: usize = 16;
+    let end = match b.iter().take(SHORT).position(|&c| c == 0) {
+        Some(i) => i,
+        None if b.len() <= SHORT => return None,
+        None => SHORT + memchr::memchr(0, &b[SHORT..])?,
+    };
+    Some((&b[..end], &b[end + 1..]))
+}
+
 /// Parse ('P') body: statement name, query text, and the rest (parameter types).
 pub struct ParseMsg<'a> {
     pub name: &'a [u8],
@@ -61,22 +74,22 @@ pub struct ParseMsg<'a> {
 }
 
 pub fn parse_parse(body: &[u8]) -> Option<ParseMsg<'_>> {
-    let (name, b) = cstr(body)?;
+    let (name, b) = name_cstr(body)?;
     let (query, rest) = cstr(b)?;
     Some(ParseMsg { name, query, rest })
 }
 
 /// Bind ('B') body: portal, statement name, rest.
 pub fn parse_bind(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
-    let (portal, b) = cstr(body)?;
-    let (stmt, rest) = cstr(b)?;
+    let (portal, b) = name_cstr(body)?;
+    let (stmt, rest) = name_cstr(b)?;
     Some((portal, stmt, rest))
 }
 
 /// Describe/Close ('D'/'C') body: kind ('S' or 'P') and name.
 pub fn parse_target(body: &[u8]) -> Option<(u8, &[u8])> {
     let (&kind, b) = body.split_first()?;
-    let (name, _) = cstr(b)?;
+    let (name, _) = name_cstr(b)?;
     Some((kind, name))
 }
 
@@ -194,6 +207,24 @@ mod tests {
         let mut c = BytesMut::new();
         write_target(&mut c, b'C', b'S', b"tg_x");
         assert_eq!(parse_target(&c[5..]), Some((b'S', &b"tg_x"[..])));
+    }
+
+    #[test]
+    fn name_cstr_agrees_with_cstr() {
+        let long = [b"x".repeat(40), vec![0], b"rest".to_vec()].concat();
+        let cases: [&[u8]; 8] = [
+            b"",
+            b"\0",
+            b"\0rest",
+            b"name\0rest",
+            b"0123456789abcde\0",
+            b"0123456789abcdef\0r",
+            b"0123456789abcdef",
+            &long,
+        ];
+        for c in cases {
+            assert_eq!(name_cstr(c), cstr(c), "{c:?}");
+        }
     }
 
     #[test]
