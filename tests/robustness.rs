@@ -143,6 +143,54 @@ async fn messages_sent_with_the_startup_packet_are_served_in_order() {
     env.finish().await;
 }
 
+/// An extended-protocol message: tag, length, body.
+fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    [
+        vec![tag],
+        ((body.len() + 4) as i32).to_be_bytes().to_vec(),
+        body.to_vec(),
+    ]
+    .concat()
+}
+
+#[tokio::test]
+async fn terminate_before_sync_ends_the_session_without_committing() {
+    // Parse/Bind/Execute and Terminate with no Sync: PostgreSQL never commits such a
+    // statement. The proxy must end the session (not wait for answers that cannot come)
+    // and the row must not appear.
+    let env = Env::with(|c| c.auth[0].method = tenantgate::config::AuthMethod::Trust).await;
+    let c = env.client("acme").await;
+    c.batch_execute("CREATE TABLE unsynced (x int)")
+        .await
+        .unwrap();
+    let mut s = TcpStream::connect(env.addr()).await.unwrap();
+    let bytes = [
+        startup_packet("app@acme"),
+        message(b'P', b"\0INSERT INTO unsynced VALUES (1)\0\0\0"),
+        message(b'B', b"\0\0\0\0\0\0\0\0"),
+        message(b'E', b"\0\0\0\0\0"),
+        b"X\0\0\0\x04".to_vec(),
+    ]
+    .concat();
+    s.write_all(&bytes).await.unwrap();
+    let started = std::time::Instant::now();
+    let reply = read_all(&mut s).await;
+    // read_all gives up after 5 s; the proxy closes long before that
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "session not ended"
+    );
+    assert_eq!(sqlstate(&reply), None, "{reply:?}");
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM unsynced", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    env.still_alive().await;
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn oversized_message_closes_only_that_client() {
     let env = Env::with(|c| c.limits.max_message_bytes = 4096).await;
