@@ -95,12 +95,18 @@ fn startup_packet(user: &str) -> Vec<u8> {
     [((body.len() + 4) as i32).to_be_bytes().to_vec(), body].concat()
 }
 
+/// A message after startup: tag, length, body.
+fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    [
+        vec![tag],
+        ((body.len() + 4) as i32).to_be_bytes().to_vec(),
+        body.to_vec(),
+    ]
+    .concat()
+}
+
 fn query_message(sql: &str) -> Vec<u8> {
-    let mut m = vec![b'Q'];
-    m.extend_from_slice(&((sql.len() + 5) as i32).to_be_bytes());
-    m.extend_from_slice(sql.as_bytes());
-    m.push(0);
-    m
+    message(b'Q', &[sql.as_bytes(), b"\0"].concat())
 }
 
 #[tokio::test]
@@ -113,7 +119,7 @@ async fn messages_sent_with_the_startup_packet_are_served_in_order() {
         startup_packet("app@acme"),
         query_message("SELECT current_schema()"),
         query_message("CREATE TABLE pipelined AS SELECT 'second' AS x"),
-        b"X\0\0\0\x04".to_vec(),
+        message(b'X', b""),
         query_message("DROP TABLE pipelined"),
     ]
     .concat();
@@ -143,16 +149,6 @@ async fn messages_sent_with_the_startup_packet_are_served_in_order() {
     env.finish().await;
 }
 
-/// An extended-protocol message: tag, length, body.
-fn message(tag: u8, body: &[u8]) -> Vec<u8> {
-    [
-        vec![tag],
-        ((body.len() + 4) as i32).to_be_bytes().to_vec(),
-        body.to_vec(),
-    ]
-    .concat()
-}
-
 #[tokio::test]
 async fn terminate_before_sync_ends_the_session_without_committing() {
     // Parse/Bind/Execute and Terminate with no Sync: PostgreSQL never commits such a
@@ -169,7 +165,7 @@ async fn terminate_before_sync_ends_the_session_without_committing() {
         message(b'P', b"\0INSERT INTO unsynced VALUES (1)\0\0\0"),
         message(b'B', b"\0\0\0\0\0\0\0\0"),
         message(b'E', b"\0\0\0\0\0"),
-        b"X\0\0\0\x04".to_vec(),
+        message(b'X', b""),
     ]
     .concat();
     s.write_all(&bytes).await.unwrap();
