@@ -1,10 +1,10 @@
 //! Shared proxy state: a cheap-to-clone handle passed explicitly to every task.
 
-use foldhash::{HashMap, HashMapExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use foldhash::{HashMap, HashMapExt};
 use parking_lot::Mutex;
 
 use arc_swap::ArcSwap;

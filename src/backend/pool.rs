@@ -7,13 +7,12 @@
 //! Locks are never held across `.await`.
 
 use std::collections::VecDeque;
-
-use foldhash::{HashMap, HashMapExt};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use foldhash::{HashMap, HashMapExt};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 

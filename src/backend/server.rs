@@ -1,13 +1,13 @@
 //! One server connection: connect, authenticate as the tenant's backend role, and track the
 //! session state the proxy must restore (settings, prepared statements, transaction status).
 
-use foldhash::{HashMap, HashMapExt};
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
+use foldhash::{HashMap, HashMapExt};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;

@@ -1,7 +1,8 @@
 //! A tenant directory built from the `[[tenants]]` tables of the config file.
 
-use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt};
 
 use super::{LoginUser, Placement, Tenant, TenantDirectory};
 use crate::config::{load::parse_mode, Config};

@@ -1,12 +1,12 @@
 //! The master catalog in PostgreSQL (tokio-postgres over a bb8 pool): setup, reading the
 //! routing snapshot, and the audit log. Provisioning lives in [`super::provision`].
 
-use foldhash::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use bb8::Pool;
 use bb8_postgres::PostgresConnectionManager;
+use foldhash::HashMap;
 use tokio_postgres::NoTls;
 
 use super::crypto::{CryptoError, SecretKey};

@@ -1,10 +1,10 @@
 //! Cancel keys: the BackendKeyData the proxy hands each client, mapped to whatever server
 //! connection that client is using right now.
 
-use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use foldhash::HashMap;
 use parking_lot::Mutex;
 use rand::Rng;
 

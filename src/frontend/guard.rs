@@ -2,11 +2,11 @@
 //! text, the decision for the session's tenant, and how a refusal reaches the client in
 //! protocol order.
 
-use foldhash::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use foldhash::HashMap;
 use parking_lot::Mutex;
 
 use crate::config::GuardConfig;

@@ -8,12 +8,11 @@
 //! the server it got (Close + Parse, whose replies it swallows).
 
 use std::collections::VecDeque;
-
-use foldhash::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use foldhash::HashMap;
 
 use super::stmt_log::StmtLog;
 use crate::backend::prepared::PreparedCache;
