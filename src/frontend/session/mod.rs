@@ -425,6 +425,10 @@ where
             } else {
                 self.cin.split_to(h.total())
             };
+            if self.forwards_directly(h.tag) {
+                self.forward(h.tag, msg);
+                continue;
+            }
             if let Some(end) = self.on_client_message(h.tag, msg).await? {
                 return Ok(Some(end));
             }
@@ -550,6 +554,22 @@ where
                 return Ok(None);
             }
         }
+        self.forward(tag, msg);
+        Ok(None)
+    }
+
+    /// Does a message go straight to [`Self::forward`]? Nothing to check, admit or attach:
+    /// the common extended-protocol messages of an attached client skip building the
+    /// (large) future of [`Self::on_client_message`], which was moved twice per message.
+    fn forwards_directly(&self, tag: u8) -> bool {
+        matches!(tag, b'B' | b'D' | b'C' | b'S' | b'H' | b'c' | b'f')
+            && self.server.is_some()
+            && !self.skip_until_sync
+    }
+
+    /// Queue a client message for the attached server, tracking what it will answer and
+    /// renaming prepared statements in transaction pooling.
+    fn forward(&mut self, tag: u8, msg: BytesMut) {
         let transaction_mode = self.mode == PoolMode::Transaction;
         let wrote_text = matches!(tag, b'Q' | b'P') && self.text_writes(tag, &msg);
         let Session {
@@ -689,7 +709,6 @@ where
             }
             _ => a.sout.extend_from_slice(&msg),
         }
-        Ok(None)
     }
 
     /// Get a server connection for this client and bring its settings in line.
