@@ -181,7 +181,8 @@ impl Limits {
         }
     }
 
-    /// Admit one statement of a tenant under its rate and daily quota.
+    /// Admit one statement of a tenant under its rate and daily quota. Decided without IO
+    /// on the first poll unless the shared bucket in Redis must be asked.
     pub async fn admit(&self, t: &TenantState, limits: &TenantLimits) -> Result<(), PgError> {
         match self.admit_now(t, limits) {
             Some(decided) => decided,
@@ -192,7 +193,7 @@ impl Limits {
 
     /// [`Limits::admit`] without IO: `None` when a token must come from the shared bucket
     /// in Redis ([`Limits::admit_shared`]), which most statements do not need (leases).
-    pub fn admit_now(&self, t: &TenantState, limits: &TenantLimits) -> Option<Result<(), PgError>> {
+    fn admit_now(&self, t: &TenantState, limits: &TenantLimits) -> Option<Result<(), PgError>> {
         self.count_second(t);
         let day = today();
         if t.day.swap(day, Ordering::AcqRel) != day {
@@ -227,7 +228,7 @@ impl Limits {
     }
 
     /// The rest of an admission [`Limits::admit_now`] could not decide.
-    pub async fn admit_shared(&self, t: &TenantState, rate: u32) -> Result<(), PgError> {
+    async fn admit_shared(&self, t: &TenantState, rate: u32) -> Result<(), PgError> {
         self.take_token_shared(t, rate).await?;
         t.quota_pending.fetch_add(1, Ordering::Relaxed);
         Ok(())

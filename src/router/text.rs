@@ -1,8 +1,8 @@
-//! Byte-level text searches shared by the statement checks on the hot path. Each is a
-//! SIMD scan (`memchr`) for a needle's first byte followed by a comparison, instead of a
-//! comparison at every byte: the checks run for every statement.
+//! Byte-level text searches shared by the statement checks on the hot path, which run for
+//! every statement: instead of a comparison at every byte, [`contains_ci`] scans for a
+//! needle's first byte with SIMD (`memchr`) and [`Words`] looks up byte pairs in tables.
 
-/// Does `hay` contain `needle`, ignoring ASCII case? `needle` must be non-empty.
+/// Does `hay` contain `needle`, ignoring ASCII case? An empty needle is always found.
 pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
     let Some((&first, rest)) = needle.split_first() else {
         return true;

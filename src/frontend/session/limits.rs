@@ -201,11 +201,7 @@ where
         let Some(l) = self.lim_ctx().await else {
             return Ok(());
         };
-        if let Some(decided) = l.limits.admit_now(&l.state, &limits) {
-            return decided;
-        }
-        let (lim, state) = (l.limits.clone(), l.state.clone());
-        Box::pin(lim.admit_shared(&state, limits.queries_per_second)).await
+        l.limits.admit(&l.state, &limits).await
     }
 
     /// Answer a `/* cache: … */` read from the cache, or arrange for its answer to be

@@ -425,6 +425,7 @@ where
             } else {
                 self.cin.split_to(h.total())
             };
+            tracing::trace!(tag = %(h.tag as char), len = msg.len(), "client message");
             if self.forwards_directly(h.tag) {
                 self.forward(h.tag, msg);
                 continue;
@@ -436,7 +437,6 @@ where
     }
 
     async fn on_client_message(&mut self, tag: u8, msg: BytesMut) -> Result<Option<End>, PgError> {
-        tracing::trace!(tag = %(tag as char), len = msg.len(), "client message");
         if tag == b'X' {
             self.terminating = true;
             return Ok(None);
