@@ -139,11 +139,7 @@ async fn messages_sent_with_the_startup_packet_are_served_in_order() {
         "{text:?}"
     );
     let c = env.client("acme").await;
-    let x: String = c
-        .query_one("SELECT x FROM pipelined", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let x: String = common::scalar(&c, "SELECT x FROM pipelined", &[]).await;
     assert_eq!(x, "second");
     env.still_alive().await;
     env.finish().await;
@@ -177,11 +173,7 @@ async fn terminate_before_sync_ends_the_session_without_committing() {
         "session not ended"
     );
     assert_eq!(sqlstate(&reply), None, "{reply:?}");
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM unsynced", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = common::scalar(&c, "SELECT count(*) FROM unsynced", &[]).await;
     assert_eq!(n, 0);
     env.still_alive().await;
     env.finish().await;
