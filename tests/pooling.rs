@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::{admin, code, eventually, tenant_pool, Env};
 use tenantgate::config::PoolMode;
+use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 #[tokio::test]
 async fn session_state_never_leaks_to_the_next_client() {
@@ -77,6 +78,82 @@ async fn queue_timeout_gives_53300_and_the_client_stays_usable() {
         .unwrap();
     holder.batch_execute("COMMIT").await.unwrap();
     waiter.simple_query("SELECT 1").await.unwrap();
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn waiters_are_served_in_arrival_order_and_one_that_leaves_loses_nothing() {
+    let env = Env::with(|c| {
+        tenant_pool(c, "acme", PoolMode::Transaction, 1);
+        c.pool.query_wait_timeout_ms = 30_000;
+    })
+    .await;
+    let acme = || {
+        env.proxy
+            .proxy
+            .pools()
+            .stats()
+            .into_iter()
+            .find(|s| s.tenant == "acme")
+            .expect("acme pool")
+    };
+    let holder = env.client("acme").await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    // Five clients queue one after another; the third leaves while in line.
+    let served = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    // Connections driven here, so the third's socket can be closed while it waits.
+    let mut clients = Vec::new();
+    let mut sockets = Vec::new();
+    for _ in 0..5 {
+        let (c, conn) = tokio_postgres::connect(&env.dsn("app@acme", "acme-pw"), NoTls)
+            .await
+            .unwrap();
+        sockets.push(tokio::spawn(conn));
+        clients.push(c);
+    }
+    let mut waiters = Vec::new();
+    for (c, i) in clients.into_iter().zip(1..=5i32) {
+        let served = served.clone();
+        waiters.push(tokio::spawn(async move {
+            // Simple protocol: one statement, one checkout.
+            let rows = c.simple_query(&format!("SELECT {i}")).await.unwrap();
+            let r = rows
+                .iter()
+                .find_map(|m| match m {
+                    SimpleQueryMessage::Row(r) => Some(r),
+                    _ => None,
+                })
+                .expect("one row");
+            served
+                .lock()
+                .unwrap()
+                .push(r.get(0).unwrap().parse::<i32>().unwrap());
+        }));
+        let queued = eventually(Duration::from_secs(5), || async {
+            acme().waiting == i as usize
+        })
+        .await;
+        assert!(queued, "waiter {i} in line");
+    }
+    waiters[2].abort();
+    sockets[2].abort();
+    assert!(
+        eventually(Duration::from_secs(5), || async { acme().waiting == 4 }).await,
+        "the client that left is out of the line"
+    );
+    holder.batch_execute("COMMIT").await.unwrap();
+    for (i, w) in waiters.into_iter().enumerate() {
+        if i != 2 {
+            tokio::time::timeout(Duration::from_secs(10), w)
+                .await
+                .expect("served")
+                .unwrap();
+        }
+    }
+    assert_eq!(*served.lock().unwrap(), vec![1, 2, 4, 5]);
+    // The one connection went round the line and is back, idle.
+    let s = acme();
+    assert_eq!((s.open, s.idle, s.waiting), (1, 1, 0));
     env.finish().await;
 }
 

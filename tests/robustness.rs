@@ -180,6 +180,69 @@ async fn terminate_before_sync_ends_the_session_without_committing() {
 }
 
 #[tokio::test]
+async fn a_statement_waiting_for_a_connection_runs_after_goodbye_but_not_after_a_hang_up() {
+    // One server connection, held: both raw clients below wait in line for it. One sends
+    // its INSERT and Terminate and closes (PostgreSQL would run the INSERT); the other
+    // hangs up without Terminate (a crashed or timed-out client: it leaves the line).
+    let env = Env::with(|c| {
+        c.auth[0].method = tenantgate::config::AuthMethod::Trust;
+        common::tenant_pool(c, "acme", tenantgate::config::PoolMode::Transaction, 1);
+        c.pool.query_wait_timeout_ms = 30_000;
+    })
+    .await;
+    let waiting = || {
+        env.proxy
+            .proxy
+            .pools()
+            .stats()
+            .into_iter()
+            .find(|s| s.tenant == "acme")
+            .map_or(0, |s| s.waiting)
+    };
+    let holder = env.client("acme").await;
+    holder
+        .batch_execute("CREATE TABLE goodbye (x text); BEGIN")
+        .await
+        .unwrap();
+    let mut polite = TcpStream::connect(env.addr()).await.unwrap();
+    let bytes = [
+        startup_packet("app@acme"),
+        query_message("INSERT INTO goodbye VALUES ('polite')"),
+        message(b'X', b""),
+    ]
+    .concat();
+    polite.write_all(&bytes).await.unwrap();
+    drop(polite);
+    let mut rude = TcpStream::connect(env.addr()).await.unwrap();
+    let bytes = [
+        startup_packet("app@acme"),
+        query_message("INSERT INTO goodbye VALUES ('rude')"),
+    ]
+    .concat();
+    rude.write_all(&bytes).await.unwrap();
+    let both = common::eventually(Duration::from_secs(5), || async { waiting() == 2 }).await;
+    assert!(both, "both clients wait in line");
+    drop(rude);
+    let left = common::eventually(Duration::from_secs(5), || async { waiting() == 1 }).await;
+    assert!(left, "the client that hung up left the line");
+    holder.batch_execute("COMMIT").await.unwrap();
+    let rows = || async {
+        let rows = holder
+            .query("SELECT x FROM goodbye ORDER BY x", &[])
+            .await
+            .unwrap();
+        rows.iter().map(|r| r.get(0)).collect::<Vec<String>>()
+    };
+    let ran = common::eventually(Duration::from_secs(5), || async {
+        rows().await == ["polite"]
+    })
+    .await;
+    assert!(ran, "the polite client's INSERT ran: {:?}", rows().await);
+    assert_eq!(waiting(), 0);
+    env.finish().await;
+}
+
+#[tokio::test]
 async fn oversized_message_closes_only_that_client() {
     let env = Env::with(|c| c.limits.max_message_bytes = 4096).await;
     let c = env.client("acme").await;

@@ -3,7 +3,10 @@
 //! A client asks its tenant's pool for a connection: an idle one (most recently used first),
 //! else a new one if the tenant is under its size and the instance under its cap; at the cap
 //! the oldest idle connection of another tenant on that instance is closed to make room.
-//! Otherwise the client waits, up to `query_wait_timeout_ms`, then gets `53300`.
+//! Otherwise the client waits in line, up to `query_wait_timeout_ms`, then gets `53300`.
+//! A connection checked in while clients wait is handed to the first of them directly, as
+//! PgBouncer does: waiters are served in order and each wakes once, with a connection,
+//! instead of all racing (and mostly losing) to newcomers for the idle list.
 //! Locks are never held across `.await`.
 
 use std::collections::VecDeque;
@@ -14,7 +17,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use foldhash::{HashMap, HashMapExt};
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 use super::server::{BackendError, ServerConn};
 use crate::catalog::Tenant;
@@ -156,7 +159,38 @@ struct PoolState {
     idle: VecDeque<Box<ServerConn>>,
     /// Idle plus checked-out connections.
     open: usize,
+    /// Clients waiting for a connection (stats).
     waiting: usize,
+    /// The line: a checked-in connection goes to the first live entry. An entry whose
+    /// waiter gave up is closed and skipped.
+    line: VecDeque<oneshot::Sender<Box<ServerConn>>>,
+}
+
+/// A waiter: counted in `waiting`, and in line once it found nothing to take. Dropped
+/// (served, timed out, or the client left while waiting) it is uncounted, leaves the line
+/// and checks back in a connection handed to it meanwhile.
+struct Place<'a> {
+    pool: &'a Arc<TenantPool>,
+    rx: Option<oneshot::Receiver<Box<ServerConn>>>,
+}
+
+impl<'a> Place<'a> {
+    fn new(pool: &'a Arc<TenantPool>) -> Self {
+        pool.state.lock().waiting += 1;
+        Place { pool, rx: None }
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            rx.close();
+            if let Ok(conn) = rx.try_recv() {
+                self.pool.checkin(conn);
+            }
+        }
+        self.pool.state.lock().waiting -= 1;
+    }
 }
 
 impl Pools {
@@ -296,6 +330,14 @@ impl Pools {
         }
         p.update_any();
         p.resumed.notify_waiters();
+        self.kick_waiters();
+    }
+
+    /// Waiters in line while a tenant was paused got no hand-off: wake them to look again.
+    fn kick_waiters(&self) {
+        for p in self.inner.tenants.lock().values() {
+            p.returned.notify_waiters();
+        }
     }
 
     /// Follow the catalog's pause flag of a tenant (set by a tenant move).
@@ -314,6 +356,9 @@ impl Pools {
         if changed {
             p.update_any();
             p.resumed.notify_waiters();
+            if !paused {
+                self.kick_waiters();
+            }
         }
     }
 
@@ -393,9 +438,10 @@ impl TenantPool {
     }
 
     async fn acquire_slow(self: &Arc<Self>, cfg: Arc<PoolConfig>) -> Result<Pooled, PoolError> {
-        let wait = Duration::from_millis(cfg.query_wait_timeout_ms);
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut counted_waiting = false;
+        // One timer for the whole wait, not one per wake-up.
+        let deadline = tokio::time::sleep(Duration::from_millis(cfg.query_wait_timeout_ms));
+        tokio::pin!(deadline);
+        let mut place = None;
         let result = loop {
             let returned = self.returned.notified();
             let released = self.instance.released.notified();
@@ -403,10 +449,7 @@ impl TenantPool {
             returned.as_mut().enable();
             released.as_mut().enable();
             // Counted before looking, so a checkin after the look always notifies us.
-            if !counted_waiting {
-                counted_waiting = true;
-                self.state.lock().waiting += 1;
-            }
+            let place = place.get_or_insert_with(|| Place::new(self));
 
             // A pause or a move may have happened while we waited.
             if self.config.pause.holds(&self.tenant.key) {
@@ -416,7 +459,7 @@ impl TenantPool {
             if self.is_retired() {
                 break Err(PoolError::Retired);
             }
-            match self.try_take(&cfg) {
+            match self.try_take(&cfg, place) {
                 Take::Idle(conn) => break Ok(conn),
                 Take::Reserved => break self.open_new(&cfg).await,
                 Take::Full => {}
@@ -426,18 +469,27 @@ impl TenantPool {
                     }
                 }
             }
+            let in_line = place.rx.is_some();
             tokio::select! {
+                biased;
+                handed = async { place.rx.as_mut().expect("in line").await }, if in_line => {
+                    place.rx = None;
+                    match handed {
+                        Ok(conn) => break Ok(self.pooled(conn)),
+                        // The entry was dropped unserved: take a new place.
+                        Err(_) => continue,
+                    }
+                }
                 _ = &mut returned => {}
                 _ = &mut released => {}
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = &mut deadline => {
                     self.timeouts.fetch_add(1, Ordering::Relaxed);
                     break Err(PoolError::Timeout(cfg.query_wait_timeout_ms));
                 }
             }
         };
-        if counted_waiting {
-            self.state.lock().waiting -= 1;
-        }
+        // Leave the line: a connection handed over meanwhile goes to the next waiter.
+        drop(place);
         if result.is_ok() {
             self.acquired.fetch_add(1, Ordering::Relaxed);
         }
@@ -455,11 +507,13 @@ impl TenantPool {
         }
     }
 
-    fn try_take(self: &Arc<Self>, cfg: &PoolConfig) -> Take {
+    /// An idle connection, else a reserved slot to open one; when neither, `place` joins
+    /// the line (under the same lock as the look, so no checkin falls between).
+    fn try_take(self: &Arc<Self>, cfg: &PoolConfig, place: &mut Place<'_>) -> Take {
         let mut stale = Vec::new();
         let take = {
             let mut st = self.state.lock();
-            match pop_usable(&mut st, cfg, &mut stale) {
+            let take = match pop_usable(&mut st, cfg, &mut stale) {
                 Some(c) => Take::Idle(self.pooled(c)),
                 None if st.open >= self.size.load(Ordering::Relaxed) => Take::Full,
                 None if self.instance.try_reserve() => {
@@ -467,7 +521,18 @@ impl TenantPool {
                     Take::Reserved
                 }
                 None => Take::InstanceFull,
+            };
+            if matches!(take, Take::Full | Take::InstanceFull) && place.rx.is_none() {
+                // Entries of waiters that gave up are dropped from the back as the line
+                // grows (checkins skip the rest).
+                while st.line.back().is_some_and(|tx| tx.is_closed()) {
+                    st.line.pop_back();
+                }
+                let (tx, rx) = oneshot::channel();
+                st.line.push_back(tx);
+                place.rx = Some(rx);
             }
+            take
         };
         self.close_stale(stale);
         take
@@ -536,19 +601,26 @@ impl TenantPool {
             tokio::spawn(conn.terminate());
             return;
         }
-        let waiting = {
-            let mut st = self.state.lock();
-            st.idle.push_back(conn);
-            st.waiting > 0
-        };
-        if waiting {
-            self.returned.notify_one();
+        // The first waiter in line gets it (not while the tenant is paused: a held
+        // waiter must not start a transaction; resuming wakes the line).
+        let paused = self.config.pause.holds(&self.tenant.key);
+        let mut st = self.state.lock();
+        if !paused {
+            while let Some(tx) = st.line.pop_front() {
+                match tx.send(conn) {
+                    Ok(()) => return,
+                    Err(back) => conn = back,
+                }
+            }
         }
+        st.idle.push_back(conn);
     }
 
     fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
         while self.close_oldest_idle() {}
+        // Waiters in line learn at once that this pool is done.
+        self.returned.notify_waiters();
     }
 
     fn oldest_idle_since(&self) -> Option<Instant> {

@@ -245,6 +245,16 @@ impl PgError {
         )
     }
 
+    /// 08006: the client hung up while its statement waited for a server connection (for
+    /// the statement's event; the client is gone). Fatal.
+    pub fn client_left() -> Self {
+        Self::new(
+            Severity::Fatal,
+            "08006",
+            "client closed the connection while waiting for a server connection",
+        )
+    }
+
     /// 57P01: the proxy is shutting down. Fatal.
     pub fn shutting_down() -> Self {
         Self::new(

@@ -9,6 +9,9 @@ use bytes::{BufMut, BytesMut};
 /// Tag byte plus the 4-byte length.
 pub const HEADER_LEN: usize = 5;
 
+/// A whole Terminate message (`X`, length 4, no body).
+pub const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
+
 /// A message header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {

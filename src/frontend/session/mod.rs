@@ -756,7 +756,11 @@ where
             None => {
                 let started = std::time::Instant::now();
                 // Boxed: waiting and connecting are the rare case.
-                let c = Box::pin(pool.acquire()).await.map_err(|e| match e {
+                let acquired = self
+                    .unless_client_leaves(Box::pin(pool.acquire()))
+                    .await
+                    .ok_or_else(PgError::client_left)?;
+                let c = acquired.map_err(|e| match e {
                     PoolError::Timeout(ms) => {
                         self.proxy.metrics().pool_timeouts.increment(1);
                         Some(PgError::pool_timeout(&pool.tenant.key, ms))
@@ -789,6 +793,36 @@ where
         self.cancel.set(Some((conn.addr, conn.pid, conn.secret)));
         self.server = Some(Attached::new(conn));
         Ok(())
+    }
+
+    /// Wait for `fut` while watching the client: one that hangs up leaves the line at once
+    /// (`None`), so its statement never runs and the waiters behind it move up. A client
+    /// that said goodbye first (Terminate, then closed) is still served what it sent before,
+    /// as PostgreSQL would. What the client sends meanwhile is kept in `cin`, in order, up
+    /// to the usual high-water mark.
+    async fn unless_client_leaves<T>(
+        &mut self,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        tokio::pin!(fut);
+        let chunk = self.client_chunk;
+        let mut watching = !self.terminating;
+        loop {
+            let Session { cr, cin, .. } = self;
+            let watch = watching && cin.len() < HIGH_WATER;
+            tokio::select! {
+                biased;
+                r = &mut fut => return Some(r),
+                r = std::future::poll_fn(|cx| poll_read_client(cr, cin, chunk, cx)), if watch => {
+                    if !matches!(r, Ok(n) if n > 0) {
+                        if !cin.ends_with(&frame::TERMINATE) {
+                            return None;
+                        }
+                        watching = false;
+                    }
+                }
+            }
+        }
     }
 
     /// In transaction pooling, give the server back once the transaction is over.
