@@ -20,6 +20,9 @@
 #
 # Knobs: TG_WORKERS (1) SCALE (10) DURATION seconds per run (10) POOL_SIZE (20) CLIENTS ("1 8 32")
 # MODES ("simple extended prepared") TARGETS IDLE_CLIENTS (1000, 0 skips)
+# ROUNDS (1): each cell runs ROUNDS times, the targets taking turns within a round, and the
+# table shows the median run (by TPS) with the TPS range; on a noisy shared VM one run per
+# cell mostly measures the noise (ROUNDS=3 DURATION=5 takes about as long as the default).
 # TENANTGATE_BIN (built with cargo build --release when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +37,7 @@ MODES=${MODES:-"simple extended prepared"}
 TARGETS=${TARGETS:-"direct pgbouncer tenantgate-core tenantgate"}
 TG_TELEMETRY_SINK=${TG_TELEMETRY_SINK:-embedded}
 IDLE_CLIENTS=${IDLE_CLIENTS:-1000}
+ROUNDS=${ROUNDS:-1}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tenantgate/target}
 TENANTGATE_BIN=${TENANTGATE_BIN:-$CARGO_TARGET_DIR/release/tenantgate}
 CLK_TCK=$(getconf CLK_TCK)
@@ -249,11 +253,10 @@ if has tenantgate; then
 fi
 
 # --- runs -------------------------------------------------------------------------
-declare -A DIRECT_TPS
-ROWS=()
+: >"$WORK/runs"
 NOTES=()
 
-# bench TARGET MODE CLIENTS [EXTRA pgbench flag]: one pgbench run, one table row.
+# bench TARGET MODE CLIENTS [EXTRA pgbench flag]: one pgbench run, one line of $WORK/runs.
 bench() {
   local target=$1 mode=$2 c=$3 extra=${4:-} port user pid="" label=$2
   case $target in
@@ -274,22 +277,59 @@ bench() {
         -h 127.0.0.1 -p "$port" -U "$user" tg_bench 2>&1) || rc=$?
   [ -z "$pid" ] || after=$(cpu_ticks "$pid")
 
-  local tps lat txns cpu="-" ratio="-"
+  local tps lat txns cpu="-"
   tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -1)
   lat=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' <<<"$out" | head -1)
   txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
   if [ "$rc" != 0 ] || [ -z "$tps" ] || [ "${txns:-0}" = 0 ]; then
-    ROWS+=("| $target | $label | $c | failed (exit $rc) | - | - | - |")
+    echo "$target|$label|$c|failed (exit $rc)|-|-" >>"$WORK/runs"
     NOTES+=("$target $label c=$c: $(grep -m1 -iE 'error|fatal|abort' <<<"$out" || tail -1 <<<"$out")")
     return 0
   fi
-  local key="$label/$c"
-  [ "$target" != direct ] || DIRECT_TPS[$key]=$tps
   [ -z "$pid" ] || cpu=$(awk -v d=$((after - before)) -v hz="$CLK_TCK" -v n="$txns" \
                          'BEGIN { printf "%.1f", d * 1e6 / hz / n }')
-  [ -z "${DIRECT_TPS[$key]:-}" ] || ratio=$(awk -v a="$tps" -v b="${DIRECT_TPS[$key]}" \
-                                            'BEGIN { printf "%.2f", a / b }')
-  ROWS+=("| $target | $label | $c | $(printf '%.0f' "$tps") | $lat | $cpu | $ratio |")
+  echo "$target|$label|$c|$tps|$lat|$cpu" >>"$WORK/runs"
+}
+
+# One table row per target and cell: the median run by TPS (its latency and CPU), the
+# TPS range over the rounds, and the median TPS over direct's median TPS.
+table() {
+  awk -F'|' -v rounds="$ROUNDS" '
+    function median_idx(key,   n, i, j, t, idx) {
+      n = cnt[key]
+      for (i = 1; i <= n; i++) idx[i] = i
+      for (i = 2; i <= n; i++)            # insertion sort of run indexes by TPS
+        for (j = i; j > 1 && tps[key, idx[j]] < tps[key, idx[j - 1]]; j--) {
+          t = idx[j]; idx[j] = idx[j - 1]; idx[j - 1] = t
+        }
+      lo[key] = tps[key, idx[1]]; hi[key] = tps[key, idx[n]]
+      return idx[int((n + 1) / 2)]
+    }
+    {
+      key = $1 "|" $2 "|" $3
+      if (!(key in cnt)) { order[++keys] = key; cnt[key] = 0 }
+      if ($4 ~ /^failed/) { failed[key] = $4; next }
+      n = ++cnt[key]; tps[key, n] = $4 + 0; lat[key, n] = $5; cpu[key, n] = $6
+    }
+    END {
+      for (k = 1; k <= keys; k++) {
+        key = order[k]
+        if (cnt[key] == 0) continue
+        m[key] = median_idx(key)
+        split(key, f, "|")
+        if (f[1] == "direct") direct[f[2] "|" f[3]] = tps[key, m[key]]
+      }
+      for (k = 1; k <= keys; k++) {
+        key = order[k]; split(key, f, "|")
+        row = "| " f[1] " | " f[2] " | " f[3] " | "
+        if (cnt[key] == 0) { print row failed[key] " | - | - | - |" (rounds > 1 ? " - |" : ""); continue }
+        i = m[key]; d = direct[f[2] "|" f[3]]
+        ratio = d > 0 ? sprintf("%.2f", tps[key, i] / d) : "-"
+        row = row sprintf("%.0f", tps[key, i])
+        if (rounds > 1) row = row " | " sprintf("%.0f–%.0f", lo[key], hi[key])
+        print row " | " lat[key, i] " | " cpu[key, i] " | " ratio " |"
+      }
+    }' "$WORK/runs"
 }
 
 ORDER=""
@@ -298,18 +338,28 @@ for t in direct pgbouncer tenantgate-core tenantgate tenantgate-notel tenantgate
 done
 for mode in $MODES; do
   for c in $CLIENTS; do
-    for t in $ORDER; do bench "$t" "$mode" "$c"; done
+    for _ in $(seq "$ROUNDS"); do
+      for t in $ORDER; do bench "$t" "$mode" "$c"; done
+    done
   done
 done
 # New connection per transaction: the cost of the login path.
-for t in $ORDER; do bench "$t" simple 8 -C; done
+for _ in $(seq "$ROUNDS"); do
+  for t in $ORDER; do bench "$t" simple 8 -C; done
+done
 
 echo
-echo "pgbench -S, scale $SCALE, ${DURATION}s per run, proxy pools $POOL_SIZE, $(nproc) cores, loopback"
+echo "pgbench -S, scale $SCALE, ${DURATION}s per run, $ROUNDS round(s) per cell," \
+  "proxy pools $POOL_SIZE, $(nproc) cores, loopback"
 echo
-echo "| target | mode | clients | TPS | avg latency ms | proxy CPU µs/txn | vs direct TPS |"
-echo "|---|---|---:|---:|---:|---:|---:|"
-printf '%s\n' "${ROWS[@]}"
+if [ "$ROUNDS" -gt 1 ]; then
+  echo "| target | mode | clients | TPS (median) | TPS range | avg latency ms | proxy CPU µs/txn | vs direct TPS |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|"
+else
+  echo "| target | mode | clients | TPS | avg latency ms | proxy CPU µs/txn | vs direct TPS |"
+  echo "|---|---|---:|---:|---:|---:|---:|"
+fi
+table
 if [ ${#NOTES[@]} -gt 0 ]; then
   echo
   printf -- '- %s\n' "${NOTES[@]}"
