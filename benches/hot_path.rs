@@ -120,16 +120,19 @@ fn guard(c: &mut Criterion) {
     use tenantgate::router::guard::{analyze, check, GuardContext};
     let cfg = GuardConfig::default();
     let cache = GuardCache::default();
+    use tenantgate::router::facts::TextFacts;
     for s in MIX {
-        cache.verdict(&cfg, Some("tenant_acme"), s.as_bytes());
+        let facts = TextFacts::of(s.as_bytes());
+        cache.verdict(&cfg, Some("tenant_acme"), s.as_bytes(), &facts);
     }
     c.bench_function(
-        "guard: cached verdict, statement mix (per statement)",
+        "guard: text facts + cached verdict, statement mix (per statement)",
         |bench| {
             let mut i = 0;
             bench.iter(|| {
                 i = (i + 1) % MIX.len();
-                cache.verdict(&cfg, Some("tenant_acme"), black_box(MIX[i].as_bytes()))
+                let sql = black_box(MIX[i].as_bytes());
+                cache.verdict(&cfg, Some("tenant_acme"), sql, &TextFacts::of(sql))
             })
         },
     );

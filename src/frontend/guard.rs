@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 
 use crate::config::GuardConfig;
 use crate::protocol::frame;
+use crate::router::facts::TextFacts;
 use crate::router::guard::{analyze, check, Analysis, GuardContext, Verdict};
 
 /// Analyses by statement text, shared by all sessions (the analysis is tenant-independent).
@@ -42,12 +43,19 @@ impl GuardCache {
         a
     }
 
-    /// The verdict for `sql` run by a tenant with `tenant_schema`.
-    pub fn verdict(&self, cfg: &GuardConfig, tenant_schema: Option<&str>, sql: &[u8]) -> Verdict {
+    /// The verdict for `sql` (whose `facts` the caller has read) run by a tenant with
+    /// `tenant_schema`.
+    pub fn verdict(
+        &self,
+        cfg: &GuardConfig,
+        tenant_schema: Option<&str>,
+        sql: &[u8],
+        facts: &TextFacts,
+    ) -> Verdict {
         if !cfg.enabled {
             return Verdict::Allow;
         }
-        if !cfg.strict && crate::router::guard::trivially_allowed(sql) {
+        if !cfg.strict && facts.trivially_allowed() {
             return Verdict::Allow;
         }
         let Ok(text) = std::str::from_utf8(sql) else {

@@ -381,22 +381,10 @@ pub enum TagEffect {
 }
 
 /// Does statement text hint at session state that tags do not show (advisory locks,
-/// set_config, temporary tables)?
+/// set_config, temporary tables)? See [`TextFacts::dirties`], which the relay reads from the
+/// facts it has already found.
 pub fn text_dirties(sql: &[u8]) -> bool {
-    static WORDS: crate::router::text::Words<5> =
-        crate::router::text::Words::new([b"advisory", b"set_config", b"temp", b"create", b"into"]);
-    let (mut temp, mut creates) = (false, false);
-    WORDS.scan(sql, |k| match k {
-        0 | 1 => true,
-        2 => {
-            temp = true;
-            false
-        }
-        _ => {
-            creates = true;
-            false
-        }
-    }) || (temp && creates)
+    crate::router::facts::TextFacts::of(sql).dirties()
 }
 
 /// The value of setting `name` among a client's settings (lower-case names).

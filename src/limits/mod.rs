@@ -194,8 +194,10 @@ impl Limits {
     /// [`Limits::admit`] without IO: `None` when a token must come from the shared bucket
     /// in Redis ([`Limits::admit_shared`]), which most statements do not need (leases).
     fn admit_now(&self, t: &TenantState, limits: &TenantLimits) -> Option<Result<(), PgError>> {
-        self.count_second(t);
-        let day = today();
+        // One clock read for both counters.
+        let sec = epoch_secs();
+        self.count_second(t, sec);
+        let day = sec / 86_400;
         if t.day.swap(day, Ordering::AcqRel) != day {
             t.quota_shared.store(0, Ordering::Release);
         }
@@ -297,8 +299,7 @@ impl Limits {
         }
     }
 
-    fn count_second(&self, t: &TenantState) {
-        let sec = epoch_secs();
+    fn count_second(&self, t: &TenantState, sec: i64) {
         let mut s = t.second.lock();
         if s.0 != sec {
             *s = (sec, 0, if s.0 == sec - 1 { s.1 } else { 0 });

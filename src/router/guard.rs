@@ -92,22 +92,11 @@ pub enum Verdict {
     Refuse(String),
 }
 
-/// Cheap proof that a text cannot trip any check (outside strict mode): every refusal needs a
-/// `.` (schema-qualified name), or one of a few words (role, authorization, search_path,
-/// set_config, copy, and the forbidden functions' prefixes); `\\` and `&` are excluded so
-/// escaped identifiers (`U&"..."`) always get the full analysis.
+/// Cheap proof that a text cannot trip any check (outside strict mode); see
+/// [`TextFacts::trivially_allowed`](super::facts::TextFacts::trivially_allowed), which the
+/// relay reads from the facts it has already found.
 pub fn trivially_allowed(sql: &[u8]) -> bool {
-    static WORDS: super::text::Words<8> = super::text::Words::new([
-        b"role",
-        b"authorization",
-        b"search_path",
-        b"set_config",
-        b"copy",
-        b"pg_",
-        b"lo_",
-        b"dblink",
-    ]);
-    memchr::memchr3(b'.', b'\\', b'&', sql).is_none() && !WORDS.any(sql)
+    super::facts::TextFacts::of(sql).trivially_allowed()
 }
 
 /// A cache key for the analysis: the text with numeric literals outside strings,

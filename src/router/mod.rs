@@ -5,8 +5,10 @@
 //! - [`guard`] checks statements against a tenant's isolation policy.
 //! - [`header`] reads `/* tenant: key */` header comments.
 //! - [`rewrite`] maps the logical schema (`public`) to the tenant's schema.
+//! - [`facts`] reads what the per-statement checks need from a text, in one pass.
 //! - [`text`] has the case-insensitive searches these checks share.
 
+pub mod facts;
 pub mod guard;
 pub mod header;
 pub mod readonly;

@@ -13,12 +13,14 @@
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
+use super::facts::TextFacts;
 use super::text::contains_ci;
 use crate::backend::server::{quote_literal, search_path_item};
 
 /// Rewrite `sql` for a tenant whose schema is `schema`; `None` when nothing changes.
 pub fn rewrite(sql: &str, logical: &str, schema: &str) -> Option<String> {
-    if !may_rewrite(sql.as_bytes(), logical, schema) {
+    let facts = super::facts::TextFacts::of(sql.as_bytes());
+    if !may_rewrite(sql.as_bytes(), &facts, logical, schema) {
         return None;
     }
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
@@ -117,10 +119,10 @@ pub fn rewrite(sql: &str, logical: &str, schema: &str) -> Option<String> {
 
 /// Cheap pre-check for [`rewrite`]: false when the text cannot need a rewrite (it names
 /// neither the logical schema nor `search_path`), without decoding or tokenizing it.
-pub fn may_rewrite(sql: &[u8], logical: &str, schema: &str) -> bool {
+pub fn may_rewrite(sql: &[u8], facts: &TextFacts, logical: &str, schema: &str) -> bool {
     logical != schema
         && !logical.is_empty()
-        && (contains_ci(sql, logical.as_bytes()) || contains_ci(sql, b"search_path"))
+        && (facts.names_search_path() || contains_ci(sql, logical.as_bytes()))
 }
 
 fn regex_escape(s: &str) -> String {

@@ -22,6 +22,7 @@ use super::relay::{self, Statements, Tracker};
 use crate::backend::pool::{PoolError, Pooled, TenantPool};
 use crate::config::PoolMode;
 use crate::protocol::{frame, write, PgError};
+use crate::router::facts::TextFacts;
 use crate::state::Proxy;
 
 /// Stop reading a side while this much is queued for the other.
@@ -427,7 +428,7 @@ where
             };
             tracing::trace!(tag = %(h.tag as char), len = msg.len(), "client message");
             if self.forwards_directly(h.tag) {
-                self.forward(h.tag, msg);
+                self.forward(h.tag, msg, None);
                 continue;
             }
             if let Some(end) = self.on_client_message(h.tag, msg).await? {
@@ -451,6 +452,8 @@ where
         }
         // The statement guard, before anything reaches a server.
         let mut msg = msg;
+        // What the checks (and `forward`) need from the text, read once.
+        let mut facts = None;
         if tag == b'Q' || tag == b'P' || tag == b'F' {
             // Tenant header routing, logical-schema rewriting, then the statement guard.
             // A FunctionCall names its function by OID (set_config, lo_import, ...), which
@@ -468,10 +471,16 @@ where
                 }),
                 Err(e) => Some(e),
                 Ok(()) => {
-                    if let Some(m) = self.rewrite(tag, &msg) {
+                    let text = |m: &BytesMut| {
+                        TextFacts::of(policy::statement_text(tag, m).unwrap_or_default())
+                    };
+                    let mut f = text(&msg);
+                    if let Some(m) = self.rewrite(tag, &msg, &f) {
                         msg = m;
+                        f = text(&msg);
                     }
-                    self.refusal(tag, &msg)
+                    facts = Some(f);
+                    self.refusal(tag, &msg, &f)
                         .map(|reason| {
                             PgError::guard_refused(&super::guard::refusal_message(&reason))
                         })
@@ -497,6 +506,7 @@ where
                     return Ok(None);
                 }
                 // Replies are pending: let the server raise it, in order.
+                facts = None;
                 let body = &msg[frame::HEADER_LEN..];
                 msg = match tag {
                     b'Q' | b'F' => super::guard::rewrite_query(&err),
@@ -554,7 +564,7 @@ where
                 return Ok(None);
             }
         }
-        self.forward(tag, msg);
+        self.forward(tag, msg, facts);
         Ok(None)
     }
 
@@ -568,8 +578,9 @@ where
     }
 
     /// Queue a client message for the attached server, tracking what it will answer and
-    /// renaming prepared statements in transaction pooling.
-    fn forward(&mut self, tag: u8, msg: BytesMut) {
+    /// renaming prepared statements in transaction pooling. `facts` are those of a Query
+    /// or Parse's text when the caller has read them.
+    fn forward(&mut self, tag: u8, msg: BytesMut, facts: Option<TextFacts>) {
         let transaction_mode = self.mode == PoolMode::Transaction;
         let wrote_text = matches!(tag, b'Q' | b'P') && self.text_writes(tag, &msg);
         let Session {
@@ -606,10 +617,12 @@ where
                     metrics.queries[k].increment(1);
                 }
                 // A FunctionCall can change anything; a query only when its text says so.
-                if transaction_mode
-                    && (tag == b'F'
-                        || relay::text_dirties(frame::parse_query(body).unwrap_or(body)))
-                {
+                let dirties = || {
+                    facts
+                        .unwrap_or_else(|| TextFacts::of(frame::parse_query(body).unwrap_or(body)))
+                        .dirties()
+                };
+                if transaction_mode && (tag == b'F' || dirties()) {
                     a.conn.dirty = true;
                 }
                 a.sout.extend_from_slice(&msg);
@@ -627,7 +640,7 @@ where
                 let named = body.first().is_some_and(|&b| b != 0);
                 if transaction_mode {
                     if let Some(m) = frame::parse_parse(body) {
-                        if relay::text_dirties(m.query) {
+                        if facts.unwrap_or_else(|| TextFacts::of(m.query)).dirties() {
                             a.conn.dirty = true;
                         }
                     }

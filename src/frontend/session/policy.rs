@@ -9,6 +9,17 @@ use super::Session;
 use crate::config::PoolMode;
 use crate::frontend::relay::Statements;
 use crate::protocol::{frame, PgError};
+use crate::router::facts::TextFacts;
+
+/// The statement text of a whole Query or Parse message; `None` when malformed.
+pub(super) fn statement_text(tag: u8, msg: &[u8]) -> Option<&[u8]> {
+    let body = &msg[frame::HEADER_LEN..];
+    match tag {
+        b'Q' => frame::parse_query(body),
+        b'P' => frame::parse_parse(body).map(|m| m.query),
+        _ => None,
+    }
+}
 
 impl<R, W> Session<R, W>
 where
@@ -16,7 +27,7 @@ where
     W: AsyncWrite + Unpin,
 {
     /// The Query/Parse with the logical schema mapped to the tenant's, if anything changes.
-    pub(super) fn rewrite(&self, tag: u8, msg: &[u8]) -> Option<BytesMut> {
+    pub(super) fn rewrite(&self, tag: u8, msg: &[u8], facts: &TextFacts) -> Option<BytesMut> {
         let cfg = self.proxy.config();
         if cfg.guard.logical_schema.is_empty() {
             return None;
@@ -27,7 +38,7 @@ where
         let mut out = BytesMut::new();
         if tag == b'Q' {
             let sql = frame::parse_query(body)?;
-            if !crate::router::rewrite::may_rewrite(sql, logical, schema) {
+            if !crate::router::rewrite::may_rewrite(sql, facts, logical, schema) {
                 return None;
             }
             let sql = std::str::from_utf8(sql).ok()?;
@@ -35,7 +46,7 @@ where
             frame::write_query(&mut out, &new);
         } else {
             let m = frame::parse_parse(body)?;
-            if !crate::router::rewrite::may_rewrite(m.query, logical, schema) {
+            if !crate::router::rewrite::may_rewrite(m.query, facts, logical, schema) {
                 return None;
             }
             let sql = std::str::from_utf8(m.query).ok()?;
@@ -54,16 +65,11 @@ where
     }
 
     /// The guard's reason to refuse a Query or Parse, if any.
-    pub(super) fn refusal(&self, tag: u8, msg: &[u8]) -> Option<String> {
-        let body = &msg[frame::HEADER_LEN..];
-        let sql = if tag == b'Q' {
-            frame::parse_query(body)?
-        } else {
-            frame::parse_parse(body)?.query
-        };
+    pub(super) fn refusal(&self, tag: u8, msg: &[u8], facts: &TextFacts) -> Option<String> {
+        let sql = statement_text(tag, msg)?;
         let cfg = self.proxy.config();
         let schema = self.pool.as_ref()?.tenant.placement.schema.as_deref();
-        match self.proxy.guard().verdict(&cfg.guard, schema, sql) {
+        match self.proxy.guard().verdict(&cfg.guard, schema, sql, facts) {
             crate::router::guard::Verdict::Allow => None,
             crate::router::guard::Verdict::Refuse(r) => Some(r),
         }
@@ -76,12 +82,7 @@ where
     /// Apply a statement's tenant header: switch tenants at a transaction boundary for
     /// trusted service users, refuse a switch otherwise.
     pub(super) fn route(&mut self, tag: u8, msg: &[u8]) -> Result<(), PgError> {
-        let body = &msg[frame::HEADER_LEN..];
-        let sql = if tag == b'Q' {
-            frame::parse_query(body).unwrap_or_default()
-        } else {
-            frame::parse_parse(body).map_or(&[][..], |m| m.query)
-        };
+        let sql = statement_text(tag, msg).unwrap_or_default();
         let Some(key) = crate::router::header::tenant_header(sql) else {
             return if self.pool.is_some() {
                 Ok(())
