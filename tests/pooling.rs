@@ -88,15 +88,7 @@ async fn waiters_are_served_in_arrival_order_and_one_that_leaves_loses_nothing()
         c.pool.query_wait_timeout_ms = 30_000;
     })
     .await;
-    let acme = || {
-        env.proxy
-            .proxy
-            .pools()
-            .stats()
-            .into_iter()
-            .find(|s| s.tenant == "acme")
-            .expect("acme pool")
-    };
+    let acme = || env.pool("acme");
     let holder = env.client("acme").await;
     holder.batch_execute("BEGIN").await.unwrap();
     // Five clients queue one after another; the third leaves while in line.
@@ -298,15 +290,7 @@ async fn idle_connections_close_after_idle_timeout() {
     .await;
     let c = env.client("acme").await;
     c.simple_query("SELECT 1").await.unwrap();
-    let open = || {
-        env.proxy
-            .proxy
-            .pools()
-            .stats()
-            .iter()
-            .find(|s| s.tenant == "acme")
-            .map_or(0, |s| s.open)
-    };
+    let open = || env.pool("acme").open;
     assert_eq!(open(), 1);
     assert!(
         eventually(Duration::from_secs(5), || async { open() == 0 }).await,

@@ -190,15 +190,7 @@ async fn a_statement_waiting_for_a_connection_runs_after_goodbye_but_not_after_a
         c.pool.query_wait_timeout_ms = 30_000;
     })
     .await;
-    let waiting = || {
-        env.proxy
-            .proxy
-            .pools()
-            .stats()
-            .into_iter()
-            .find(|s| s.tenant == "acme")
-            .map_or(0, |s| s.waiting)
-    };
+    let waiting = || env.pool("acme").waiting;
     let holder = env.client("acme").await;
     holder
         .batch_execute("CREATE TABLE goodbye (x text); BEGIN")

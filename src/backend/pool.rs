@@ -128,7 +128,7 @@ impl Instance {
 }
 
 /// Snapshot of one pool for reporting.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PoolStats {
     pub tenant: String,
     pub instance: String,

@@ -224,6 +224,18 @@ impl Env {
         Ok(c)
     }
 
+    /// The proxy's pool of `tenant` as SHOW POOLS reports it (all zero before its first
+    /// client).
+    pub fn pool(&self, tenant: &str) -> tenantgate::backend::pool::PoolStats {
+        self.proxy
+            .proxy
+            .pools()
+            .stats()
+            .into_iter()
+            .find(|s| s.tenant == tenant)
+            .unwrap_or_default()
+    }
+
     /// The proxy still serves a new client of `acme`.
     pub async fn still_alive(&self) {
         self.client("acme")
