@@ -362,7 +362,8 @@ fi
 table
 if [ ${#NOTES[@]} -gt 0 ]; then
   echo
-  printf -- '- %s\n' "${NOTES[@]}"
+  # Once each, though every round of a failing cell adds its note.
+  printf -- '- %s\n' "${NOTES[@]}" | awk '!seen[$0]++'
   if printf '%s\n' "${NOTES[@]}" | grep -q '^pgbouncer prepared'; then
     echo "- pgbouncer before 1.21 does not track protocol-level prepared statements, so" \
          "-M prepared fails in transaction pooling once clients share server connections."
