@@ -13,6 +13,10 @@ use tenantgate::config::{
 use tokio_postgres::NoTls;
 
 async fn setup() -> (PgInstance, tenantgate::app::Running) {
+    setup_with(|_| {}).await
+}
+
+async fn setup_with(f: impl FnOnce(&mut Config)) -> (PgInstance, tenantgate::app::Running) {
     let pg = tokio::task::spawn_blocking(PgInstance::start)
         .await
         .unwrap();
@@ -64,6 +68,7 @@ async fn setup() -> (PgInstance, tenantgate::app::Running) {
     };
     cfg.pool.connect_timeout_ms = 2000;
     cfg.telemetry.dir = common::scratch_dir("resilience");
+    f(&mut cfg);
     let proxy = tenantgate::app::start(cfg, None).await.unwrap();
     (pg, proxy)
 }
@@ -76,6 +81,51 @@ async fn client(port: u16, extra: &str) -> Result<tokio_postgres::Client, tokio_
     .await?;
     tokio::spawn(conn);
     Ok(c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_while_its_server_connection_opens_gives_the_slot_back() {
+    // The server stops answering new connections; a client whose statement is waiting for
+    // one to open hangs up. The slot it reserved must come back at once, not be counted
+    // as open for ever (the pool would refuse everyone once all its slots leaked).
+    let (pg, proxy) = setup_with(|c| c.pool.connect_timeout_ms = 30_000).await;
+    let port = proxy.addr.port();
+    let open = || {
+        proxy
+            .proxy
+            .pools()
+            .stats()
+            .into_iter()
+            .find(|s| s.tenant == "acme")
+            .map_or(0, |s| s.open)
+    };
+    let holder = client(port, "").await.unwrap();
+    holder.batch_execute("BEGIN").await.unwrap();
+    let (leaver, conn) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=app@acme dbname=x"),
+        NoTls,
+    )
+    .await
+    .unwrap();
+    let socket = tokio::spawn(conn);
+    assert_eq!(open(), 1);
+    pg.freeze(true);
+    let query = tokio::spawn(async move { leaver.simple_query("SELECT 1").await });
+    let connecting = eventually(Duration::from_secs(5), || async { open() == 2 }).await;
+    assert!(connecting, "a second connection is being opened");
+    query.abort();
+    socket.abort();
+    let given_back = eventually(Duration::from_secs(5), || async { open() == 1 }).await;
+    pg.freeze(false);
+    assert!(given_back, "the reserved slot came back: open = {}", open());
+    holder.batch_execute("COMMIT").await.unwrap();
+    client(port, "")
+        .await
+        .unwrap()
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+    drop(pg);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -179,17 +179,37 @@ impl<'a> Place<'a> {
         pool.state.lock().waiting += 1;
         Place { pool, rx: None }
     }
+
+    /// Step out of the line; a connection handed over meanwhile is returned.
+    fn leave(&mut self) -> Option<Box<ServerConn>> {
+        let mut rx = self.rx.take()?;
+        rx.close();
+        rx.try_recv().ok()
+    }
 }
 
 impl Drop for Place<'_> {
     fn drop(&mut self) {
-        if let Some(mut rx) = self.rx.take() {
-            rx.close();
-            if let Ok(conn) = rx.try_recv() {
-                self.pool.checkin(conn);
-            }
+        if let Some(conn) = self.leave() {
+            self.pool.checkin(conn);
         }
         self.pool.state.lock().waiting -= 1;
+    }
+}
+
+/// A slot reserved for a connection being opened (counted in `open` and the instance's
+/// count). Dropped before it is kept (the connect failed, or the waiting client left and
+/// the connect was abandoned), it gives the slot back.
+struct Reservation<'a> {
+    pool: &'a TenantPool,
+    kept: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.pool.forget_one();
+        }
     }
 }
 
@@ -451,8 +471,13 @@ impl TenantPool {
             // Counted before looking, so a checkin after the look always notifies us.
             let place = place.get_or_insert_with(|| Place::new(self));
 
-            // A pause or a move may have happened while we waited.
+            // A pause or a move may have happened while we waited. A held waiter leaves
+            // the line (a connection handed to it just now goes back, idle), so it does
+            // not hold one through the pause.
             if self.config.pause.holds(&self.tenant.key) {
+                if let Some(conn) = place.leave() {
+                    self.checkin(conn);
+                }
                 self.wait_while_paused().await;
                 continue;
             }
@@ -461,7 +486,16 @@ impl TenantPool {
             }
             match self.try_take(&cfg, place) {
                 Take::Idle(conn) => break Ok(conn),
-                Take::Reserved => break self.open_new(&cfg).await,
+                Take::Reserved => {
+                    // Out of the line first: a connection handed over while this one
+                    // connects would sit unused. One handed over already is taken
+                    // instead, and the slot given back.
+                    if let Some(conn) = place.leave() {
+                        self.forget_one();
+                        break Ok(self.pooled(conn));
+                    }
+                    break self.open_new(&cfg).await;
+                }
                 Take::Full => {}
                 Take::InstanceFull => {
                     if self.instance.evict_idle(self) {
@@ -555,7 +589,12 @@ impl TenantPool {
         }
     }
 
+    /// Open a connection in a slot [`Self::try_take`] reserved.
     async fn open_new(self: &Arc<Self>, cfg: &PoolConfig) -> Result<Pooled, PoolError> {
+        let mut slot = Reservation {
+            pool: self,
+            kept: false,
+        };
         let res = ServerConn::connect(
             &self.tenant.placement,
             Duration::from_millis(cfg.connect_timeout_ms),
@@ -564,16 +603,15 @@ impl TenantPool {
         .await;
         match res {
             Ok(conn) => {
+                slot.kept = true;
                 let mut sp = self.server_params.lock();
                 if sp.is_none() {
                     *sp = Some(Arc::new(conn.reported.clone()));
                 }
                 Ok(self.pooled(Box::new(conn)))
             }
-            Err(e) => {
-                self.forget_one();
-                Err(e.into())
-            }
+            // The slot is given back as `slot` drops.
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -596,16 +634,24 @@ impl TenantPool {
     fn checkin(&self, mut conn: Box<ServerConn>) {
         let cfg = self.config.config.load();
         conn.last_used = Instant::now();
-        if self.retired.load(Ordering::Relaxed) || expired(&conn, &cfg, conn.last_used) {
+        let retire = |conn: Box<ServerConn>| {
             self.forget_one();
             tokio::spawn(conn.terminate());
-            return;
+        };
+        if expired(&conn, &cfg, conn.last_used) {
+            return retire(conn);
+        }
+        let mut st = self.state.lock();
+        // Read under the lock: `retire` drains the idle list after setting the flag, so a
+        // connection put there after the drain would never be closed.
+        if self.retired.load(Ordering::Relaxed) {
+            drop(st);
+            return retire(conn);
         }
         // The first waiter in line gets it (not while the tenant is paused: a held
-        // waiter must not start a transaction; resuming wakes the line).
-        let paused = self.config.pause.holds(&self.tenant.key);
-        let mut st = self.state.lock();
-        if !paused {
+        // waiter must not start a transaction; resuming wakes the line). Read under the
+        // lock too, so a resume cannot wake the line between this look and the push.
+        if !self.config.pause.holds(&self.tenant.key) {
             while let Some(tx) = st.line.pop_front() {
                 match tx.send(conn) {
                     Ok(()) => return,

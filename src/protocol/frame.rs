@@ -9,9 +9,6 @@ use bytes::{BufMut, BytesMut};
 /// Tag byte plus the 4-byte length.
 pub const HEADER_LEN: usize = 5;
 
-/// A whole Terminate message (`X`, length 4, no body).
-pub const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
-
 /// A message header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
@@ -47,6 +44,22 @@ pub fn peek_header(buf: &[u8]) -> Result<Option<Header>, BadLength> {
         tag: buf[0],
         len: len as usize,
     }))
+}
+
+/// Do the whole messages at the start of `buf` (which begins at a message boundary)
+/// include a Terminate?
+pub fn holds_terminate(buf: &[u8]) -> bool {
+    let mut rest = buf;
+    while let Ok(Some(h)) = peek_header(rest) {
+        if h.tag == b'X' {
+            return true;
+        }
+        if rest.len() < h.total() {
+            return false;
+        }
+        rest = &rest[h.total()..];
+    }
+    false
 }
 
 /// Split a NUL-terminated string off the front of `b`.
@@ -176,6 +189,23 @@ mod tests {
         );
         assert_eq!(peek_header(b"Q\0\0\0\x03"), Err(BadLength(3)));
         assert_eq!(peek_header(b"Q\xff\xff\xff\xff"), Err(BadLength(-1)));
+    }
+
+    #[test]
+    fn terminate_is_found_only_as_a_whole_message() {
+        let mut q = BytesMut::new();
+        write_query(&mut q, "SELECT 'X\0\0\0\x04'");
+        assert!(!holds_terminate(&q));
+        let mut with_x = q.clone();
+        with_x.extend_from_slice(b"X\0\0\0\x04");
+        assert!(holds_terminate(&with_x));
+        // Its bytes inside another message are not one.
+        let mut inside = BytesMut::from(&q[..q.len() - 6]);
+        inside.extend_from_slice(b"X\0\0\0\x04\0");
+        assert_eq!(inside.len(), q.len());
+        assert!(!holds_terminate(&inside));
+        assert!(!holds_terminate(&q[..q.len() - 1]));
+        assert!(!holds_terminate(b""));
     }
 
     #[test]

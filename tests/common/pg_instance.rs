@@ -140,6 +140,17 @@ impl PgInstance {
         );
     }
 
+    /// Freeze (`true`) or thaw the postmaster with SIGSTOP/SIGCONT: while frozen, new
+    /// connections are accepted by the kernel but never answered.
+    pub fn freeze(&self, frozen: bool) {
+        let pidfile = self.dir.path().join("data").join("postmaster.pid");
+        let text = std::fs::read_to_string(pidfile).unwrap();
+        let pid = text.lines().next().unwrap().trim().to_owned();
+        let sig = if frozen { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(ok.success(), "kill {sig} {pid}");
+    }
+
     pub fn restart(&self) {
         self.ctl(&["restart"]);
     }

@@ -828,7 +828,7 @@ where
                 r = &mut fut => return Some(r),
                 r = std::future::poll_fn(|cx| poll_read_client(cr, cin, chunk, cx)), if watch => {
                     if !matches!(r, Ok(n) if n > 0) {
-                        if !cin.ends_with(&frame::TERMINATE) {
+                        if !frame::holds_terminate(cin) {
                             return None;
                         }
                         watching = false;
