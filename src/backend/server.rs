@@ -45,10 +45,14 @@ pub struct ServerConn {
     /// ParameterStatus values reported at startup, names as the server spells them.
     pub reported: Vec<(String, String)>,
     /// What the proxy believes each setting is now (lower-case names).
-    pub settings: HashMap<String, String>,
+    settings: HashMap<String, String>,
     startup_settings: HashMap<String, String>,
     /// Settings the proxy applied for a client (lower-case name → value).
     applied: HashMap<String, String>,
+    /// The client settings list `settings` and `applied` were last brought in line with:
+    /// the next client with the same list skips the comparison (one slice compare instead
+    /// of a map lookup per setting). Forgotten whenever either map changes.
+    synced: Option<Vec<(String, String)>>,
     /// Statements the proxy prepared here (transaction pooling).
     pub prepared: PreparedCache,
     /// Session state changed by a client that must be reset before reuse.
@@ -150,6 +154,7 @@ impl ServerConn {
             settings: HashMap::new(),
             startup_settings: HashMap::new(),
             applied: HashMap::new(),
+            synced: None,
             prepared: PreparedCache::new(prepared_cap),
             dirty: false,
             created: Instant::now(),
@@ -248,6 +253,8 @@ impl ServerConn {
     /// them. ParameterStatus updates are applied to `settings`; the first error is returned
     /// after every statement has been answered, so the connection stays in sync.
     pub async fn run(&mut self, statements: &[&str]) -> Result<(), BackendError> {
+        // Any statement may change settings.
+        self.synced = None;
         let mut out = BytesMut::new();
         for s in statements {
             frame::write_query(&mut out, s);
@@ -281,10 +288,20 @@ impl ServerConn {
     /// Make the server's settings match `wanted` (client settings, lower-case names):
     /// SET what differs, RESET what an earlier client had applied and this one did not ask for.
     pub async fn sync_settings(&mut self, wanted: &[(String, String)]) -> Result<(), BackendError> {
-        if !self.settings_differ(wanted) {
+        if self.synced.as_deref() == Some(wanted) {
             return Ok(());
         }
-        Box::pin(self.apply_settings(wanted)).await
+        if self.settings_differ(wanted) {
+            Box::pin(self.apply_settings(wanted)).await?;
+        }
+        self.synced = Some(wanted.to_vec());
+        Ok(())
+    }
+
+    /// A setting the server reported (ParameterStatus) while relaying a client's statements.
+    pub fn note_parameter(&mut self, name: String, value: String) {
+        self.synced = None;
+        self.settings.insert(name, value);
     }
 
     /// Cheap check (no IO) whether [`Self::sync_settings`] has anything to do.
@@ -340,6 +357,7 @@ impl ServerConn {
         self.prepared.clear();
         self.settings = self.startup_settings.clone();
         self.applied.clear();
+        self.synced = None;
         self.dirty = false;
         res
     }

@@ -161,7 +161,7 @@ where
                                 None => settings.push((k.clone(), v.to_owned())),
                             }
                         }
-                        a.conn.settings.insert(k, v.to_owned());
+                        a.conn.note_parameter(k, v.to_owned());
                     }
                     true
                 }
