@@ -188,6 +188,46 @@ async fn instance_cap_closes_idle_connections_of_other_tenants() {
 }
 
 #[tokio::test]
+async fn a_waiter_held_by_the_instance_cap_takes_the_next_idle_connection_of_another_tenant() {
+    // The instance is full with acme's two busy connections; globex waits. When one of
+    // acme's goes idle, globex must close it and get its own at once, not wait for a
+    // connection to close by itself (or for its timeout).
+    let env = Env::with(|c| {
+        c.pool.instance_max_connections = 2;
+        c.pool.query_wait_timeout_ms = 20_000;
+        tenant_pool(c, "acme", PoolMode::Transaction, 2);
+        tenant_pool(c, "globex", PoolMode::Transaction, 2);
+    })
+    .await;
+    // globex's login learns its server's parameters first (one connection, then idle).
+    let g = env.client("globex").await;
+    let a1 = env.client("acme").await;
+    let a2 = env.client("acme").await;
+    a1.batch_execute("BEGIN").await.unwrap();
+    a2.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(
+        env.pool("globex").open,
+        0,
+        "globex's idle one made room for acme"
+    );
+    let waiting = tokio::spawn(async move { g.simple_query("SELECT 1").await.map(|_| ()) });
+    let held = eventually(Duration::from_secs(5), || async {
+        env.pool("globex").waiting == 1
+    })
+    .await;
+    assert!(held, "globex waits at the instance cap");
+    a1.batch_execute("COMMIT").await.unwrap();
+    let served = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+    assert!(
+        matches!(served, Ok(Ok(Ok(())))),
+        "globex served once acme had an idle connection: {served:?}"
+    );
+    assert!(env.proxy.proxy.pools().instance_open("primary") <= 2);
+    a2.batch_execute("COMMIT").await.unwrap();
+    env.finish().await;
+}
+
+#[tokio::test]
 async fn killed_server_connections_heal() {
     let env = Env::with(|c| tenant_pool(c, "acme", PoolMode::Transaction, 2)).await;
     let c = env.client("acme").await;

@@ -86,7 +86,11 @@ impl Pause {
 struct Instance {
     open: AtomicUsize,
     cap: AtomicUsize,
+    /// A connection closed here (a slot freed), or one went idle while `capped` waiters
+    /// wait (it can be closed to make room for them).
     released: Notify,
+    /// Waiters held by the cap: a checkin that leaves a connection idle wakes them.
+    capped: AtomicUsize,
     members: Mutex<Vec<Weak<TenantPool>>>,
 }
 
@@ -172,12 +176,27 @@ struct PoolState {
 struct Place<'a> {
     pool: &'a Arc<TenantPool>,
     rx: Option<oneshot::Receiver<Box<ServerConn>>>,
+    /// Counted in the instance's `capped`.
+    capped: bool,
 }
 
 impl<'a> Place<'a> {
     fn new(pool: &'a Arc<TenantPool>) -> Self {
         pool.state.lock().waiting += 1;
-        Place { pool, rx: None }
+        Place {
+            pool,
+            rx: None,
+            capped: false,
+        }
+    }
+
+    /// Held by the instance's cap: counted before looking for a connection to evict, so a
+    /// checkin after the look sees the count and wakes this waiter.
+    fn held_by_cap(&mut self) {
+        if !self.capped {
+            self.capped = true;
+            self.pool.instance.capped.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     /// Step out of the line; a connection handed over meanwhile is returned.
@@ -192,6 +211,9 @@ impl Drop for Place<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.leave() {
             self.pool.checkin(conn);
+        }
+        if self.capped {
+            self.pool.instance.capped.fetch_sub(1, Ordering::SeqCst);
         }
         self.pool.state.lock().waiting -= 1;
     }
@@ -278,6 +300,7 @@ impl Pools {
                     open: AtomicUsize::new(0),
                     cap: AtomicUsize::new(cap),
                     released: Notify::new(),
+                    capped: AtomicUsize::new(0),
                     members: Mutex::new(Vec::new()),
                 })
             })
@@ -498,6 +521,7 @@ impl TenantPool {
                 }
                 Take::Full => {}
                 Take::InstanceFull => {
+                    place.held_by_cap();
                     if self.instance.evict_idle(self) {
                         continue;
                     }
@@ -660,6 +684,12 @@ impl TenantPool {
             }
         }
         st.idle.push_back(conn);
+        drop(st);
+        // Waiters of other tenants held by the instance's cap can now close it to make
+        // room (one atomic read when none wait).
+        if self.instance.capped.load(Ordering::SeqCst) > 0 {
+            self.instance.released.notify_waiters();
+        }
     }
 
     fn retire(&self) {
