@@ -491,7 +491,8 @@ impl TenantPool {
             tokio::pin!(returned, released);
             returned.as_mut().enable();
             released.as_mut().enable();
-            // Counted before looking, so a checkin after the look always notifies us.
+            // This waiter's place: counted from the first look, in line once a look
+            // finds nothing (see `try_take`).
             let place = place.get_or_insert_with(|| Place::new(self));
 
             // A pause or a move may have happened while we waited. A held waiter leaves
@@ -658,19 +659,19 @@ impl TenantPool {
     fn checkin(&self, mut conn: Box<ServerConn>) {
         let cfg = self.config.config.load();
         conn.last_used = Instant::now();
-        let retire = |conn: Box<ServerConn>| {
+        let close = |conn: Box<ServerConn>| {
             self.forget_one();
             tokio::spawn(conn.terminate());
         };
         if expired(&conn, &cfg, conn.last_used) {
-            return retire(conn);
+            return close(conn);
         }
         let mut st = self.state.lock();
         // Read under the lock: `retire` drains the idle list after setting the flag, so a
         // connection put there after the drain would never be closed.
         if self.retired.load(Ordering::Relaxed) {
             drop(st);
-            return retire(conn);
+            return close(conn);
         }
         // The first waiter in line gets it (not while the tenant is paused: a held
         // waiter must not start a transaction; resuming wakes the line). Read under the
