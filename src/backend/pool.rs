@@ -534,6 +534,12 @@ impl TenantPool {
                 handed = async { place.rx.as_mut().expect("in line").await }, if in_line => {
                     place.rx = None;
                     match handed {
+                        // Handed over just before a pause took hold: back it goes (idle),
+                        // and this waiter waits for the resume like the rest.
+                        Ok(conn) if self.config.pause.holds(&self.tenant.key) => {
+                            self.checkin(conn);
+                            continue;
+                        }
                         Ok(conn) => break Ok(self.pooled(conn)),
                         // The entry was dropped unserved: take a new place.
                         Err(_) => continue,
