@@ -73,6 +73,16 @@ async fn setup_with(f: impl FnOnce(&mut Config)) -> (PgInstance, tenantgate::app
     (pg, proxy)
 }
 
+/// A new client connects and runs a statement.
+async fn serves_a_new_client(port: u16) {
+    client(port, "")
+        .await
+        .unwrap()
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+}
+
 async fn client(port: u16, extra: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (c, conn) = tokio_postgres::connect(
         &format!("host=127.0.0.1 port={port} user=app@acme dbname=x {extra}"),
@@ -119,12 +129,7 @@ async fn a_client_that_leaves_while_its_server_connection_opens_gives_the_slot_b
     pg.freeze(false);
     assert!(given_back, "the reserved slot came back: open = {}", open());
     holder.batch_execute("COMMIT").await.unwrap();
-    client(port, "")
-        .await
-        .unwrap()
-        .simple_query("SELECT 1")
-        .await
-        .unwrap();
+    serves_a_new_client(port).await;
     drop(pg);
 }
 
@@ -162,12 +167,7 @@ async fn server_restart_gives_errors_not_hangs_and_the_pool_heals() {
     })
     .await;
     assert!(healed, "pool healed after restart");
-    client(port, "")
-        .await
-        .unwrap()
-        .simple_query("SELECT 1")
-        .await
-        .unwrap();
+    serves_a_new_client(port).await;
 
     // server down: statements fail fast with 08006, the connection stays usable
     let pg = tokio::task::spawn_blocking(move || {

@@ -19,7 +19,7 @@ use crate::backend::server::{quote_literal, search_path_item};
 
 /// Rewrite `sql` for a tenant whose schema is `schema`; `None` when nothing changes.
 pub fn rewrite(sql: &str, logical: &str, schema: &str) -> Option<String> {
-    let facts = super::facts::TextFacts::of(sql.as_bytes());
+    let facts = TextFacts::of(sql.as_bytes());
     if !may_rewrite(sql.as_bytes(), &facts, logical, schema) {
         return None;
     }
