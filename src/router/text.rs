@@ -22,50 +22,62 @@ pub fn starts_ci(hay: &[u8], prefix: &[u8]) -> bool {
     hay.len() >= prefix.len() && hay[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
-/// A small set of words (up to 16, each at least two bytes) found in one pass over a
-/// text, ignoring ASCII case: a table lookup of each pair of adjacent bytes selects the
+/// A small set of words (up to 16, each at least two bytes, in lower case) found in one
+/// pass over a text, ignoring ASCII case: a table lookup of each pair of adjacent bytes selects the
 /// words that can start there, and only those are compared. Matches are not limited to
 /// word boundaries (the callers are conservative checks).
 pub struct Words<const N: usize> {
     words: [&'static [u8]; N],
-    /// Bit `k` set for the bytes word `k` can start with (both cases).
-    first: [u16; 256],
-    /// Bit `k` set for the bytes word `k` can continue with.
-    second: [u16; 256],
+    /// Per byte: bits `16 + k` set when word `k` can start with it, bits `k` when word `k`
+    /// can continue with it (both cases). One table load per byte of text.
+    table: [u32; 256],
 }
 
 impl<const N: usize> Words<N> {
     pub const fn new(words: [&'static [u8]; N]) -> Self {
         assert!(N <= 16, "up to 16 words");
-        let mut first = [0u16; 256];
-        let mut second = [0u16; 256];
+        let mut table = [0u32; 256];
         let mut k = 0;
         while k < N {
             let w = words[k];
             assert!(w.len() >= 2, "words of two bytes or more");
-            let bit = 1u16 << k;
-            first[w[0].to_ascii_lowercase() as usize] |= bit;
-            first[w[0].to_ascii_uppercase() as usize] |= bit;
-            second[w[1].to_ascii_lowercase() as usize] |= bit;
-            second[w[1].to_ascii_uppercase() as usize] |= bit;
+            let mut j = 0;
+            while j < w.len() {
+                assert!(!w[j].is_ascii_uppercase(), "words in lower case");
+                j += 1;
+            }
+            let bit = 1u32 << k;
+            table[w[0].to_ascii_lowercase() as usize] |= bit << 16;
+            table[w[0].to_ascii_uppercase() as usize] |= bit << 16;
+            table[w[1].to_ascii_lowercase() as usize] |= bit;
+            table[w[1].to_ascii_uppercase() as usize] |= bit;
             k += 1;
         }
-        Words {
-            words,
-            first,
-            second,
-        }
+        Words { words, table }
     }
 
     /// Call `found(k)` for each occurrence of word `k` in `hay`, in text order, until it
     /// returns true; returns whether one did.
     pub fn scan(&self, hay: &[u8], mut found: impl FnMut(usize) -> bool) -> bool {
-        for (i, pair) in hay.windows(2).enumerate() {
-            let mut bits = self.first[pair[0] as usize] & self.second[pair[1] as usize];
+        // Words that can start at the previous byte.
+        let mut starting = 0u32;
+        for (i, &b) in hay.iter().enumerate() {
+            let t = self.table[b as usize];
+            let mut bits = starting & t & 0xffff;
+            starting = t >> 16;
             while bits != 0 {
                 let k = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                if starts_ci(&hay[i..], self.words[k]) && found(k) {
+                // Its first two bytes matched (the table); the rest, up to the first
+                // difference (most candidates differ at their third byte).
+                let (w, rest) = (self.words[k], &hay[i + 1..]);
+                if rest.len() >= w.len() - 2
+                    && rest
+                        .iter()
+                        .zip(&w[2..])
+                        .all(|(a, b)| a.to_ascii_lowercase() == *b)
+                    && found(k)
+                {
                     return true;
                 }
             }
@@ -85,7 +97,7 @@ mod tests {
 
     #[test]
     fn word_sets_agree_with_a_naive_search() {
-        const W: Words<4> = Words::new([b"role", b"pg_", b"lo_", b"Set_config"]);
+        const W: Words<4> = Words::new([b"role", b"pg_", b"lo_", b"set_config"]);
         let hays: [&[u8]; 7] = [
             b"SELECT abalance FROM pgbench_accounts WHERE aid = 1",
             b"select PG_sleep(1)",
