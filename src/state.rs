@@ -47,6 +47,19 @@ struct Inner {
     catalog: std::sync::OnceLock<crate::catalog::Catalog>,
 }
 
+/// See [`Proxy::config_cache`]; `load()` gives the current config.
+pub type ConfigCache = arc_swap::cache::Cache<ConfigOf, Arc<Config>>;
+
+/// The proxy's config, as the cache reads it.
+pub struct ConfigOf(Proxy);
+
+impl std::ops::Deref for ConfigOf {
+    type Target = ArcSwap<Config>;
+    fn deref(&self) -> &ArcSwap<Config> {
+        &self.0.inner.config
+    }
+}
+
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -104,6 +117,12 @@ impl Proxy {
 
     pub fn config(&self) -> Arc<Config> {
         self.inner.config.load_full()
+    }
+
+    /// A handle for a reader of the config on every statement (a session): while it is
+    /// unchanged, a read is one atomic load; a reload is seen at the next read.
+    pub fn config_cache(&self) -> ConfigCache {
+        arc_swap::cache::Cache::new(ConfigOf(self.clone()))
     }
 
     pub fn directory(&self) -> Arc<Box<dyn TenantDirectory>> {

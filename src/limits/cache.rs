@@ -96,8 +96,13 @@ impl LocalCache {
 
 /// The TTL a statement asks for with a leading `/* cache: 30s */` (s, ms or m), if any.
 pub fn requested_ttl(sql: &[u8]) -> Option<Duration> {
+    // Most statements start without a comment: answered before validating the text.
+    let sql = sql.trim_ascii_start();
+    if !sql.starts_with(b"/*") {
+        return None;
+    }
     // Any of the leading comments (a tenant header may come first).
-    let mut s = std::str::from_utf8(sql).ok()?.trim_start();
+    let mut s = std::str::from_utf8(sql).ok()?;
     let v = loop {
         let body = s.strip_prefix("/*")?;
         let end = body.find("*/")?;
@@ -106,7 +111,7 @@ pub fn requested_ttl(sql: &[u8]) -> Option<Duration> {
                 break v.trim().to_ascii_lowercase();
             }
         }
-        s = body[end + 2..].trim_start();
+        s = body[end + 2..].trim_ascii_start();
     };
     let (num, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
     let n: u64 = num.parse().ok()?;

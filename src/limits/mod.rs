@@ -84,8 +84,27 @@ impl TenantState {
         self.flags.load_full()
     }
 
+    /// A handle for a reader of the flags on every statement (a session): while they are
+    /// unchanged, a read is one atomic load instead of [`Self::flags`]'s shared-count dance.
+    pub fn flags_cache(self: &Arc<Self>) -> FlagsCache {
+        arc_swap::cache::Cache::new(FlagsOf(self.clone()))
+    }
+
     pub fn key(&self) -> &str {
         &self.key
+    }
+}
+
+/// See [`TenantState::flags_cache`]; `load()` gives the current flags.
+pub type FlagsCache = arc_swap::cache::Cache<FlagsOf, Arc<Flags>>;
+
+/// A tenant's flags, as the cache reads them.
+pub struct FlagsOf(Arc<TenantState>);
+
+impl std::ops::Deref for FlagsOf {
+    type Target = ArcSwap<Flags>;
+    fn deref(&self) -> &ArcSwap<Flags> {
+        &self.0.flags
     }
 }
 

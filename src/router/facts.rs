@@ -73,9 +73,71 @@ impl TextFacts {
     }
 }
 
+/// What was found in the last statement text a session sent, kept so that the same text
+/// again (drivers sending an unnamed Parse of the same statement per execution, loops of
+/// one statement) skips the scan: one comparison instead. Texts longer than
+/// [`LastText::MAX`] are not kept.
+#[derive(Debug)]
+pub struct LastText<T> {
+    text: Vec<u8>,
+    found: Option<T>,
+}
+
+impl<T> Default for LastText<T> {
+    fn default() -> Self {
+        LastText {
+            text: Vec::new(),
+            found: None,
+        }
+    }
+}
+
+impl<T: Copy> LastText<T> {
+    pub const MAX: usize = 1024;
+
+    /// `read(text)`, or what it gave the last time for an equal text.
+    pub fn get(&mut self, text: &[u8], read: impl FnOnce(&[u8]) -> T) -> T {
+        if let Some(found) = self.found {
+            if self.text == text {
+                return found;
+            }
+        }
+        let found = read(text);
+        self.text.clear();
+        if text.len() <= Self::MAX {
+            self.text.extend_from_slice(text);
+            self.found = Some(found);
+        } else {
+            self.found = None;
+        }
+        found
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_text_reads_a_new_text_and_reuses_an_equal_one() {
+        let mut last = LastText::default();
+        let mut reads = 0;
+        let mut get = |last: &mut LastText<TextFacts>, t: &[u8]| {
+            last.get(t, |t| {
+                reads += 1;
+                TextFacts::of(t)
+            })
+        };
+        let a = get(&mut last, b"select 1");
+        assert_eq!(get(&mut last, b"select 1"), a);
+        let b = get(&mut last, b"select pg_sleep(1)");
+        assert!(!b.trivially_allowed());
+        assert_eq!(get(&mut last, b"select 1"), a);
+        let long = vec![b'x'; LastText::<TextFacts>::MAX + 1];
+        get(&mut last, &long);
+        get(&mut last, &long);
+        assert_eq!(reads, 5, "equal texts are read once; long ones every time");
+    }
 
     #[test]
     fn facts_of_statements() {

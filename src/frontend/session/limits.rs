@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Session;
 use crate::limits::flags::Flags;
-use crate::limits::{Limits, TenantState};
+use crate::limits::{FlagsCache, Limits, TenantState};
 use crate::protocol::{frame, write, PgError};
 use crate::router::readonly::{self, Violation};
 
@@ -18,6 +18,25 @@ use crate::router::readonly::{self, Violation};
 pub struct LimCtx {
     pub limits: Limits,
     pub state: Arc<TenantState>,
+    /// The tenant's flags, read on every statement.
+    pub flags: FlagsCache,
+}
+
+impl LimCtx {
+    fn new(limits: Limits, state: Arc<TenantState>) -> Self {
+        let flags = state.flags_cache();
+        LimCtx {
+            limits,
+            state,
+            flags,
+        }
+    }
+}
+
+/// The flags of a session without limits.
+fn no_flags() -> Arc<Flags> {
+    static NONE: std::sync::LazyLock<Arc<Flags>> = std::sync::LazyLock::new(Default::default);
+    NONE.clone()
 }
 
 /// A cached answer being collected from the server.
@@ -81,7 +100,7 @@ where
     W: AsyncWrite + Unpin,
 {
     pub fn set_limits(&mut self, limits: Limits, state: Arc<TenantState>) {
-        self.lim = Some(LimCtx { limits, state });
+        self.lim = Some(LimCtx::new(limits, state));
     }
 
     /// The limits context for the current tenant (service users switch tenants).
@@ -114,31 +133,26 @@ where
         };
         let state = limits.tenant(&key);
         limits.warm(&state).await;
-        self.lim = Some(LimCtx { limits, state });
+        self.lim = Some(LimCtx::new(limits, state));
     }
 
     /// The tenant's flags (defaults without limits).
-    pub(super) fn flags(&self) -> Arc<Flags> {
+    pub(super) fn flags(&mut self) -> Arc<Flags> {
         self.lim
-            .as_ref()
-            .map_or_else(Default::default, |l| l.state.flags())
+            .as_mut()
+            .map_or_else(no_flags, |l| l.flags.load().clone())
     }
 
     /// Refuse a Query/Parse that breaks the tenant's read_only or max_statement_ms flag.
-    pub(super) fn flag_violation(&self, tag: u8, msg: &[u8]) -> Option<PgError> {
-        let f = self.lim.as_ref()?.state.flags();
+    pub(super) fn flag_violation(&mut self, sql: &[u8]) -> Option<PgError> {
+        let f = self.lim.as_mut()?.flags.load();
         if !f.read_only && f.max_statement_ms == 0 {
             return None;
         }
-        let body = &msg[frame::HEADER_LEN..];
-        let sql = if tag == b'Q' {
-            frame::parse_query(body)?
-        } else {
-            frame::parse_parse(body)?.query
-        };
+        let (read_only, max_statement) = (f.read_only, f.max_statement_ms > 0);
         let sql = std::str::from_utf8(sql).ok()?;
         let tenant = self.tenant_key();
-        match readonly::check(sql, f.read_only, f.max_statement_ms > 0)? {
+        match readonly::check(sql, read_only, max_statement)? {
             Violation::Write(what) => Some(PgError::tenant_read_only(tenant, &what)),
             Violation::Setting("read-only mode") => {
                 Some(PgError::tenant_read_only(tenant, "READ WRITE"))
@@ -179,8 +193,12 @@ where
     /// it is forwarded, so writes whose command tag looks like a read (a writing CTE,
     /// `CREATE TABLE AS`, `EXPLAIN ANALYZE UPDATE`) still invalidate at transaction end.
     /// Writes made by functions called from a SELECT cannot be seen from the text.
-    pub(super) fn text_writes(&self, tag: u8, msg: &[u8]) -> bool {
-        if !self.flags().query_cache {
+    pub(super) fn text_writes(&mut self, tag: u8, msg: &[u8]) -> bool {
+        if !self
+            .lim
+            .as_mut()
+            .is_some_and(|l| l.flags.load().query_cache)
+        {
             return false;
         }
         let body = &msg[frame::HEADER_LEN..];
@@ -207,25 +225,15 @@ where
     /// Answer a `/* cache: … */` read from the cache, or arrange for its answer to be
     /// stored. Returns true when answered. Only outside transactions, for single
     /// read-only statements of tenants with the `query_cache` flag.
-    pub(super) async fn try_cache(&mut self, msg: &[u8]) -> Result<bool, PgError> {
-        let body = &msg[frame::HEADER_LEN..];
-        let Some(sql) = frame::parse_query(body) else {
+    pub(super) async fn try_cache(&mut self, sql: &[u8]) -> Result<bool, PgError> {
+        let Some(ttl) = crate::limits::cache::requested_ttl(sql) else {
             return Ok(false);
         };
-        if crate::limits::cache::requested_ttl(sql).is_none() {
-            return Ok(false);
-        }
         // Boxed: the relay's future stays small for the statements that do not ask.
-        Box::pin(self.try_cache_requested(msg)).await
+        Box::pin(self.try_cache_requested(sql, ttl)).await
     }
 
-    async fn try_cache_requested(&mut self, msg: &[u8]) -> Result<bool, PgError> {
-        let body = &msg[frame::HEADER_LEN..];
-        let Some((sql, ttl)) = frame::parse_query(body)
-            .and_then(|sql| Some((sql, crate::limits::cache::requested_ttl(sql)?)))
-        else {
-            return Ok(false);
-        };
+    async fn try_cache_requested(&mut self, sql: &[u8], ttl: Duration) -> Result<bool, PgError> {
         let idle = match &self.server {
             None => true,
             Some(a) => a.t.idle() && a.sout.is_empty(),

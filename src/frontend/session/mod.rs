@@ -134,6 +134,10 @@ pub struct Session<R, W> {
     lim: Option<limits::LimCtx>,
     /// A `/* cache */` answer being collected.
     cache_fill: Option<Box<limits::CacheFill>>,
+    /// The proxy's config as the statement checks read it (reloads are seen at once).
+    cfg: crate::state::ConfigCache,
+    /// Facts and kind of the last statement text.
+    last_text: crate::router::facts::LastText<(TextFacts, usize)>,
 }
 
 enum Event {
@@ -163,6 +167,7 @@ where
         server: Option<Box<Attached>>,
     ) -> Self {
         let max_message = proxy.config().limits.max_message_bytes;
+        let cfg = proxy.config_cache();
         let tele = proxy.telemetry().filter(|t| t.enabled()).cloned();
         Session {
             proxy,
@@ -190,6 +195,8 @@ where
             session_id: 0,
             lim: None,
             cache_fill: None,
+            cfg,
+            last_text: Default::default(),
         }
     }
 
@@ -452,13 +459,14 @@ where
         }
         // The statement guard, before anything reaches a server.
         let mut msg = msg;
-        // What the checks (and `forward`) need from the text, read once.
+        // Where the text is, and what the checks (and `forward`) need from it: read once.
+        let mut span = policy::text_span(tag, &msg);
         let mut facts = None;
         if tag == b'Q' || tag == b'P' || tag == b'F' {
             // Tenant header routing, logical-schema rewriting, then the statement guard.
             // A FunctionCall names its function by OID (set_config, lo_import, ...), which
             // the guard cannot vet: refused while the guard is on.
-            let routed = self.route(tag, &msg);
+            let routed = self.route(&msg[span.clone()]);
             if routed.is_ok() {
                 // The flags checked below are the tenant's this statement runs for.
                 self.lim_ctx().await;
@@ -471,25 +479,26 @@ where
                 }),
                 Err(e) => Some(e),
                 Ok(()) => {
-                    let text = |m: &BytesMut| {
-                        TextFacts::of(policy::statement_text(tag, m).unwrap_or_default())
-                    };
-                    let mut f = text(&msg);
-                    if let Some(m) = self.rewrite(tag, &msg, &f) {
+                    let read =
+                        |t: &[u8]| (TextFacts::of(t), crate::telemetry::metrics::kind_index(t));
+                    let mut found = self.last_text.get(&msg[span.clone()], read);
+                    if let Some(m) = self.rewrite(tag, &msg, &msg[span.clone()], &found.0) {
                         msg = m;
-                        f = text(&msg);
+                        span = policy::text_span(tag, &msg);
+                        found = read(&msg[span.clone()]);
                     }
-                    facts = Some(f);
-                    self.refusal(tag, &msg, &f)
+                    facts = Some(found);
+                    let (text, f) = (&msg[span.clone()], found.0);
+                    self.refusal(text, &f)
                         .map(|reason| {
                             PgError::guard_refused(&super::guard::refusal_message(&reason))
                         })
-                        .or_else(|| self.flag_violation(tag, &msg))
+                        .or_else(|| self.flag_violation(text))
                 }
             };
             if refused.is_none() && tag == b'Q' {
                 refused = self.admit().await.err();
-                if refused.is_none() && self.try_cache(&msg).await? {
+                if refused.is_none() && self.try_cache(&msg[span.clone()]).await? {
                     self.record_local(tag, &msg, None);
                     return Ok(None);
                 }
@@ -578,9 +587,9 @@ where
     }
 
     /// Queue a client message for the attached server, tracking what it will answer and
-    /// renaming prepared statements in transaction pooling. `facts` are those of a Query
-    /// or Parse's text when the caller has read them.
-    fn forward(&mut self, tag: u8, msg: BytesMut, facts: Option<TextFacts>) {
+    /// renaming prepared statements in transaction pooling. `text` has the facts and
+    /// statement kind of a Query or Parse's text when the caller has read them.
+    fn forward(&mut self, tag: u8, msg: BytesMut, text: Option<(TextFacts, usize)>) {
         let transaction_mode = self.mode == PoolMode::Transaction;
         let wrote_text = matches!(tag, b'Q' | b'P') && self.text_writes(tag, &msg);
         let Session {
@@ -595,14 +604,19 @@ where
         let a = server.as_mut().expect("attached above");
         let body = &msg[frame::HEADER_LEN..];
         // Latency: a batch starts with the first message forwarded after a Sync.
-        let kind = match tag {
-            b'Q' => Some(crate::telemetry::metrics::kind_index(
-                frame::parse_query(body).unwrap_or(body),
-            )),
-            b'P' => {
-                frame::parse_parse(body).map(|m| crate::telemetry::metrics::kind_index(m.query))
-            }
-            _ => None,
+        let (facts, kind) = match (text, tag) {
+            (Some((f, k)), _) => (Some(f), Some(k)),
+            (None, b'Q') => (
+                None,
+                Some(crate::telemetry::metrics::kind_index(
+                    frame::parse_query(body).unwrap_or(body),
+                )),
+            ),
+            (None, b'P') => (
+                None,
+                frame::parse_parse(body).map(|m| crate::telemetry::metrics::kind_index(m.query)),
+            ),
+            _ => (None, None),
         };
         a.wrote |= wrote_text;
         if !matches!(tag, b'd' | b'c' | b'f') {

@@ -2,6 +2,8 @@
 //! comments), the logical-schema rewrite, and the guard's verdict. Decisions are made by
 //! the pure modules in `crate::router`; this file applies them to the session.
 
+use std::ops::Range;
+
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -11,14 +13,20 @@ use crate::frontend::relay::Statements;
 use crate::protocol::{frame, PgError};
 use crate::router::facts::TextFacts;
 
-/// The statement text of a whole Query or Parse message; `None` when malformed.
-pub(super) fn statement_text(tag: u8, msg: &[u8]) -> Option<&[u8]> {
+/// Where the statement text of a whole Query or Parse message lies in it: found once
+/// per message for every check. Empty when malformed (or another message).
+pub(super) fn text_span(tag: u8, msg: &[u8]) -> Range<usize> {
     let body = &msg[frame::HEADER_LEN..];
-    match tag {
+    let text = match tag {
         b'Q' => frame::parse_query(body),
         b'P' => frame::parse_parse(body).map(|m| m.query),
         _ => None,
-    }
+    };
+    // The text is a subslice of `msg`: its offset is the distance between the starts.
+    text.map_or(0..0, |t| {
+        let start = t.as_ptr() as usize - msg.as_ptr() as usize;
+        start..start + t.len()
+    })
 }
 
 impl<R, W> Session<R, W>
@@ -27,30 +35,27 @@ where
     W: AsyncWrite + Unpin,
 {
     /// The Query/Parse with the logical schema mapped to the tenant's, if anything changes.
-    pub(super) fn rewrite(&self, tag: u8, msg: &[u8], facts: &TextFacts) -> Option<BytesMut> {
-        let cfg = self.proxy.config();
-        if cfg.guard.logical_schema.is_empty() {
+    /// `text` is the message's statement text ([`text_span`]).
+    pub(super) fn rewrite(
+        &mut self,
+        tag: u8,
+        msg: &[u8],
+        text: &[u8],
+        facts: &TextFacts,
+    ) -> Option<BytesMut> {
+        let cfg = self.cfg.load();
+        let logical = &cfg.guard.logical_schema;
+        let schema = self.pool.as_ref()?.tenant.placement.schema.as_deref()?;
+        if !crate::router::rewrite::may_rewrite(text, facts, logical, schema) {
             return None;
         }
-        let schema = self.pool.as_ref()?.tenant.placement.schema.as_deref()?;
-        let body = &msg[frame::HEADER_LEN..];
-        let logical = &cfg.guard.logical_schema;
+        let sql = std::str::from_utf8(text).ok()?;
+        let new = crate::router::rewrite::rewrite(sql, logical, schema)?;
         let mut out = BytesMut::new();
         if tag == b'Q' {
-            let sql = frame::parse_query(body)?;
-            if !crate::router::rewrite::may_rewrite(sql, facts, logical, schema) {
-                return None;
-            }
-            let sql = std::str::from_utf8(sql).ok()?;
-            let new = crate::router::rewrite::rewrite(sql, logical, schema)?;
             frame::write_query(&mut out, &new);
         } else {
-            let m = frame::parse_parse(body)?;
-            if !crate::router::rewrite::may_rewrite(m.query, facts, logical, schema) {
-                return None;
-            }
-            let sql = std::str::from_utf8(m.query).ok()?;
-            let new = crate::router::rewrite::rewrite(sql, logical, schema)?;
+            let m = frame::parse_parse(&msg[frame::HEADER_LEN..])?;
             frame::write_parse(
                 &mut out,
                 m.name,
@@ -64,10 +69,9 @@ where
         Some(out)
     }
 
-    /// The guard's reason to refuse a Query or Parse, if any.
-    pub(super) fn refusal(&self, tag: u8, msg: &[u8], facts: &TextFacts) -> Option<String> {
-        let sql = statement_text(tag, msg)?;
-        let cfg = self.proxy.config();
+    /// The guard's reason to refuse a Query or Parse (`sql` its text), if any.
+    pub(super) fn refusal(&mut self, sql: &[u8], facts: &TextFacts) -> Option<String> {
+        let cfg = self.cfg.load();
         let schema = self.pool.as_ref()?.tenant.placement.schema.as_deref();
         match self.proxy.guard().verdict(&cfg.guard, schema, sql, facts) {
             crate::router::guard::Verdict::Allow => None,
@@ -79,10 +83,9 @@ where
         self.pool.as_ref().map_or("", |p| p.tenant.key.as_str())
     }
 
-    /// Apply a statement's tenant header: switch tenants at a transaction boundary for
-    /// trusted service users, refuse a switch otherwise.
-    pub(super) fn route(&mut self, tag: u8, msg: &[u8]) -> Result<(), PgError> {
-        let sql = statement_text(tag, msg).unwrap_or_default();
+    /// Apply a statement's tenant header (`sql` is its text): switch tenants at a
+    /// transaction boundary for trusted service users, refuse a switch otherwise.
+    pub(super) fn route(&mut self, sql: &[u8]) -> Result<(), PgError> {
         let Some(key) = crate::router::header::tenant_header(sql) else {
             return if self.pool.is_some() {
                 Ok(())

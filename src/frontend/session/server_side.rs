@@ -37,10 +37,11 @@ where
             ..
         } = self;
         let tele = &*tele;
+        let (slow_ms, query_cache) = lim.as_mut().map_or((0, false), |l| {
+            let f = l.flags.load();
+            (f.slow_query_ms, f.query_cache)
+        });
         let lim = &*lim;
-        let flags = lim.as_ref().map(|l| l.state.flags());
-        let slow_ms = flags.as_ref().map_or(0, |f| f.slow_query_ms);
-        let query_cache = flags.as_ref().is_some_and(|f| f.query_cache);
         let metrics = proxy.metrics();
         let query_errors = &metrics.query_errors;
         let a = server.as_mut().expect("attached");
