@@ -346,7 +346,7 @@ async fn run_inner(cmd: &Command, ctx: &Ctx<'_>) -> Result<Answer, PgError> {
                             s(&c.tenant),
                             s(&c.user),
                             s(&c.application),
-                            s(&c.client_addr),
+                            s(c.client_addr),
                             s(&c.replica),
                             s(analytics::timestamp(c.started_ms)),
                         ]

@@ -422,7 +422,7 @@ async fn start_session<S: ClientStream>(
             application: super::relay::setting(&who.settings, "application_name")
                 .unwrap_or_default()
                 .to_owned(),
-            client_addr: peer.to_string(),
+            client_addr: peer,
             replica: l.sessions().replica().to_owned(),
             started_ms: crate::telemetry::event::epoch_ms(std::time::SystemTime::now()),
             cancel_key: Some(ckey),

@@ -50,7 +50,8 @@ pub struct SessionInfo {
     pub tenant: String,
     pub user: String,
     pub application: String,
-    pub client_addr: String,
+    /// Formatted only when shown or shared (a login need not pay for it).
+    pub client_addr: std::net::SocketAddr,
     pub replica: String,
     pub started_ms: i64,
     /// The BackendKeyData the client got (cancel key).
