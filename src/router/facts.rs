@@ -73,9 +73,9 @@ impl TextFacts {
     }
 }
 
-/// What was found in the last statement text a session sent, kept so that the same text
-/// again (drivers sending an unnamed Parse of the same statement per execution, loops of
-/// one statement) skips the scan: one comparison instead. Texts longer than
+/// What was found in the last Parse text a session sent, kept so that the same text
+/// again (drivers sending an unnamed Parse of the same statement per execution) skips
+/// the scan: one comparison instead. Texts longer than
 /// [`LastText::MAX`] are not kept.
 #[derive(Debug)]
 pub struct LastText<T> {

@@ -136,7 +136,7 @@ pub struct Session<R, W> {
     cache_fill: Option<Box<limits::CacheFill>>,
     /// The proxy's config as the statement checks read it (reloads are seen at once).
     cfg: crate::state::ConfigCache,
-    /// Facts and kind of the last statement text.
+    /// Facts and kind of the last Parse text.
     last_text: crate::router::facts::LastText<(TextFacts, usize)>,
 }
 
@@ -481,7 +481,14 @@ where
                 Ok(()) => {
                     let read =
                         |t: &[u8]| (TextFacts::of(t), crate::telemetry::metrics::kind_index(t));
-                    let mut found = self.last_text.get(&msg[span.clone()], read);
+                    // Parse texts repeat (drivers re-parse the unnamed statement per
+                    // execution); Query texts mostly carry their literals and do not, so
+                    // keeping them would cost a copy per statement for nothing.
+                    let mut found = if tag == b'P' {
+                        self.last_text.get(&msg[span.clone()], read)
+                    } else {
+                        read(&msg[span.clone()])
+                    };
                     if let Some(m) = self.rewrite(tag, &msg, &msg[span.clone()], &found.0) {
                         msg = m;
                         span = policy::text_span(tag, &msg);
