@@ -3,12 +3,13 @@
 //! (or session) end. Only message headers are read on the hot path; see [`super::relay`] for
 //! the bookkeeping.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
 mod events;
@@ -278,7 +279,7 @@ where
                     server,
                     ..
                 } = self;
-                let (sr, sw, sbuf, sout) = match server.as_mut() {
+                let (mut sr, mut sw, mut sbuf, sout) = match server.as_mut() {
                     Some(a) => {
                         if a.sbuf.capacity() - a.sbuf.len() < 1024 {
                             a.sbuf.reserve(READ_CHUNK);
@@ -289,17 +290,46 @@ where
                     None => (None, None, None, None),
                 };
                 let sout_pending = sout.as_ref().is_some_and(|b| !b.is_empty());
-                let (mut sr, mut sw) = (sr, sw);
-                let (sbuf, sout) = (sbuf, sout);
-                tokio::select! {
-                    biased;
-                    r = async { sw.as_mut().unwrap().write(sout.as_ref().unwrap()).await }, if sout_pending => Event::ServerWrote(r),
-                    r = cw.write(cout), if !cout.is_empty() => Event::ClientWrote(r),
-                    r = async { sr.as_mut().unwrap().read_buf(sbuf.unwrap()).await }, if read_server => Event::ServerRead(r),
-                    r = std::future::poll_fn(|cx| poll_read_client(cr, cin, chunk, cx)), if read_client => Event::ClientRead(r),
-                    _ = &mut shutdown, if at_boundary && cout.is_empty() => Event::Shutdown,
-                    _ = &mut killed => Event::Killed,
-                }
+                let wait_shutdown = at_boundary && cout.is_empty();
+                // The first ready source, in this order: writes before reads, the server
+                // before the client, the signals last. A hand-written `select!`: no
+                // futures to build per turn, each source polled in place.
+                std::future::poll_fn(|cx| {
+                    if sout_pending {
+                        if let (Some(w), Some(b)) = (sw.as_mut(), sout.as_deref()) {
+                            if let Poll::Ready(r) = Pin::new(w).poll_write(cx, b) {
+                                return Poll::Ready(Event::ServerWrote(r));
+                            }
+                        }
+                    }
+                    if !cout.is_empty() {
+                        if let Poll::Ready(r) = Pin::new(&mut *cw).poll_write(cx, cout) {
+                            return Poll::Ready(Event::ClientWrote(r));
+                        }
+                    }
+                    if read_server {
+                        if let (Some(r), Some(b)) = (sr.as_mut(), sbuf.as_deref_mut()) {
+                            if let Poll::Ready(r) =
+                                tokio_util::io::poll_read_buf(Pin::new(r), cx, b)
+                            {
+                                return Poll::Ready(Event::ServerRead(r));
+                            }
+                        }
+                    }
+                    if read_client {
+                        if let Poll::Ready(r) = poll_read_client(cr, cin, chunk, cx) {
+                            return Poll::Ready(Event::ClientRead(r));
+                        }
+                    }
+                    if wait_shutdown && shutdown.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Event::Shutdown);
+                    }
+                    if killed.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Event::Killed);
+                    }
+                    Poll::Pending
+                })
+                .await
             };
             match ev {
                 Event::ServerWrote(r) => {

@@ -1,5 +1,5 @@
-//! A future polled only when it asked to be: `tokio::select!` polls every enabled branch
-//! each time the task wakes, and the relay loop wakes several times per transaction, while
+//! A future polled only when it asked to be: the relay loop polls every source it waits on
+//! each time the task wakes, and it wakes several times per transaction, while
 //! its shutdown and kill signals almost never fire. Each poll of a cancellation future
 //! takes its token's lock; behind this gate it is polled once, then again only after it
 //! woke the task.
