@@ -92,6 +92,11 @@ struct Instance {
     /// Waiters held by the cap: a checkin that leaves a connection idle wakes them.
     capped: AtomicUsize,
     members: Mutex<Vec<Weak<TenantPool>>>,
+    /// Server connections found dead while in use (a restart, a crash, a terminated
+    /// backend). Idle connections put back before the latest loss are checked before
+    /// they are handed out, however recently they were used: an idle connection is not
+    /// watched, and the same event has likely ended it too.
+    losses: AtomicU64,
 }
 
 impl Instance {
@@ -302,6 +307,7 @@ impl Pools {
                     released: Notify::new(),
                     capped: AtomicUsize::new(0),
                     members: Mutex::new(Vec::new()),
+                    losses: AtomicU64::new(0),
                 })
             })
             .clone()
@@ -564,7 +570,8 @@ impl TenantPool {
     /// Only an idle connection; never opens one.
     fn try_take_idle(self: &Arc<Self>, cfg: &PoolConfig) -> Take {
         let mut stale = Vec::new();
-        let found = pop_usable(&mut self.state.lock(), cfg, &mut stale);
+        let losses = self.instance.losses.load(Ordering::Acquire);
+        let found = pop_usable(&mut self.state.lock(), cfg, losses, &mut stale);
         self.close_stale(stale);
         match found {
             Some(c) => Take::Idle(self.pooled(c)),
@@ -577,8 +584,9 @@ impl TenantPool {
     fn try_take(self: &Arc<Self>, cfg: &PoolConfig, place: &mut Place<'_>) -> Take {
         let mut stale = Vec::new();
         let take = {
+            let losses = self.instance.losses.load(Ordering::Acquire);
             let mut st = self.state.lock();
-            let take = match pop_usable(&mut st, cfg, &mut stale) {
+            let take = match pop_usable(&mut st, cfg, losses, &mut stale) {
                 Some(c) => Take::Idle(self.pooled(c)),
                 None if st.open >= self.size.load(Ordering::Relaxed) => Take::Full,
                 None if self.instance.try_reserve() => {
@@ -646,6 +654,12 @@ impl TenantPool {
         }
     }
 
+    /// A server connection of this pool died while in use: its instance's idle
+    /// connections are checked before their next use.
+    pub fn server_lost(&self) {
+        self.instance.losses.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Replaced by a pool with a new placement or removed (reload, catalog change).
     pub fn is_retired(&self) -> bool {
         self.retired.load(Ordering::Relaxed)
@@ -665,6 +679,7 @@ impl TenantPool {
     fn checkin(&self, mut conn: Box<ServerConn>) {
         let cfg = self.config.config.load();
         conn.last_used = Instant::now();
+        conn.losses_seen = self.instance.losses.load(Ordering::Acquire);
         let close = |conn: Box<ServerConn>| {
             self.forget_one();
             tokio::spawn(conn.terminate());
@@ -778,10 +793,11 @@ enum Take {
 fn pop_usable(
     st: &mut PoolState,
     cfg: &PoolConfig,
+    losses: u64,
     stale: &mut Vec<Box<ServerConn>>,
 ) -> Option<Box<ServerConn>> {
     while let Some(c) = st.idle.pop_back() {
-        if usable(&c, cfg, Instant::now()) {
+        if usable(&c, cfg, losses, Instant::now()) {
             return Some(c);
         }
         st.open -= 1;
@@ -791,14 +807,16 @@ fn pop_usable(
 }
 
 /// Fit to hand out: not past its lifetime, and, when idle for `server_check_delay_ms` or
-/// longer, still open and silent (a non-blocking read). Connections used more recently skip
-/// the check; the reaper checks every idle connection each second.
-fn usable(c: &ServerConn, cfg: &PoolConfig, now: Instant) -> bool {
+/// longer or put back before the instance's latest lost connection (`losses`), still open
+/// and silent (a non-blocking read). Other connections skip the check; the reaper checks
+/// every idle connection each second.
+fn usable(c: &ServerConn, cfg: &PoolConfig, losses: u64, now: Instant) -> bool {
     if expired(c, cfg, now) {
         return false;
     }
     let idle = now.duration_since(c.last_used);
-    idle < Duration::from_millis(cfg.server_check_delay_ms) || c.is_healthy()
+    (c.losses_seen == losses && idle < Duration::from_millis(cfg.server_check_delay_ms))
+        || c.is_healthy()
 }
 
 fn expired(c: &ServerConn, cfg: &PoolConfig, now: Instant) -> bool {

@@ -59,6 +59,8 @@ pub struct ServerConn {
     pub dirty: bool,
     pub created: Instant,
     pub last_used: Instant,
+    /// Its instance's count of lost connections when it was last put back in the pool.
+    pub losses_seen: u64,
     /// The relay's read and write buffers for this connection, kept between checkouts so
     /// a transaction does not allocate them (see `frontend::session::Attached`).
     pub relay_bufs: (BytesMut, BytesMut),
@@ -159,6 +161,7 @@ impl ServerConn {
             dirty: false,
             created: Instant::now(),
             last_used: Instant::now(),
+            losses_seen: 0,
             relay_bufs: Default::default(),
         };
         conn.startup(p).await?;

@@ -390,6 +390,9 @@ where
         self.cancel.set(None);
         warn!(tenant = %self.tenant_key(), "server connection lost while in use");
         let fatal_seen = a.fatal_seen;
+        if !fatal_seen {
+            a.conn.pool().server_lost();
+        }
         drop(a);
         if fatal_seen {
             let _ = self.flush_client().await;

@@ -170,6 +170,11 @@ where
                     query_errors.increment(1);
                     let (code, sev) = crate::protocol::error::parse_error_fields(body);
                     if matches!(sev, Some(b"FATAL") | Some(b"PANIC")) {
+                        // Before the client hears of it: what ended this connection (a
+                        // shutdown, a restart) has likely ended idle ones too.
+                        if !a.fatal_seen {
+                            a.conn.pool().server_lost();
+                        }
                         a.fatal_seen = true;
                     }
                     let refusal = if !a.refusals.is_empty()
