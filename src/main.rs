@@ -3,33 +3,10 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+mod allocator;
+
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-extern "C" {
-    /// mimalloc's option setter (in the library the `mimalloc` crate links).
-    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
-}
-
-/// Options in mimalloc.h's option enum.
-const MI_OPTION_ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
-const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
-
-/// Commit arena memory as it is used, not up front: with eager commit, 1,000 idle clients
-/// cost ~31 MiB of RSS instead of ~21 MiB (benches/idle_clients.py). Set from the ELF
-/// initialisers, before Rust's runtime makes its first allocation (and so before mimalloc
-/// creates its first arena); set later, the option no longer applies to that arena.
-extern "C" fn mimalloc_options() {
-    // SAFETY: sets a plain integer option; no allocation has happened yet.
-    unsafe {
-        mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
-        mi_option_set(MI_OPTION_PURGE_DELAY, 0);
-    }
-}
-
-#[used]
-#[cfg_attr(target_os = "linux", link_section = ".init_array")]
-static MIMALLOC_OPTIONS: extern "C" fn() = mimalloc_options;
+static ALLOC: allocator::MiMalloc = allocator::MiMalloc;
 
 fn main() {
     if let Err(e) = run() {
