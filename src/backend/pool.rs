@@ -676,10 +676,12 @@ impl TenantPool {
         self.returned.notify_one();
     }
 
+    /// Put a connection back. Its `last_used` is when it last answered (the relay stamps
+    /// it, so no clock read here); the lifetime is checked here, not at checkout.
     fn checkin(&self, mut conn: Box<ServerConn>) {
         let cfg = self.config.config.load();
-        conn.last_used = Instant::now();
         conn.losses_seen = self.instance.losses.load(Ordering::Acquire);
+        conn.check_after = conn.last_used + Duration::from_millis(cfg.server_check_delay_ms);
         let close = |conn: Box<ServerConn>| {
             self.forget_one();
             tokio::spawn(conn.terminate());
@@ -806,21 +808,19 @@ fn pop_usable(
     None
 }
 
-/// Fit to hand out: not past its lifetime, and, when idle for `server_check_delay_ms` or
-/// longer or put back before the instance's latest lost connection (`losses`), still open
-/// and silent (a non-blocking read). Other connections skip the check; the reaper checks
-/// every idle connection each second.
+/// Fit to hand out. One used less than `server_check_delay_ms` ago, and put back after
+/// the instance's latest lost connection (`losses`), is handed out as it is: its checkin
+/// checked its lifetime moments ago. Any other must be within its lifetime and still open
+/// and silent (a non-blocking read). The reaper checks every idle connection each second.
 fn usable(c: &ServerConn, cfg: &PoolConfig, losses: u64, now: Instant) -> bool {
-    if expired(c, cfg, now) {
-        return false;
+    if c.losses_seen == losses && now < c.check_after {
+        return true;
     }
-    let idle = now.duration_since(c.last_used);
-    (c.losses_seen == losses && idle < Duration::from_millis(cfg.server_check_delay_ms))
-        || c.is_healthy()
+    !expired(c, cfg, now) && c.is_healthy()
 }
 
 fn expired(c: &ServerConn, cfg: &PoolConfig, now: Instant) -> bool {
-    cfg.lifetime_ms > 0 && now.duration_since(c.created) >= Duration::from_millis(cfg.lifetime_ms)
+    cfg.lifetime_ms > 0 && now >= c.created + Duration::from_millis(cfg.lifetime_ms)
 }
 
 /// A checked-out server connection. `release` returns it to the pool; dropping it closes it.

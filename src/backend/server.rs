@@ -58,7 +58,11 @@ pub struct ServerConn {
     /// Session state changed by a client that must be reset before reuse.
     pub dirty: bool,
     pub created: Instant,
+    /// When it last answered a client (its last ReadyForQuery), stamped by the relay as it
+    /// reads the clock for the statement's latency; else when it was opened.
     pub last_used: Instant,
+    /// Until when it may be handed out again without a liveness check (set at checkin).
+    pub check_after: Instant,
     /// Its instance's count of lost connections when it was last put back in the pool.
     pub losses_seen: u64,
     /// The relay's read and write buffers for this connection, kept between checkouts so
@@ -161,6 +165,7 @@ impl ServerConn {
             dirty: false,
             created: Instant::now(),
             last_used: Instant::now(),
+            check_after: Instant::now(),
             losses_seen: 0,
             relay_bufs: Default::default(),
         };

@@ -95,7 +95,12 @@ where
                     if let Some((started, kind)) =
                         relay::on_ready(status, &mut a.t, stmts, &mut a.conn.prepared)
                     {
-                        metrics.query_seconds[kind].record(started.elapsed().as_secs_f64());
+                        // One clock read: the statement's latency and the connection's
+                        // last use (the pool's idle and liveness checks go by it).
+                        let now = std::time::Instant::now();
+                        a.conn.last_used = now;
+                        metrics.query_seconds[kind]
+                            .record(now.saturating_duration_since(started).as_secs_f64());
                     }
                     // Marker Parses skipped by an earlier error never answer.
                     if a.t.quiet() {
