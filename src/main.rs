@@ -26,8 +26,8 @@ fn run() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         // Colours only for a terminal: log files and journals get plain text, and each
-        // login's span fields are not wrapped in escape codes (about 9k instructions of a
-        // 54k login under callgrind).
+        // login's span fields are not wrapped in escape codes (callgrind: 54.5k -> 50.3k
+        // instructions per login).
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let workers = tenantgate::config::load(cli.config.as_deref())

@@ -151,6 +151,7 @@ impl ServerConn {
             })?;
         stream.set_nodelay(true)?;
         let addr = stream.peer_addr()?;
+        let now = Instant::now();
         let mut conn = ServerConn {
             stream,
             addr,
@@ -163,9 +164,9 @@ impl ServerConn {
             synced: None,
             prepared: PreparedCache::new(prepared_cap),
             dirty: false,
-            created: Instant::now(),
-            last_used: Instant::now(),
-            check_after: Instant::now(),
+            created: now,
+            last_used: now,
+            check_after: now,
             losses_seen: 0,
             relay_bufs: Default::default(),
         };
