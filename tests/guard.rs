@@ -5,7 +5,7 @@
 mod common;
 
 use common::{admin, code, Env};
-use tenantgate::config::{AuthMethod, AuthRule};
+use tenantgate::config::{AuthMethod, AuthRule, ClientAddress};
 use tokio_postgres::SimpleQueryMessage;
 
 const SECRET: &str = "globex-secret";
@@ -14,7 +14,7 @@ async fn env() -> Env {
     let env = Env::with(|c| {
         c.auth = vec![AuthRule {
             user: "*".into(),
-            address: "*".into(),
+            address: ClientAddress::Any,
             method: AuthMethod::Trust,
         }];
     })
@@ -231,7 +231,7 @@ async fn strict_mode_refuses_what_it_cannot_parse() {
         c.guard.strict = true;
         c.auth = vec![AuthRule {
             user: "*".into(),
-            address: "*".into(),
+            address: ClientAddress::Any,
             method: AuthMethod::Trust,
         }];
     })

@@ -31,7 +31,7 @@ async fn setup_with(f: impl FnOnce(&mut Config)) -> (PgInstance, tenantgate::app
         listen: "127.0.0.1:0".into(),
         auth: vec![AuthRule {
             user: "*".into(),
-            address: "*".into(),
+            address: "*".parse().unwrap(),
             method: AuthMethod::Trust,
         }],
         instances: vec![InstanceConfig {

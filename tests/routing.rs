@@ -111,22 +111,22 @@ async fn md5_trust_and_reject_rules() {
         c.auth = vec![
             AuthRule {
                 user: "trusted".into(),
-                address: "127.0.0.0/8".into(),
+                address: "127.0.0.0/8".parse().unwrap(),
                 method: AuthMethod::Trust,
             },
             AuthRule {
                 user: "legacy".into(),
-                address: "*".into(),
+                address: "*".parse().unwrap(),
                 method: AuthMethod::Md5,
             },
             AuthRule {
                 user: "blocked".into(),
-                address: "*".into(),
+                address: "*".parse().unwrap(),
                 method: AuthMethod::Reject,
             },
             AuthRule {
                 user: "*".into(),
-                address: "*".into(),
+                address: "*".parse().unwrap(),
                 method: AuthMethod::ScramSha256,
             },
         ];

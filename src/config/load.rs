@@ -103,11 +103,6 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
     if cfg.pool.default_size == 0 || cfg.pool.instance_max_connections == 0 {
         return bad("pool sizes must be at least 1".into());
     }
-    for rule in &cfg.auth {
-        if rule.address != "*" && rule.address.parse::<ipnet::IpNet>().is_err() {
-            return bad(format!("auth address {:?} is not a CIDR", rule.address));
-        }
-    }
     let mut names = HashSet::new();
     for i in &cfg.instances {
         if !names.insert(i.name.as_str()) {
@@ -231,5 +226,26 @@ mod tests {
             users: vec![],
         });
         assert!(validate(&c).is_err());
+    }
+
+    #[test]
+    fn auth_addresses_are_parsed_once_at_load() {
+        let rule = |addr: &str| {
+            toml::from_str::<crate::config::AuthRule>(&format!(
+                "address = {addr:?}\nmethod = \"trust\""
+            ))
+        };
+        let net = rule("10.0.0.0/8").unwrap().address;
+        assert!(net.covers("10.1.2.3".parse().unwrap()));
+        assert!(!net.covers("11.0.0.1".parse().unwrap()));
+        assert!(rule("::/0")
+            .unwrap()
+            .address
+            .covers("1.2.3.4".parse().unwrap()));
+        let err = rule("10.0.0.0/33").unwrap_err().to_string();
+        assert!(err.contains("is not a CIDR"), "{err}");
+        // Written back as it was read (admin SHOW CONFIG, reload comparisons).
+        let v = toml::Value::try_from(rule("*").unwrap()).unwrap();
+        assert_eq!(v["address"].as_str(), Some("*"));
     }
 }

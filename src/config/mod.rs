@@ -351,9 +351,9 @@ pub struct AuthRule {
     /// Login user name or `*`. Default `*`.
     #[serde(default = "star")]
     pub user: String,
-    /// Client address CIDR. Default `0.0.0.0/0` (IPv4 and IPv6 both match `*`).
-    #[serde(default = "any_addr")]
-    pub address: String,
+    /// Client address CIDR, or `*` (the default) for any address.
+    #[serde(default)]
+    pub address: ClientAddress,
     /// Method to use.
     pub method: AuthMethod,
 }
@@ -361,8 +361,52 @@ pub struct AuthRule {
 fn star() -> String {
     "*".into()
 }
-fn any_addr() -> String {
-    "*".into()
+
+/// The client addresses an auth rule covers: `*`, or a CIDR parsed once at load (a login
+/// only compares). A `/0` network of either family covers every address, as `*` does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ClientAddress {
+    #[default]
+    Any,
+    Net(ipnet::IpNet),
+}
+
+impl ClientAddress {
+    pub fn covers(&self, addr: std::net::IpAddr) -> bool {
+        match self {
+            ClientAddress::Any => true,
+            ClientAddress::Net(n) => n.prefix_len() == 0 || n.contains(&addr),
+        }
+    }
+}
+
+impl std::str::FromStr for ClientAddress {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "*" {
+            return Ok(ClientAddress::Any);
+        }
+        s.parse()
+            .map(ClientAddress::Net)
+            .map_err(|_| format!("auth address {s:?} is not a CIDR"))
+    }
+}
+
+impl TryFrom<String> for ClientAddress {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<ClientAddress> for String {
+    fn from(a: ClientAddress) -> String {
+        match a {
+            ClientAddress::Any => "*".into(),
+            ClientAddress::Net(n) => n.to_string(),
+        }
+    }
 }
 
 /// A PostgreSQL server tenants live on.

@@ -19,14 +19,7 @@ type HmacSha256 = Hmac<Sha256>;
 pub fn method_for(rules: &[AuthRule], user: &str, addr: IpAddr) -> AuthMethod {
     rules
         .iter()
-        .find(|r| {
-            (r.user == "*" || r.user == user)
-                && (r.address == "*"
-                    || r.address
-                        .parse::<ipnet::IpNet>()
-                        .map(|n| n.contains(&addr) || n.prefix_len() == 0)
-                        .unwrap_or(false))
-        })
+        .find(|r| (r.user == "*" || r.user == user) && r.address.covers(addr))
         .map(|r| r.method)
         .unwrap_or(AuthMethod::ScramSha256)
 }
@@ -395,17 +388,17 @@ mod tests {
         let rules = vec![
             AuthRule {
                 user: "svc".into(),
-                address: "*".into(),
+                address: "*".parse().unwrap(),
                 method: AuthMethod::Md5,
             },
             AuthRule {
                 user: "*".into(),
-                address: "10.0.0.0/8".into(),
+                address: "10.0.0.0/8".parse().unwrap(),
                 method: AuthMethod::Reject,
             },
             AuthRule {
                 user: "*".into(),
-                address: "127.0.0.1/32".into(),
+                address: "127.0.0.1/32".parse().unwrap(),
                 method: AuthMethod::Trust,
             },
         ];
@@ -422,7 +415,7 @@ mod tests {
         );
         let any = vec![AuthRule {
             user: "*".into(),
-            address: "0.0.0.0/0".into(),
+            address: "0.0.0.0/0".parse().unwrap(),
             method: AuthMethod::Trust,
         }];
         assert_eq!(

@@ -53,7 +53,7 @@ pub fn proxy_config(url: &str, key: &str, db: &str) -> Config {
         catalog_key: key.into(),
         auth: vec![AuthRule {
             user: "*".into(),
-            address: "*".into(),
+            address: "*".parse().unwrap(),
             method: AuthMethod::ScramSha256,
         }],
         telemetry: tenantgate::config::TelemetryConfig {

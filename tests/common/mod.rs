@@ -104,7 +104,7 @@ impl TestDb {
             listen: "127.0.0.1:0".into(),
             auth: vec![AuthRule {
                 user: "*".into(),
-                address: "*".into(),
+                address: "*".parse().unwrap(),
                 method: AuthMethod::ScramSha256,
             }],
             instances: vec![InstanceConfig {
