@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use super::deadline::LoginDeadline;
 use crate::backend::ServerConn;
 use crate::protocol::startup::{self, StartupPacket};
 use crate::protocol::PgError;
@@ -50,8 +51,11 @@ pub async fn run(proxy: Proxy, listener: TcpListener, tracker: TaskTracker) {
 /// Where startup negotiation leaves a client.
 enum Negotiated {
     /// With the bytes read past the StartupMessage (the client's first messages).
-    Plain(TcpStream, startup::StartupParams, Duration, BytesMut),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>, Duration),
+    Plain(TcpStream, startup::StartupParams, LoginDeadline, BytesMut),
+    Tls(
+        Box<tokio_rustls::server::TlsStream<TcpStream>>,
+        LoginDeadline,
+    ),
     /// Answered (cancel, refusal) or gone.
     Done,
 }
@@ -60,38 +64,38 @@ enum Negotiated {
 /// its own future is sized by its largest state, so it holds only the session's box.
 async fn handle(proxy: Proxy, sock: TcpStream, peer: SocketAddr) {
     match Box::pin(negotiate(&proxy, sock, peer)).await {
-        Negotiated::Plain(sock, params, remaining, cin) => {
+        Negotiated::Plain(sock, params, deadline, cin) => {
             Box::pin(super::login::serve(
-                proxy, sock, peer, params, remaining, cin,
+                proxy, sock, peer, params, deadline, cin,
             ))
             .await
         }
-        Negotiated::Tls(tls, remaining) => Box::pin(after_tls(proxy, *tls, peer, remaining)).await,
+        Negotiated::Tls(tls, deadline) => Box::pin(after_tls(proxy, *tls, peer, deadline)).await,
         Negotiated::Done => {}
     }
 }
 
 async fn negotiate(proxy: &Proxy, mut sock: TcpStream, peer: SocketAddr) -> Negotiated {
     let _ = sock.set_nodelay(true);
-    let deadline = Duration::from_millis(proxy.config().limits.client_login_timeout_ms);
-    let started = tokio::time::Instant::now();
+    let mut deadline = LoginDeadline::after(Duration::from_millis(
+        proxy.config().limits.client_login_timeout_ms,
+    ));
     let mut tls_refused = false;
     // Read as whole chunks: a startup packet usually arrives in one segment, and what
     // follows it (if anything) is the client's first messages, kept for the session.
     let mut buf = BytesMut::with_capacity(STARTUP_READ);
     loop {
-        let pkt = match tokio::time::timeout(deadline, read_packet(&mut sock, &mut buf)).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
+        let pkt = match deadline.run(read_packet(&mut sock, &mut buf)).await {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
                 refuse(&mut sock, e).await;
                 return Negotiated::Done;
             }
-            Err(_) => {
+            None => {
                 refuse(&mut sock, PgError::login_timeout()).await;
                 return Negotiated::Done;
             }
         };
-        let remaining = deadline.saturating_sub(started.elapsed());
         match pkt {
             StartupPacket::Ssl if tls_refused => {
                 refuse(
@@ -116,19 +120,18 @@ async fn negotiate(proxy: &Proxy, mut sock: TcpStream, peer: SocketAddr) -> Nego
                     if sock.write_all(b"S").await.is_err() {
                         return Negotiated::Done;
                     }
-                    let tls = match tokio::time::timeout(remaining, acceptor.accept(sock)).await {
-                        Ok(Ok(t)) => t,
-                        Ok(Err(e)) => {
+                    let tls = match deadline.run(acceptor.accept(sock)).await {
+                        Some(Ok(t)) => t,
+                        Some(Err(e)) => {
                             debug!(%peer, error = %e, "TLS handshake failed");
                             return Negotiated::Done;
                         }
-                        Err(_) => {
+                        None => {
                             debug!(%peer, "TLS handshake timed out");
                             return Negotiated::Done;
                         }
                     };
-                    let remaining = deadline.saturating_sub(started.elapsed());
-                    return Negotiated::Tls(Box::new(tls), remaining);
+                    return Negotiated::Tls(Box::new(tls), deadline);
                 }
                 None => {
                     tls_refused = true;
@@ -147,7 +150,7 @@ async fn negotiate(proxy: &Proxy, mut sock: TcpStream, peer: SocketAddr) -> Nego
                 return Negotiated::Done;
             }
             StartupPacket::Startup(params) => {
-                return Negotiated::Plain(sock, params, remaining, buf)
+                return Negotiated::Plain(sock, params, deadline, buf)
             }
         }
     }
@@ -157,23 +160,23 @@ async fn after_tls(
     proxy: Proxy,
     mut tls: tokio_rustls::server::TlsStream<TcpStream>,
     peer: SocketAddr,
-    deadline: Duration,
+    mut deadline: LoginDeadline,
 ) {
     let mut buf = BytesMut::with_capacity(STARTUP_READ);
-    match tokio::time::timeout(deadline, read_packet(&mut tls, &mut buf)).await {
-        Ok(Ok(StartupPacket::Startup(params))) => {
+    match deadline.run(read_packet(&mut tls, &mut buf)).await {
+        Some(Ok(StartupPacket::Startup(params))) => {
             Box::pin(super::login::serve(proxy, tls, peer, params, deadline, buf)).await
         }
-        Ok(Ok(StartupPacket::Cancel { pid, secret })) => cancel(&proxy, pid, secret).await,
-        Ok(Ok(_)) => {
+        Some(Ok(StartupPacket::Cancel { pid, secret })) => cancel(&proxy, pid, secret).await,
+        Some(Ok(_)) => {
             refuse(
                 &mut tls,
                 PgError::protocol_violation("unexpected negotiation inside TLS"),
             )
             .await
         }
-        Ok(Err(e)) => refuse(&mut tls, e).await,
-        Err(_) => refuse(&mut tls, PgError::login_timeout()).await,
+        Some(Err(e)) => refuse(&mut tls, e).await,
+        None => refuse(&mut tls, PgError::login_timeout()).await,
     }
 }
 

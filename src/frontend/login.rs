@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -11,6 +10,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::auth::{self, ScramError, ScramServer, ScramVerifier};
 use super::cancel::CancelTarget;
+use super::deadline::LoginDeadline;
 use super::session::{Attached, End, Session};
 use super::stream::{read_message, ClientStream};
 use crate::backend::pool::PoolError;
@@ -41,7 +41,7 @@ pub async fn serve<S: ClientStream>(
     mut stream: S,
     peer: SocketAddr,
     params: StartupParams,
-    deadline: Duration,
+    mut deadline: LoginDeadline,
     mut cin: BytesMut,
 ) {
     let mut out = BytesMut::with_capacity(512);
@@ -53,22 +53,22 @@ pub async fn serve<S: ClientStream>(
         // as the client, and its future is as large as its largest state.
         return Box::pin(admin_login(proxy, stream, params, cin, out, deadline)).await;
     }
-    let login = tokio::time::timeout(
-        deadline,
-        Box::pin(authenticate(
+    let login = deadline
+        .run(Box::pin(authenticate(
             &proxy,
             &mut stream,
             peer,
             &params,
             &mut cin,
             &mut out,
-        )),
-    )
-    .await;
+        )))
+        .await;
+    // The session runs without the login's timer.
+    drop(deadline);
     let who = match login {
-        Ok(Ok(w)) => w,
-        Ok(Err(e)) => return fail(&mut stream, out, e).await,
-        Err(_) => return fail(&mut stream, out, PgError::login_timeout()).await,
+        Some(Ok(w)) => w,
+        Some(Err(e)) => return fail(&mut stream, out, e).await,
+        None => return fail(&mut stream, out, PgError::login_timeout()).await,
     };
     let span = info_span!(
         "client",
@@ -87,6 +87,18 @@ pub async fn serve<S: ClientStream>(
     .await
 }
 
+/// A session's id across replicas, `replica/sequence` (built without the formatting
+/// machinery: once per login).
+fn session_id(replica: &str, sid: u64) -> String {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(sid);
+    let mut id = String::with_capacity(replica.len() + 1 + digits.len());
+    id.push_str(replica);
+    id.push('/');
+    id.push_str(digits);
+    id
+}
+
 /// The admin virtual database's name.
 pub const ADMIN_DATABASE: &str = "admin";
 
@@ -97,29 +109,28 @@ async fn admin_login<S: ClientStream>(
     params: StartupParams,
     mut cin: BytesMut,
     mut out: BytesMut,
-    deadline: Duration,
+    mut deadline: LoginDeadline,
 ) {
     let user = params.get("user").unwrap_or_default().to_owned();
     let Some(admin) = proxy.directory().admin_user(&user) else {
         return fail(&mut stream, out, PgError::admin_only(&user)).await;
     };
     let cert = if S::TLS { proxy.tls_cert_hash() } else { None };
-    let ok = tokio::time::timeout(
-        deadline,
-        Box::pin(scram_exchange(
+    let ok = deadline
+        .run(Box::pin(scram_exchange(
             &mut stream,
             &mut cin,
             &mut out,
             admin.scram.clone(),
             cert,
-        )),
-    )
-    .await;
+        )))
+        .await;
+    drop(deadline);
     match ok {
-        Ok(Ok(true)) => {}
-        Ok(Ok(false)) => return fail(&mut stream, out, PgError::auth_failed(&user)).await,
-        Ok(Err(e)) => return fail(&mut stream, out, e).await,
-        Err(_) => return fail(&mut stream, out, PgError::login_timeout()).await,
+        Some(Ok(true)) => {}
+        Some(Ok(false)) => return fail(&mut stream, out, PgError::auth_failed(&user)).await,
+        Some(Err(e)) => return fail(&mut stream, out, e).await,
+        None => return fail(&mut stream, out, PgError::login_timeout()).await,
     }
     write::auth_ok(&mut out);
     crate::admin::session::serve(proxy, stream, cin, out, user).await;
@@ -416,7 +427,7 @@ async fn start_session<S: ClientStream>(
     let mut registered = None;
     if let (Some(l), Some(ts), Some(t)) = (&limits, &lim_state, &who.tenant) {
         let info = crate::limits::sessions::SessionInfo {
-            id: format!("{}/{sid}", l.sessions().replica()),
+            id: session_id(l.sessions().replica(), sid),
             tenant: t.key.clone(),
             user: who.login_user.clone(),
             application: super::relay::setting(&who.settings, "application_name")

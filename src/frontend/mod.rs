@@ -5,11 +5,12 @@
 //! - [`auth`]: SCRAM-SHA-256 / md5 / trust logic without IO.
 //! - [`session`] + [`relay`]: the relay loop and its pure bookkeeping; [`stmt_log`]: which
 //!   statements await completion, for telemetry events.
-//! - [`cancel`]: the proxy's cancel keys.
+//! - [`cancel`]: the proxy's cancel keys; [`deadline`]: the login's one timer.
 //! - [`tls`]: rustls acceptor.
 
 pub mod auth;
 pub mod cancel;
+pub mod deadline;
 pub mod guard;
 pub mod listener;
 pub mod login;

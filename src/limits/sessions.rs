@@ -5,8 +5,9 @@
 //!
 //! Without Redis (or while it is down) the same happens for this replica alone.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+
+use foldhash::{HashMap, HashMapExt};
 
 use parking_lot::Mutex;
 use redis::Script;

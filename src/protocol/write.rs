@@ -39,6 +39,8 @@ fn auth(buf: &mut BytesMut, code: i32, data: &[u8]) {
 }
 
 pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
+    // A login writes a dozen of these: one capacity check each, not five.
+    buf.reserve(7 + name.len() + value.len());
     let at = begin(buf, b'S');
     put_cstr(buf, name.as_bytes());
     put_cstr(buf, value.as_bytes());
