@@ -59,27 +59,42 @@ impl<const N: usize> Words<N> {
     /// Call `found(k)` for each occurrence of word `k` in `hay`, in text order, until it
     /// returns true; returns whether one did.
     pub fn scan(&self, hay: &[u8], mut found: impl FnMut(usize) -> bool) -> bool {
-        // Words that can start at the previous byte.
+        // Words that can start at the previous byte. The loop is a table load and a test
+        // per byte; pairs that match (a few per statement) are checked out of line.
         let mut starting = 0u32;
         for (i, &b) in hay.iter().enumerate() {
             let t = self.table[b as usize];
-            let mut bits = starting & t & 0xffff;
+            let bits = starting & t & 0xffff;
             starting = t >> 16;
-            while bits != 0 {
-                let k = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                // Its first two bytes matched (the table); the rest, up to the first
-                // difference (most candidates differ at their third byte).
-                let (w, rest) = (self.words[k], &hay[i + 1..]);
-                if rest.len() >= w.len() - 2
-                    && rest
-                        .iter()
-                        .zip(&w[2..])
-                        .all(|(a, b)| a.to_ascii_lowercase() == *b)
-                    && found(k)
-                {
-                    return true;
-                }
+            if bits != 0 && self.candidates(&hay[i + 1..], bits, &mut found) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Words `bits` matched their first two bytes just before `rest`: compare the rest of
+    /// each, up to the first difference (most differ at their third byte).
+    #[cold]
+    #[inline(never)]
+    fn candidates(
+        &self,
+        rest: &[u8],
+        mut bits: u32,
+        found: &mut impl FnMut(usize) -> bool,
+    ) -> bool {
+        while bits != 0 {
+            let k = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let w = &self.words[k][2..];
+            if rest.len() >= w.len()
+                && rest
+                    .iter()
+                    .zip(w)
+                    .all(|(a, b)| a.to_ascii_lowercase() == *b)
+                && found(k)
+            {
+                return true;
             }
         }
         false
