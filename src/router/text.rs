@@ -1,6 +1,9 @@
 //! Byte-level text searches shared by the statement checks on the hot path, which run for
 //! every statement: instead of a comparison at every byte, [`contains_ci`] scans for a
-//! needle's first byte with SIMD (`memchr`) and [`Words`] looks up byte pairs in tables.
+//! needle's first byte with SIMD (`memchr`) and [`Words`] compares the words' first
+//! three bytes at 16 positions at a time (SSE2, part of every x86-64 CPU), looking at the
+//! rest only where those match; other targets, and a text's last bytes, take a byte at a
+//! time (a table lookup of each pair of adjacent bytes).
 
 /// Does `hay` contain `needle`, ignoring ASCII case? An empty needle is always found.
 pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
@@ -22,7 +25,7 @@ pub fn starts_ci(hay: &[u8], prefix: &[u8]) -> bool {
     hay.len() >= prefix.len() && hay[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
-/// A small set of words (up to 16, each at least two bytes, in lower case) found in one
+/// A small set of words (up to 16, each at least three bytes, in lower case) found in one
 /// pass over a text, ignoring ASCII case: a table lookup of each pair of adjacent bytes selects the
 /// words that can start there, and only those are compared. Matches are not limited to
 /// word boundaries (the callers are conservative checks).
@@ -31,6 +34,9 @@ pub struct Words<const N: usize> {
     /// Per byte: bits `16 + k` set when word `k` can start with it, bits `k` when word `k`
     /// can continue with it (both cases). One table load per byte of text.
     table: [u32; 256],
+    /// The words' first three bytes, for the 16-at-a-time search (when each word starts
+    /// with two letters).
+    prefixes: Option<Prefixes<N>>,
 }
 
 impl<const N: usize> Words<N> {
@@ -40,7 +46,7 @@ impl<const N: usize> Words<N> {
         let mut k = 0;
         while k < N {
             let w = words[k];
-            assert!(w.len() >= 2, "words of two bytes or more");
+            assert!(w.len() >= 3, "words of three bytes or more");
             let mut j = 0;
             while j < w.len() {
                 assert!(!w[j].is_ascii_uppercase(), "words in lower case");
@@ -53,16 +59,46 @@ impl<const N: usize> Words<N> {
             table[w[1].to_ascii_uppercase() as usize] |= bit;
             k += 1;
         }
-        Words { words, table }
+        let mut firsts = [[0u8; 3]; N];
+        let mut k = 0;
+        while k < N {
+            firsts[k] = [words[k][0], words[k][1], words[k][2]];
+            k += 1;
+        }
+        Words {
+            words,
+            table,
+            prefixes: Prefixes::new(&firsts),
+        }
     }
 
     /// Call `found(k)` for each occurrence of word `k` in `hay`, in text order, until it
     /// returns true; returns whether one did.
     pub fn scan(&self, hay: &[u8], mut found: impl FnMut(usize) -> bool) -> bool {
-        // Words that can start at the previous byte. The loop is a table load and a test
-        // per byte; pairs that match (a few per statement) are checked out of line.
+        // Sixteen starting positions at a time while a block and the two bytes after it
+        // fit; only positions whose three bytes may begin a word are looked at (few, and
+        // most texts have none).
+        let mut from = 0;
+        if let Some(prefixes) = &self.prefixes {
+            while from + PREFIX_BLOCK + 2 <= hay.len() {
+                let mut hits = prefixes.block(&hay[from..]);
+                while hits != 0 {
+                    let i = from + hits.trailing_zeros() as usize;
+                    hits &= hits - 1;
+                    let bits =
+                        (self.table[hay[i] as usize] >> 16) & self.table[hay[i + 1] as usize];
+                    if self.candidates(&hay[i + 2..], bits & 0xffff, &mut found) {
+                        return true;
+                    }
+                }
+                from += PREFIX_BLOCK;
+            }
+        }
+        // The rest a byte at a time: a table load and a test per byte; pairs that match
+        // are checked out of line. `starting`: words that can start at the previous byte
+        // (none before `from`: pairs starting earlier were searched above).
         let mut starting = 0u32;
-        for (i, &b) in hay.iter().enumerate() {
+        for (i, &b) in hay.iter().enumerate().skip(from) {
             let t = self.table[b as usize];
             let bits = starting & t & 0xffff;
             starting = t >> 16;
@@ -106,6 +142,84 @@ impl<const N: usize> Words<N> {
     }
 }
 
+/// Starting positions a [`Prefixes::block`] covers.
+const PREFIX_BLOCK: usize = 16;
+
+/// Up to 16 three-byte word prefixes, each starting with two ASCII letters, searched for
+/// ignoring case at 16 positions at once. The case fold is `byte | 0x20`, which turns an
+/// upper-case letter into its lower case and no other byte into a lower-case letter: exact
+/// for the two letters. For the third byte it may also let through a byte that is not
+/// the word's (`_` and DEL fold alike), so a hit is a candidate that the caller verifies.
+#[derive(Clone, Copy)]
+struct Prefixes<const N: usize> {
+    /// Each prefix folded, each byte repeated over a 16-byte lane: the block search loads
+    /// them as they are (a broadcast per byte and block otherwise).
+    lanes: [[Lane; 3]; N],
+}
+
+/// 16 copies of a byte, aligned for a direct SSE2 load.
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+struct Lane([u8; 16]);
+
+impl<const N: usize> Prefixes<N> {
+    /// `None` unless every prefix starts with two ASCII letters (or on a target without
+    /// the 16-at-a-time search).
+    const fn new(prefixes: &[[u8; 3]; N]) -> Option<Self> {
+        if !cfg!(target_arch = "x86_64") {
+            return None;
+        }
+        let mut lanes = [[Lane([0; 16]); 3]; N];
+        let mut k = 0;
+        while k < N {
+            let [a, b, c] = prefixes[k];
+            if !a.is_ascii_alphabetic() || !b.is_ascii_alphabetic() {
+                return None;
+            }
+            lanes[k] = [
+                Lane([a | 0x20; 16]),
+                Lane([b | 0x20; 16]),
+                Lane([c | 0x20; 16]),
+            ];
+            k += 1;
+        }
+        Some(Prefixes { lanes })
+    }
+
+    /// Bit `i` set when `hay[i..i + 3]` may be one of the prefixes (see the type), for `i`
+    /// in `0..16`; never clear where one is. Needs `hay.len() >= 18`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    fn block(&self, hay: &[u8]) -> u32 {
+        use std::arch::x86_64::*;
+        assert!(hay.len() >= PREFIX_BLOCK + 2);
+        // SAFETY: the three 16-byte loads of `hay` are in bounds (asserted above) and
+        // unaligned loads are allowed; a `Lane` is 16 bytes aligned to 16; SSE2 is part
+        // of the x86-64 baseline.
+        unsafe {
+            let fold = _mm_set1_epi8(0x20);
+            let at = |i: usize| _mm_or_si128(_mm_loadu_si128(hay.as_ptr().add(i).cast()), fold);
+            let (first, second, third) = (at(0), at(1), at(2));
+            let lane = |l: &Lane| _mm_load_si128(l.0.as_ptr().cast());
+            let mut hit = _mm_setzero_si128();
+            for [a, b, c] in &self.lanes {
+                let ab = _mm_and_si128(
+                    _mm_cmpeq_epi8(first, lane(a)),
+                    _mm_cmpeq_epi8(second, lane(b)),
+                );
+                let abc = _mm_and_si128(ab, _mm_cmpeq_epi8(third, lane(c)));
+                hit = _mm_or_si128(hit, abc);
+            }
+            _mm_movemask_epi8(hit) as u32
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn block(&self, _hay: &[u8]) -> u32 {
+        unreachable!("Prefixes::new gives None on this target")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +252,57 @@ mod tests {
             }
             assert_eq!(got, want, "{:?}", String::from_utf8_lossy(h));
             assert_eq!(W.any(h), !want.is_empty());
+        }
+    }
+
+    /// Texts of every length up to 80 with a word (or a near miss) at every offset, in
+    /// mixed case, padded with bytes that the case fold maps next to letters or onto a
+    /// word's third byte: the 16-at-a-time search and the byte-at-a-time rest agree with a
+    /// naive search.
+    #[test]
+    fn block_search_agrees_with_a_naive_search_at_every_offset() {
+        const W: Words<5> = Words::new([b"role", b"pg_", b"search_path", b"into", b"temp"]);
+        // `pG\x7f`: DEL folds like `_`, a false hit of the block search to be rejected.
+        let pads: [&[u8]; 4] = [b"x", b"@`[{ \xc1\xe1_", b"Pg ro IN", b"pG\x7fro\x7f"];
+        let needles: [&[u8]; 7] = [
+            b"ROLE",
+            b"pG_",
+            b"Search_Path",
+            b"intO",
+            b"tem",
+            b"roel",
+            b"rol",
+        ];
+        for len in 0..80 {
+            for pad in pads {
+                for needle in needles {
+                    for at in 0..=len {
+                        let mut hay: Vec<u8> = pad.iter().copied().cycle().take(len).collect();
+                        if at + needle.len() <= len {
+                            hay[at..at + needle.len()].copy_from_slice(needle);
+                        }
+                        let mut got = Vec::new();
+                        W.scan(&hay, |k| {
+                            got.push(k);
+                            false
+                        });
+                        let mut want = Vec::new();
+                        for i in 0..hay.len() {
+                            for (k, w) in W.words.iter().enumerate() {
+                                if starts_ci(&hay[i..], w) {
+                                    want.push(k);
+                                }
+                            }
+                        }
+                        assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&hay));
+                        for n in needles.iter().chain(&[&b"public"[..], b"@`", b"\xc1x"]) {
+                            let naive = hay.len() >= n.len()
+                                && hay.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n));
+                            assert_eq!(contains_ci(&hay, n), naive, "{n:?} in {hay:?}");
+                        }
+                    }
+                }
+            }
         }
     }
 
