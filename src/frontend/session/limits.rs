@@ -2,13 +2,14 @@
 //! statements under the tenant's rate and quota, the `read_only` / `max_statement_ms`
 //! checks, cached answers for `/* cache: 30s */` reads, and invalidation on writes.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Session;
+use crate::backend::pool::TenantPool;
 use crate::limits::flags::Flags;
 use crate::limits::{FlagsCache, Limits, TenantState};
 use crate::protocol::{frame, write, PgError};
@@ -20,15 +21,23 @@ pub struct LimCtx {
     pub state: Arc<TenantState>,
     /// The tenant's flags, read on every statement.
     pub flags: FlagsCache,
+    /// The pool this context was made for: the context is current while the session's
+    /// pool is this one (an address comparison per statement instead of the tenant keys;
+    /// the `Weak` keeps the address from being reused). Dangling when unknown.
+    for_pool: Weak<TenantPool>,
 }
 
 impl LimCtx {
-    fn new(limits: Limits, state: Arc<TenantState>) -> Self {
+    fn new(limits: Limits, state: Arc<TenantState>, pool: Option<&Arc<TenantPool>>) -> Self {
         let flags = state.flags_cache();
+        let for_pool = pool
+            .filter(|p| p.tenant.key == state.key())
+            .map_or_else(Weak::new, Arc::downgrade);
         LimCtx {
             limits,
             state,
             flags,
+            for_pool,
         }
     }
 }
@@ -100,7 +109,7 @@ where
     W: AsyncWrite + Unpin,
 {
     pub fn set_limits(&mut self, limits: Limits, state: Arc<TenantState>) {
-        self.lim = Some(LimCtx::new(limits, state));
+        self.lim = Some(LimCtx::new(limits, state, self.pool.as_ref()));
     }
 
     /// The limits context for the current tenant (service users switch tenants).
@@ -119,7 +128,7 @@ where
                 && self
                     .lim
                     .as_ref()
-                    .is_none_or(|l| l.state.key() != pool.tenant.key)
+                    .is_none_or(|l| !std::ptr::eq(l.for_pool.as_ptr(), Arc::as_ptr(pool)))
         })
     }
 
@@ -133,7 +142,7 @@ where
         };
         let state = limits.tenant(&key);
         limits.warm(&state).await;
-        self.lim = Some(LimCtx::new(limits, state));
+        self.lim = Some(LimCtx::new(limits, state, self.pool.as_ref()));
     }
 
     /// The tenant's flags (defaults without limits).
