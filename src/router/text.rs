@@ -237,22 +237,40 @@ mod tests {
             b"\xff\x00ro",
         ];
         for h in hays {
-            let mut got = Vec::new();
-            W.scan(h, |k| {
-                got.push(k);
-                false
-            });
-            let mut want = Vec::new();
-            for i in 0..h.len() {
-                for (k, w) in W.words.iter().enumerate() {
-                    if starts_ci(&h[i..], w) {
-                        want.push(k);
-                    }
-                }
-            }
-            assert_eq!(got, want, "{:?}", String::from_utf8_lossy(h));
+            let want = naive_words(&W, h);
+            assert_eq!(scan_all(&W, h), want, "{:?}", String::from_utf8_lossy(h));
             assert_eq!(W.any(h), !want.is_empty());
         }
+    }
+
+    /// Every word `scan` reports, in order.
+    fn scan_all<const N: usize>(words: &Words<N>, hay: &[u8]) -> Vec<usize> {
+        let mut got = Vec::new();
+        words.scan(hay, |k| {
+            got.push(k);
+            false
+        });
+        got
+    }
+
+    /// The words starting at each position, compared at every byte.
+    fn naive_words<const N: usize>(words: &Words<N>, hay: &[u8]) -> Vec<usize> {
+        let mut want = Vec::new();
+        for i in 0..hay.len() {
+            for (k, w) in words.words.iter().enumerate() {
+                if starts_ci(&hay[i..], w) {
+                    want.push(k);
+                }
+            }
+        }
+        want
+    }
+
+    fn naive_contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.len() >= needle.len()
+            && hay
+                .windows(needle.len())
+                .any(|w| w.eq_ignore_ascii_case(needle))
     }
 
     /// Texts of every length up to 80 with a word (or a near miss) at every offset, in
@@ -281,23 +299,11 @@ mod tests {
                         if at + needle.len() <= len {
                             hay[at..at + needle.len()].copy_from_slice(needle);
                         }
-                        let mut got = Vec::new();
-                        W.scan(&hay, |k| {
-                            got.push(k);
-                            false
-                        });
-                        let mut want = Vec::new();
-                        for i in 0..hay.len() {
-                            for (k, w) in W.words.iter().enumerate() {
-                                if starts_ci(&hay[i..], w) {
-                                    want.push(k);
-                                }
-                            }
-                        }
+                        let want = naive_words(&W, &hay);
+                        let got = scan_all(&W, &hay);
                         assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&hay));
                         for n in needles.iter().chain(&[&b"public"[..], b"@`", b"\xc1x"]) {
-                            let naive = hay.len() >= n.len()
-                                && hay.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n));
+                            let naive = naive_contains(&hay, n);
                             assert_eq!(contains_ci(&hay, n), naive, "{n:?} in {hay:?}");
                         }
                     }
@@ -335,9 +341,13 @@ mod tests {
         let needles: [&[u8]; 6] = [b"search_path", b"pg_", b"temp", b"public", b"s", b"aid = 1"];
         for h in hays {
             for n in needles {
-                let naive =
-                    h.len() >= n.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n));
-                assert_eq!(contains_ci(h, n), naive, "{:?} in {:?}", n, h);
+                assert_eq!(
+                    contains_ci(h, n),
+                    naive_contains(h, n),
+                    "{:?} in {:?}",
+                    n,
+                    h
+                );
             }
         }
     }
