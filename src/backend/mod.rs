@@ -2,8 +2,10 @@
 //!
 //! - [`server`]: one authenticated server connection and its tracked session state.
 //! - [`pool`]: per-tenant pools with a per-instance cap, queueing, idle/lifetime expiry.
+//! - [`params`]: a server's ParameterStatus report, kept encoded for the logins that repeat it.
 //! - [`prepared`]: the per-connection cache of statements prepared by the proxy.
 
+pub mod params;
 pub mod pool;
 pub mod prepared;
 pub mod server;

@@ -24,7 +24,7 @@ use crate::catalog::Tenant;
 use crate::config::PoolConfig;
 
 /// ParameterStatus pairs a server reported at startup.
-pub type ServerParams = Arc<Vec<(String, String)>>;
+pub type ServerParams = Arc<super::params::ServerParams>;
 
 /// Why a pool could not hand out a connection.
 #[derive(Debug, thiserror::Error)]
@@ -645,7 +645,9 @@ impl TenantPool {
                 slot.kept = true;
                 let mut sp = self.server_params.lock();
                 if sp.is_none() {
-                    *sp = Some(Arc::new(conn.reported.clone()));
+                    *sp = Some(Arc::new(super::params::ServerParams::new(
+                        conn.reported.clone(),
+                    )));
                 }
                 Ok(self.pooled(Box::new(conn)))
             }
