@@ -99,6 +99,25 @@ pub struct LoginUser {
     pub scram: ScramVerifier,
 }
 
+/// Tenants' login users, by tenant key and then user name: a login looks one up without
+/// building a key.
+#[derive(Debug, Default)]
+pub struct TenantLogins(foldhash::HashMap<String, foldhash::HashMap<String, Arc<LoginUser>>>);
+
+impl TenantLogins {
+    pub fn insert(&mut self, tenant: &str, user: LoginUser) {
+        let users = match self.0.get_mut(tenant) {
+            Some(u) => u,
+            None => self.0.entry(tenant.to_owned()).or_default(),
+        };
+        users.insert(user.name.clone(), Arc::new(user));
+    }
+
+    pub fn get(&self, tenant: &str, user: &str) -> Option<Arc<LoginUser>> {
+        self.0.get(tenant)?.get(user).cloned()
+    }
+}
+
 /// Source of tenants and their login users.
 pub trait TenantDirectory: Send + Sync + 'static {
     fn tenant(&self, key: &str) -> Option<Arc<Tenant>>;

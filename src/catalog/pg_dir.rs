@@ -127,11 +127,7 @@ impl TenantDirectory for CatalogDirectory {
     }
 
     fn login(&self, tenant: &str, user: &str) -> Option<Arc<LoginUser>> {
-        self.snapshot
-            .load()
-            .users
-            .get(&(tenant.to_owned(), user.to_owned()))
-            .cloned()
+        self.snapshot.load().users.get(tenant, user)
     }
 
     fn tenants(&self) -> Vec<Arc<Tenant>> {

@@ -4,14 +4,14 @@ use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt};
 
-use super::{LoginUser, Placement, Tenant, TenantDirectory};
+use super::{LoginUser, Placement, Tenant, TenantDirectory, TenantLogins};
 use crate::config::{load::parse_mode, Config};
 use crate::frontend::auth::ScramVerifier;
 
 /// Immutable snapshot of the configured tenants; reload builds a new one.
 pub struct StaticDirectory {
     tenants: HashMap<String, Arc<Tenant>>,
-    users: HashMap<(String, String), Arc<LoginUser>>,
+    users: TenantLogins,
     services: HashMap<String, Arc<LoginUser>>,
     admins: HashMap<String, Arc<LoginUser>>,
 }
@@ -21,7 +21,7 @@ impl StaticDirectory {
     pub fn from_config(cfg: &Config) -> Self {
         let instances: HashMap<_, _> = cfg.instances.iter().map(|i| (i.name.as_str(), i)).collect();
         let mut tenants = HashMap::new();
-        let mut users = HashMap::new();
+        let mut users = TenantLogins::default();
         for t in &cfg.tenants {
             let inst = instances[t.instance.as_str()];
             let placement = Placement {
@@ -66,7 +66,7 @@ impl StaticDirectory {
             };
             tenants.insert(t.key.clone(), Arc::new(tenant));
             for u in &t.users {
-                users.insert((t.key.clone(), u.name.clone()), Arc::new(login_user(u)));
+                users.insert(&t.key, login_user(u));
             }
         }
         let services = cfg
@@ -107,9 +107,7 @@ impl TenantDirectory for StaticDirectory {
     }
 
     fn login(&self, tenant: &str, user: &str) -> Option<Arc<LoginUser>> {
-        self.users
-            .get(&(tenant.to_owned(), user.to_owned()))
-            .cloned()
+        self.users.get(tenant, user)
     }
 
     fn tenants(&self) -> Vec<Arc<Tenant>> {

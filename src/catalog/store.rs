@@ -10,7 +10,7 @@ use foldhash::HashMap;
 use tokio_postgres::NoTls;
 
 use super::crypto::{CryptoError, SecretKey};
-use super::{migrations, LoginUser, Placement, Tenant, TenantStatus};
+use super::{migrations, LoginUser, Placement, Tenant, TenantLogins, TenantStatus};
 use crate::config::{PoolConfig, PoolMode};
 use crate::frontend::auth::ScramVerifier;
 
@@ -83,7 +83,7 @@ pub struct SetupReport {
 #[derive(Default)]
 pub struct Snapshot {
     pub tenants: HashMap<String, Arc<Tenant>>,
-    pub users: HashMap<(String, String), Arc<LoginUser>>,
+    pub users: TenantLogins,
     pub admins: HashMap<String, Arc<LoginUser>>,
     pub services: HashMap<String, Arc<LoginUser>>,
 }
@@ -234,12 +234,12 @@ impl Catalog {
             if let Some(v) = ScramVerifier::parse(r.get(2)) {
                 let (t, n): (String, String) = (r.get(0), r.get(1));
                 snap.users.insert(
-                    (t, n.clone()),
-                    Arc::new(LoginUser {
+                    &t,
+                    LoginUser {
                         name: n,
                         password: None,
                         scram: v,
-                    }),
+                    },
                 );
             }
         }

@@ -120,7 +120,8 @@ async fn negotiate(proxy: &Proxy, mut sock: TcpStream, peer: SocketAddr) -> Nego
                     if sock.write_all(b"S").await.is_err() {
                         return Negotiated::Done;
                     }
-                    let tls = match deadline.run(acceptor.accept(sock)).await {
+                    // Boxed: the handshake's state is large, and this future is moved whole.
+                    let tls = match deadline.run(Box::pin(acceptor.accept(sock))).await {
                         Some(Ok(t)) => t,
                         Some(Err(e)) => {
                             debug!(%peer, error = %e, "TLS handshake failed");

@@ -67,33 +67,36 @@ pub fn decode(body: &[u8]) -> Result<StartupPacket, PgError> {
     }
 }
 
-fn decode_params(minor: i32, mut b: &[u8]) -> Result<StartupParams, PgError> {
+fn decode_params(minor: i32, b: &[u8]) -> Result<StartupParams, PgError> {
     let bad = || {
         PgError::protocol_violation(
             "invalid startup packet layout: expected terminator as last byte",
         )
     };
+    // One UTF-8 check for the whole body: NUL is ASCII, so every piece between NULs of
+    // valid UTF-8 is valid UTF-8 too.
+    let mut rest = std::str::from_utf8(b).map_err(|_| bad())?;
     let mut out = StartupParams {
         minor,
-        ..Default::default()
+        // user, database, application_name, client_encoding and a few more.
+        params: Vec::with_capacity(6),
+        protocol_options: Vec::new(),
     };
     loop {
-        let (k, rest) = super::frame::cstr(b).ok_or_else(bad)?;
+        let (k, after) = split_nul(rest).ok_or_else(bad)?;
         if k.is_empty() {
-            if !rest.is_empty() {
+            if !after.is_empty() {
                 return Err(bad());
             }
             break;
         }
-        let (v, rest) = super::frame::cstr(rest).ok_or_else(bad)?;
-        let k = String::from_utf8(k.to_vec()).map_err(|_| bad())?;
-        let v = String::from_utf8(v.to_vec()).map_err(|_| bad())?;
+        let (v, after) = split_nul(after).ok_or_else(bad)?;
         if k.starts_with("_pq_.") {
-            out.protocol_options.push(k);
+            out.protocol_options.push(k.to_owned());
         } else {
-            out.params.push((k, v));
+            out.params.push((k.to_owned(), v.to_owned()));
         }
-        b = rest;
+        rest = after;
     }
     if out.get("user").is_none_or(str::is_empty) {
         return Err(PgError::protocol_violation(
@@ -101,6 +104,13 @@ fn decode_params(minor: i32, mut b: &[u8]) -> Result<StartupParams, PgError> {
         ));
     }
     Ok(out)
+}
+
+/// The text before the first NUL and the text after it (`str::split_once` searched char
+/// by char: more instructions than the rest of the decode).
+fn split_nul(s: &str) -> Option<(&str, &str)> {
+    let (head, _) = super::frame::cstr(s.as_bytes())?;
+    Some((&s[..head.len()], &s[head.len() + 1..]))
 }
 
 #[cfg(test)]
@@ -147,6 +157,12 @@ mod tests {
         );
         assert_eq!(
             decode(&body(PROTOCOL_3_0, b"database\0d\0\0"))
+                .unwrap_err()
+                .code,
+            "08P01"
+        );
+        assert_eq!(
+            decode(&body(PROTOCOL_3_0, b"user\0\xff\0\0"))
                 .unwrap_err()
                 .code,
             "08P01"
