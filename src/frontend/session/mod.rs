@@ -459,6 +459,16 @@ where
                 self.cin.reserve(h.total() - self.cin.len());
                 return Ok(None);
             }
+            tracing::trace!(tag = %(h.tag as char), len = h.total(), "client message");
+            if self.forwards_directly(h.tag) {
+                // Copied from where it was read: the Bind/Describe/Execute/Sync after a
+                // Parse are not split off one by one (a reference count each).
+                let cin = std::mem::take(&mut self.cin);
+                self.forward(h.tag, &cin[..h.total()], None);
+                self.cin = cin;
+                self.cin.advance(h.total());
+                continue;
+            }
             // The common case is one whole message: taken as it is, not split off (a
             // split turns the buffer into a shared one, an allocation).
             let msg = if self.cin.len() == h.total() {
@@ -466,11 +476,6 @@ where
             } else {
                 self.cin.split_to(h.total())
             };
-            tracing::trace!(tag = %(h.tag as char), len = msg.len(), "client message");
-            if self.forwards_directly(h.tag) {
-                self.forward(h.tag, msg, None);
-                continue;
-            }
             if let Some(end) = self.on_client_message(h.tag, msg).await? {
                 return Ok(Some(end));
             }
@@ -613,7 +618,7 @@ where
                 return Ok(None);
             }
         }
-        self.forward(tag, msg, facts);
+        self.forward(tag, &msg, facts);
         Ok(None)
     }
 
@@ -629,9 +634,9 @@ where
     /// Queue a client message for the attached server, tracking what it will answer and
     /// renaming prepared statements in transaction pooling. `text` has the facts and
     /// statement kind of a Query or Parse's text when the caller has read them.
-    fn forward(&mut self, tag: u8, msg: BytesMut, text: Option<(TextFacts, usize)>) {
+    fn forward(&mut self, tag: u8, msg: &[u8], text: Option<(TextFacts, usize)>) {
         let transaction_mode = self.mode == PoolMode::Transaction;
-        let wrote_text = matches!(tag, b'Q' | b'P') && self.text_writes(tag, &msg);
+        let wrote_text = matches!(tag, b'Q' | b'P') && self.text_writes(tag, msg);
         let Session {
             server,
             stmts,
@@ -662,7 +667,7 @@ where
         if !matches!(tag, b'd' | b'c' | b'f') {
             a.t.begin(kind);
             if tele.is_some() {
-                capture.on_message(tag, &msg, &mut a.t.log);
+                capture.on_message(tag, msg, &mut a.t.log);
             }
         }
         match tag {
@@ -679,15 +684,15 @@ where
                 if transaction_mode && (tag == b'F' || dirties()) {
                     a.conn.dirty = true;
                 }
-                a.sout.extend_from_slice(&msg);
+                a.sout.extend_from_slice(msg);
                 a.t.sent_sync(true);
             }
             b'S' => {
-                a.sout.extend_from_slice(&msg);
+                a.sout.extend_from_slice(msg);
                 a.t.sent_sync(false);
             }
             b'c' | b'f' => {
-                a.sout.extend_from_slice(&msg);
+                a.sout.extend_from_slice(msg);
                 a.t.copy_ends_sent += 1;
             }
             b'P' => {
@@ -710,7 +715,7 @@ where
                         &mut a.sout,
                     ))
                 {
-                    a.sout.extend_from_slice(&msg);
+                    a.sout.extend_from_slice(msg);
                     a.t.pending.push_back(relay::Pending::Parse {
                         server_name: None,
                         client_name: None,
@@ -734,7 +739,7 @@ where
                         relay::ensure_prepared(&s, &mut a.conn.prepared, &mut a.t, &mut a.sout);
                         frame::write_bind(&mut a.sout, portal, s.server_name.as_bytes(), rest);
                     }
-                    None => a.sout.extend_from_slice(&msg),
+                    None => a.sout.extend_from_slice(msg),
                 }
                 a.t.unsynced = true;
             }
@@ -759,7 +764,7 @@ where
                     }
                 }
                 if !done {
-                    a.sout.extend_from_slice(&msg);
+                    a.sout.extend_from_slice(msg);
                     if tag == b'C' {
                         a.t.pending
                             .push_back(relay::Pending::Close { swallow: false });
@@ -771,10 +776,10 @@ where
                 if tag == b'E' {
                     metrics.executes.increment(1);
                 }
-                a.sout.extend_from_slice(&msg);
+                a.sout.extend_from_slice(msg);
                 a.t.unsynced = true;
             }
-            _ => a.sout.extend_from_slice(&msg),
+            _ => a.sout.extend_from_slice(msg),
         }
     }
 
