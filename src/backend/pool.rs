@@ -23,7 +23,7 @@ use super::server::{BackendError, ServerConn};
 use crate::catalog::Tenant;
 use crate::config::PoolConfig;
 
-/// ParameterStatus pairs a server reported at startup.
+/// The ParameterStatus report a tenant's server gave at startup, shared by its logins.
 pub type ServerParams = Arc<super::params::ServerParams>;
 
 /// Why a pool could not hand out a connection.

@@ -78,7 +78,7 @@ pub async fn serve<S: ClientStream>(
         trusted = who.trusted
     );
     // Not one async block for both awaits: a block's captures are stored apart from the
-    // future it awaits, which doubled the session's state (7.2 kB for this future).
+    // future it awaits, so the session's state was held twice in the client's task.
     match start_session(&proxy, who, stream, cin, out, peer)
         .instrument(span.clone())
         .await
