@@ -31,10 +31,6 @@ impl ServerParams {
         }
     }
 
-    pub fn list(&self) -> &[(String, String)] {
-        &self.list
-    }
-
     /// Write the report to `out`, with `value_for(name)` in place of the server's value
     /// where it gives one. Unchanged messages are copied as they are.
     pub fn write<'a>(&self, out: &mut BytesMut, value_for: impl Fn(&str) -> Option<&'a str>) {
@@ -74,7 +70,7 @@ mod tests {
     /// The messages written one by one, as a login without the cache would.
     fn one_by_one(p: &ServerParams, overrides: &[(&str, &str)]) -> BytesMut {
         let mut out = BytesMut::new();
-        for (k, v) in p.list() {
+        for (k, v) in &p.list {
             let v = overrides
                 .iter()
                 .find(|(o, _)| o.eq_ignore_ascii_case(k))

@@ -19,12 +19,10 @@ use foldhash::{HashMap, HashMapExt};
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 
+use super::params::ServerParams;
 use super::server::{BackendError, ServerConn};
 use crate::catalog::Tenant;
 use crate::config::PoolConfig;
-
-/// The ParameterStatus report a tenant's server gave at startup, shared by its logins.
-pub type ServerParams = Arc<super::params::ServerParams>;
 
 /// Why a pool could not hand out a connection.
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +156,7 @@ pub struct TenantPool {
     state: Mutex<PoolState>,
     returned: Notify,
     retired: AtomicBool,
-    server_params: Mutex<Option<ServerParams>>,
+    server_params: Mutex<Option<Arc<ServerParams>>>,
     acquired: AtomicU64,
     timeouts: AtomicU64,
 }
@@ -645,9 +643,7 @@ impl TenantPool {
                 slot.kept = true;
                 let mut sp = self.server_params.lock();
                 if sp.is_none() {
-                    *sp = Some(Arc::new(super::params::ServerParams::new(
-                        conn.reported.clone(),
-                    )));
+                    *sp = Some(Arc::new(ServerParams::new(conn.reported.clone())));
                 }
                 Ok(self.pooled(Box::new(conn)))
             }
@@ -668,7 +664,7 @@ impl TenantPool {
     }
 
     /// ParameterStatus values of this tenant's server, once a connection has been made.
-    pub fn server_params(&self) -> Option<ServerParams> {
+    pub fn server_params(&self) -> Option<Arc<ServerParams>> {
         self.server_params.lock().clone()
     }
 

@@ -106,11 +106,10 @@ pub struct TenantLogins(foldhash::HashMap<String, foldhash::HashMap<String, Arc<
 
 impl TenantLogins {
     pub fn insert(&mut self, tenant: &str, user: LoginUser) {
-        let users = match self.0.get_mut(tenant) {
-            Some(u) => u,
-            None => self.0.entry(tenant.to_owned()).or_default(),
-        };
-        users.insert(user.name.clone(), Arc::new(user));
+        self.0
+            .entry(tenant.to_owned())
+            .or_default()
+            .insert(user.name.clone(), Arc::new(user));
     }
 
     pub fn get(&self, tenant: &str, user: &str) -> Option<Arc<LoginUser>> {
