@@ -68,6 +68,11 @@ impl TextFacts {
             || (self.words & TEMP != 0 && self.words & CREATE_OR_INTO != 0)
     }
 
+    /// Can the text hold a qualified name (`schema.table`)? False when it has no `.`.
+    pub fn may_qualify(&self) -> bool {
+        self.special
+    }
+
     pub fn names_search_path(&self) -> bool {
         self.words & SEARCH_PATH != 0
     }

@@ -23,6 +23,11 @@ pub fn rewrite(sql: &str, logical: &str, schema: &str) -> Option<String> {
     if !may_rewrite(sql.as_bytes(), &facts, logical, schema) {
         return None;
     }
+    rewrite_tokens(sql, logical, schema)
+}
+
+/// [`rewrite`] without its pre-check.
+fn rewrite_tokens(sql: &str, logical: &str, schema: &str) -> Option<String> {
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
         .tokenize_with_location()
         .ok()?;
@@ -117,12 +122,14 @@ pub fn rewrite(sql: &str, logical: &str, schema: &str) -> Option<String> {
     Some(out)
 }
 
-/// Cheap pre-check for [`rewrite`]: false when the text cannot need a rewrite (it names
-/// neither the logical schema nor `search_path`), without decoding or tokenizing it.
+/// Cheap pre-check for [`rewrite`]: false when the text cannot need a rewrite, without
+/// decoding or tokenizing it. Outside `search_path` statements only a qualified name
+/// (`public.users`) is rewritten, which needs a `.` and the logical schema's name.
 pub fn may_rewrite(sql: &[u8], facts: &TextFacts, logical: &str, schema: &str) -> bool {
     logical != schema
         && !logical.is_empty()
-        && (facts.names_search_path() || contains_ci(sql, logical.as_bytes()))
+        && (facts.names_search_path()
+            || (facts.may_qualify() && contains_ci(sql, logical.as_bytes())))
 }
 
 fn regex_escape(s: &str) -> String {
@@ -215,5 +222,43 @@ mod tests {
         );
         assert!(show.ends_with("AS search_path"));
         assert_eq!(rewrite("SELECT * FROM public.t", "public", "public"), None);
+    }
+
+    /// The pre-check never skips a text the tokenizing rewrite would change.
+    #[test]
+    fn pre_check_keeps_every_text_that_changes() {
+        use super::{may_rewrite, rewrite_tokens};
+        use crate::router::facts::TextFacts;
+        let texts = [
+            "SELECT * FROM public.users",
+            "SELECT * FROM public . users",
+            "SELECT * FROM \"public\"\n.users",
+            "select x from PUBLIC.t",
+            "SET search_path TO public",
+            "set search_path = 'public'",
+            "SHOW search_path",
+            "SELECT public FROM t",
+            "SELECT * FROM users",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1",
+            "SELECT 1.5, publicity FROM t",
+        ];
+        for sql in texts {
+            let facts = TextFacts::of(sql.as_bytes());
+            let checked = may_rewrite(sql.as_bytes(), &facts, "public", "tenant_acme");
+            if rewrite_tokens(sql, "public", "tenant_acme").is_some() {
+                assert!(checked, "skipped a text that changes: {sql}");
+            }
+        }
+        // Without a `.` or `search_path` nothing is tokenized.
+        for sql in [
+            "SELECT public FROM t",
+            "SELECT abalance FROM pgbench_accounts",
+        ] {
+            let facts = TextFacts::of(sql.as_bytes());
+            assert!(
+                !may_rewrite(sql.as_bytes(), &facts, "public", "tenant_acme"),
+                "{sql}"
+            );
+        }
     }
 }

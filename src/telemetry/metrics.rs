@@ -224,11 +224,12 @@ impl Default for Metrics {
 pub fn kind_index(sql: &[u8]) -> usize {
     let mut s = sql;
     loop {
-        let t = s
-            .iter()
-            .position(|c| !c.is_ascii_whitespace())
-            .unwrap_or(s.len());
-        s = &s[t..];
+        while let [c, rest @ ..] = s {
+            if !c.is_ascii_whitespace() {
+                break;
+            }
+            s = rest;
+        }
         if let Some(rest) = s.strip_prefix(b"--") {
             s = rest
                 .iter()
@@ -243,41 +244,81 @@ pub fn kind_index(sql: &[u8]) -> usize {
             break;
         }
     }
-    let end = s
-        .iter()
-        .position(|c| !c.is_ascii_alphabetic())
-        .unwrap_or(s.len());
-    let w = &s[..end];
-    let is = |k: &[u8]| w.eq_ignore_ascii_case(k);
-    if is(b"select") || is(b"with") || is(b"table") || is(b"values") || is(b"show") {
-        0
-    } else if is(b"insert") || is(b"copy") {
-        1
-    } else if is(b"update") {
-        2
-    } else if is(b"delete") || is(b"truncate") {
-        3
-    } else if is(b"create")
-        || is(b"alter")
-        || is(b"drop")
-        || is(b"grant")
-        || is(b"revoke")
-        || is(b"comment")
-    {
-        4
-    } else if is(b"begin")
-        || is(b"commit")
-        || is(b"rollback")
-        || is(b"start")
-        || is(b"end")
-        || is(b"savepoint")
-        || is(b"release")
-    {
-        5
-    } else {
-        6
+    // The keyword, lower-cased and packed into an integer: a few comparisons in all.
+    let mut len = 0;
+    while len <= KEYWORD_MAX && len < s.len() && s[len].is_ascii_alphabetic() {
+        len += 1;
+    }
+    if len == KEYWORD_MAX {
+        // The one nine-letter keyword.
+        return if s[..len].eq_ignore_ascii_case(b"savepoint") {
+            5
+        } else {
+            6
+        };
+    }
+    if len == 0 || len > 8 {
+        return 6;
+    }
+    let raw = match s.first_chunk::<8>() {
+        Some(eight) => u64::from_le_bytes(*eight),
+        None => {
+            let mut word = [0u8; 8];
+            word[..s.len()].copy_from_slice(s);
+            u64::from_le_bytes(word)
+        }
+    };
+    // The word's bytes only; they are letters, so setting bit 5 of each lower-cases it.
+    let mask = u64::MAX >> (8 * (8 - len));
+    let key = (raw | 0x2020_2020_2020_2020) & mask;
+    match key {
+        SELECT | WITH | TABLE | VALUES | SHOW => 0,
+        INSERT | COPY => 1,
+        UPDATE => 2,
+        DELETE | TRUNCATE => 3,
+        CREATE | ALTER | DROP | GRANT | REVOKE | COMMENT => 4,
+        BEGIN | COMMIT | ROLLBACK | START | END | RELEASE => 5,
+        _ => 6,
     }
 }
+
+/// The longest keyword [`kind_index`] knows (`savepoint`).
+const KEYWORD_MAX: usize = 9;
+
+/// A keyword of up to eight letters as [`kind_index`] packs it.
+const fn keyword(w: &[u8]) -> u64 {
+    assert!(w.len() <= 8);
+    let mut k = 0u64;
+    let mut i = 0;
+    while i < w.len() {
+        k |= (w[i] as u64) << (8 * i);
+        i += 1;
+    }
+    k
+}
+
+const SELECT: u64 = keyword(b"select");
+const WITH: u64 = keyword(b"with");
+const TABLE: u64 = keyword(b"table");
+const VALUES: u64 = keyword(b"values");
+const SHOW: u64 = keyword(b"show");
+const INSERT: u64 = keyword(b"insert");
+const COPY: u64 = keyword(b"copy");
+const UPDATE: u64 = keyword(b"update");
+const DELETE: u64 = keyword(b"delete");
+const TRUNCATE: u64 = keyword(b"truncate");
+const CREATE: u64 = keyword(b"create");
+const ALTER: u64 = keyword(b"alter");
+const DROP: u64 = keyword(b"drop");
+const GRANT: u64 = keyword(b"grant");
+const REVOKE: u64 = keyword(b"revoke");
+const COMMENT: u64 = keyword(b"comment");
+const BEGIN: u64 = keyword(b"begin");
+const COMMIT: u64 = keyword(b"commit");
+const ROLLBACK: u64 = keyword(b"rollback");
+const START: u64 = keyword(b"start");
+const END: u64 = keyword(b"end");
+const RELEASE: u64 = keyword(b"release");
 
 #[cfg(test)]
 mod tests {
@@ -291,5 +332,50 @@ mod tests {
         assert_eq!(k("BEGIN"), "transaction");
         assert_eq!(k("VACUUM"), "other");
         assert_eq!(k(""), "other");
+        assert_eq!(k("SavePoint a"), "transaction");
+        assert_eq!(k("savepoints"), "other", "longer than any keyword");
+        assert_eq!(k("selects"), "other");
+        assert_eq!(k("sel"), "other");
+        assert_eq!(k("insert\ninto t"), "insert");
+        assert_eq!(k("delete(1)"), "delete");
+    }
+
+    /// The packed comparison agrees with comparing the words themselves.
+    #[test]
+    fn kinds_agree_with_word_comparison() {
+        let words: [(&str, &str); 23] = [
+            ("select", "select"),
+            ("with", "select"),
+            ("table", "select"),
+            ("values", "select"),
+            ("show", "select"),
+            ("insert", "insert"),
+            ("copy", "insert"),
+            ("update", "update"),
+            ("delete", "delete"),
+            ("truncate", "delete"),
+            ("create", "ddl"),
+            ("alter", "ddl"),
+            ("drop", "ddl"),
+            ("grant", "ddl"),
+            ("revoke", "ddl"),
+            ("comment", "ddl"),
+            ("begin", "transaction"),
+            ("commit", "transaction"),
+            ("rollback", "transaction"),
+            ("start", "transaction"),
+            ("end", "transaction"),
+            ("savepoint", "transaction"),
+            ("release", "transaction"),
+        ];
+        let k = |s: &str| super::KINDS[super::kind_index(s.as_bytes())];
+        for (w, kind) in words {
+            assert_eq!(k(w), kind, "{w}");
+            assert_eq!(k(&w.to_ascii_uppercase()), kind, "{w}");
+            assert_eq!(k(&format!("{w} x")), kind, "{w}");
+            // One letter more or less is another word.
+            assert_eq!(k(&format!("{w}x")), "other", "{w}x");
+            assert_eq!(k(&w[..w.len() - 1]), "other", "{w} shortened");
+        }
     }
 }
