@@ -622,7 +622,18 @@ fn count_refusal(limit: &'static str) {
     ::metrics::counter!(crate::telemetry::metrics::LIMIT_REFUSALS, "limit" => limit).increment(1);
 }
 
+/// Seconds since the epoch, read once per statement. The kernel's coarse clock (its last
+/// tick, a few milliseconds old at most) is enough for per-second and per-day counters,
+/// and costs a fraction of a precise read.
 fn epoch_secs() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes to it.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0 {
+        return ts.tv_sec;
+    }
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -636,4 +647,25 @@ fn today() -> i64 {
 fn ms_until_tomorrow() -> u64 {
     let s = epoch_secs();
     ((86_400 - s.rem_euclid(86_400)) * 1000) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn coarse_epoch_seconds_follow_the_wall_clock() {
+        let precise = |_| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64
+        };
+        let before = precise(());
+        let coarse = super::epoch_secs();
+        let after = precise(());
+        // The coarse clock lags by at most a tick, never leads.
+        assert!(
+            coarse >= before - 1 && coarse <= after,
+            "{before} {coarse} {after}"
+        );
+    }
 }
