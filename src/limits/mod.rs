@@ -212,7 +212,8 @@ impl Limits {
 
     /// [`Limits::admit`] without IO: `None` when a token must come from the shared bucket
     /// in Redis ([`Limits::admit_shared`]), which most statements do not need (leases).
-    fn admit_now(&self, t: &TenantState, limits: &TenantLimits) -> Option<Result<(), PgError>> {
+    /// The statement is counted either way: `None` is finished by `admit_shared` alone.
+    pub fn admit_now(&self, t: &TenantState, limits: &TenantLimits) -> Option<Result<(), PgError>> {
         // One clock read for both counters.
         let sec = epoch_secs();
         self.count_second(t, sec);
@@ -249,7 +250,7 @@ impl Limits {
     }
 
     /// The rest of an admission [`Limits::admit_now`] could not decide.
-    async fn admit_shared(&self, t: &TenantState, rate: u32) -> Result<(), PgError> {
+    pub async fn admit_shared(&self, t: &TenantState, rate: u32) -> Result<(), PgError> {
         self.take_token_shared(t, rate).await?;
         t.quota_pending.fetch_add(1, Ordering::Relaxed);
         Ok(())

@@ -220,6 +220,25 @@ where
             .is_some_and(|s| readonly::writes(s).is_some())
     }
 
+    /// [`Self::admit`] for a session whose limits context is current ([`Self::lim_stale`]
+    /// false), decided without waiting unless a token must come from Redis. No future is
+    /// built for the common case (an Execute of an attached client).
+    pub(super) async fn admit_current(&mut self) -> Result<(), PgError> {
+        let (Some(pool), Some(l)) = (self.pool.as_ref(), self.lim.as_ref()) else {
+            return Ok(());
+        };
+        let limits = pool.tenant.limits;
+        match l.limits.admit_now(&l.state, &limits) {
+            Some(decided) => decided,
+            None => {
+                let (lim, state) = (l.limits.clone(), l.state.clone());
+                // Boxed: the caller's future stays small for the common case above.
+                Box::pin(async move { lim.admit_shared(&state, limits.queries_per_second).await })
+                    .await
+            }
+        }
+    }
+
     /// Admit one statement under the tenant's rate and daily quota.
     pub(super) async fn admit(&mut self) -> Result<(), PgError> {
         let Some(limits) = self.pool.as_ref().map(|p| p.tenant.limits) else {

@@ -67,14 +67,12 @@ impl Attached {
         })
     }
 
-    /// The connection, with the (drained) buffers given back to it.
-    fn into_conn(self) -> Pooled {
-        let Attached {
-            mut conn,
-            mut sbuf,
-            mut sout,
-            ..
-        } = self;
+    /// The connection, with the (drained) buffers given back to it. Taken from the box
+    /// field by field: moving the whole state out first would copy all of it.
+    fn into_conn(mut self: Box<Self>) -> Pooled {
+        let mut sbuf = std::mem::take(&mut self.sbuf);
+        let mut sout = std::mem::take(&mut self.sout);
+        let mut conn = self.conn;
         for b in [&mut sbuf, &mut sout] {
             b.clear();
             // Memory a large result needed once is not kept by the pool.
@@ -460,6 +458,20 @@ where
                 return Ok(None);
             }
             tracing::trace!(tag = %(h.tag as char), len = h.total(), "client message");
+            if h.tag == b'E' && self.server.is_some() && !self.skip_until_sync && !self.lim_stale()
+            {
+                // An Execute of an attached client: admitted, then forwarded from where it
+                // was read, or refused, without the per-message future of the rest.
+                let admitted = self.admit_current().await;
+                let cin = std::mem::take(&mut self.cin);
+                match admitted {
+                    Ok(()) => self.forward(h.tag, &cin[..h.total()], None),
+                    Err(err) => self.refuse_execute(&cin[..h.total()], err),
+                }
+                self.cin = cin;
+                self.cin.advance(h.total());
+                continue;
+            }
             if self.forwards_directly(h.tag) {
                 // Copied from where it was read: the Bind/Describe/Execute/Sync after a
                 // Parse are not split off one by one (a reference count each).
@@ -579,25 +591,7 @@ where
         // Extended protocol: each Execute is admitted under the tenant's rate and quota.
         if tag == b'E' {
             if let Err(err) = self.admit().await {
-                self.record_local(tag, &msg, Some(&err));
-                match self.server.as_mut() {
-                    None => {
-                        err.encode(&mut self.cout);
-                        self.skip_until_sync = true;
-                    }
-                    Some(a) => {
-                        // Replies are pending: the server fails a marker Parse in order
-                        // (skipping to Sync) and the relay swaps in this error.
-                        a.refusals.push_back(err);
-                        a.sout.extend_from_slice(&super::guard::marker_parse());
-                        a.t.pending.push_back(relay::Pending::Parse {
-                            server_name: None,
-                            client_name: None,
-                            swallow: false,
-                        });
-                        a.t.unsynced = true;
-                    }
-                }
+                self.refuse_execute(&msg, err);
                 return Ok(None);
             }
         }
@@ -620,6 +614,29 @@ where
         }
         self.forward(tag, &msg, facts);
         Ok(None)
+    }
+
+    /// An Execute refused by the tenant's limits: the client gets `err` in its place.
+    fn refuse_execute(&mut self, msg: &[u8], err: PgError) {
+        self.record_local(b'E', msg, Some(&err));
+        match self.server.as_mut() {
+            None => {
+                err.encode(&mut self.cout);
+                self.skip_until_sync = true;
+            }
+            Some(a) => {
+                // Replies are pending: the server fails a marker Parse in order
+                // (skipping to Sync) and the relay swaps in this error.
+                a.refusals.push_back(err);
+                a.sout.extend_from_slice(&super::guard::marker_parse());
+                a.t.pending.push_back(relay::Pending::Parse {
+                    server_name: None,
+                    client_name: None,
+                    swallow: false,
+                });
+                a.t.unsynced = true;
+            }
+        }
     }
 
     /// Does a message go straight to [`Self::forward`]? Nothing to check, admit or attach:
@@ -975,7 +992,8 @@ fn poll_read_client<R: AsyncRead + Unpin>(
         let mut rb = tokio::io::ReadBuf::new(&mut scratch[..chunk.min(CLIENT_CHUNK_MAX)]);
         match Pin::new(r).poll_read(cx, &mut rb) {
             Poll::Ready(Ok(())) => {
-                cin.extend_from_slice(rb.filled());
+                // Allocated at its size in one step (growing an empty buffer costs more).
+                *cin = BytesMut::from(rb.filled());
                 Poll::Ready(Ok(rb.filled().len()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -997,6 +1015,25 @@ fn write_now<Wr: AsyncWrite + Unpin>(w: &mut Wr, buf: &mut BytesMut) -> std::io:
         }
     }
     Ok(())
+}
+
+/// Send `bytes` to the client after what `cout` holds: when nothing is queued, written
+/// straight from where they are as far as the socket takes them without waiting; the
+/// rest (or all, behind queued bytes) is queued. A write error leaves the bytes queued:
+/// the relay's next write meets it again and ends the session.
+fn send_client<Wr: AsyncWrite + Unpin>(w: &mut Wr, cout: &mut BytesMut, mut bytes: &[u8]) {
+    if cout.is_empty() {
+        let mut cx = Context::from_waker(Waker::noop());
+        while !bytes.is_empty() {
+            match Pin::new(&mut *w).poll_write(&mut cx, bytes) {
+                Poll::Ready(Ok(n)) if n > 0 => bytes = &bytes[n..],
+                _ => break,
+            }
+        }
+    }
+    if !bytes.is_empty() {
+        cout.extend_from_slice(bytes);
+    }
 }
 
 /// Return a connection to its pool, resetting it first (in the background) if dirty.

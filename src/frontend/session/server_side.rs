@@ -26,6 +26,7 @@ where
         };
         let Session {
             server,
+            cw,
             cout,
             stmts,
             settings,
@@ -45,50 +46,53 @@ where
         let metrics = proxy.metrics();
         let query_errors = &metrics.query_errors;
         let a = server.as_mut().expect("attached");
-        // One allocation for the reply rather than growth message by message.
-        if cout.capacity() - cout.len() < a.sbuf.len() {
-            cout.reserve(a.sbuf.len());
-        }
-        loop {
+        // Replies are forwarded from where they were read: `pos` is how far `sbuf` has
+        // been looked at, and `run` the bytes before it still to send. A run ends at a
+        // message the client must not see (a swallowed reply, a swapped error) and is
+        // queued then; the last one is written straight to the client when nothing is
+        // queued before it, so the common reply is neither copied nor given a buffer.
+        let mut pos = 0;
+        let mut run = 0..0;
+        let result = loop {
             if a.s_remaining > 0 {
-                let n = a.s_remaining.min(a.sbuf.len());
+                let n = a.s_remaining.min(a.sbuf.len() - pos);
                 if n == 0 {
-                    return Ok(());
+                    break Ok(());
                 }
-                cout.extend_from_slice(&a.sbuf[..n]);
                 if let Some(f) = cache_fill.as_mut() {
-                    f.add(&a.sbuf[..n]);
+                    f.add(&a.sbuf[pos..pos + n]);
                 }
-                a.sbuf.advance(n);
+                extend_run(&mut run, pos, n, &a.sbuf, cout);
+                pos += n;
                 a.s_remaining -= n;
                 a.t.log.sent_out(n);
                 continue;
             }
-            let h = match frame::peek_header(&a.sbuf) {
+            let h = match frame::peek_header(&a.sbuf[pos..]) {
                 Ok(Some(h)) => h,
-                Ok(None) => return Ok(()),
-                Err(_) => return Err(PgError::server_lost()),
+                Ok(None) => break Ok(()),
+                Err(_) => break Err(PgError::server_lost()),
             };
             let inspect = matches!(
                 h.tag,
                 b'Z' | b'1' | b'3' | b'C' | b'S' | b'E' | b'G' | b'W' | b'I' | b's'
             );
             if !inspect {
-                let n = h.total().min(a.sbuf.len());
+                let n = h.total().min(a.sbuf.len() - pos);
                 a.t.log.sent_out(n);
-                cout.extend_from_slice(&a.sbuf[..n]);
                 if let Some(f) = cache_fill.as_mut() {
-                    f.add(&a.sbuf[..n]);
+                    f.add(&a.sbuf[pos..pos + n]);
                 }
-                a.sbuf.advance(n);
+                extend_run(&mut run, pos, n, &a.sbuf, cout);
+                pos += n;
                 a.s_remaining = h.total() - n;
                 continue;
             }
-            if a.sbuf.len() < h.total() {
-                a.sbuf.reserve(h.total() - a.sbuf.len());
-                return Ok(());
+            if a.sbuf.len() - pos < h.total() {
+                break Ok(());
             }
-            let body = &a.sbuf[frame::HEADER_LEN..h.total()];
+            let msg = pos..pos + h.total();
+            let body = &a.sbuf[msg.start + frame::HEADER_LEN..msg.end];
             let forward = match h.tag {
                 b'Z' => {
                     let status = body.first().copied().unwrap_or(b'I');
@@ -200,6 +204,9 @@ where
                     }
                     match refusal {
                         Some(err) => {
+                            // After what came before it.
+                            cout.extend_from_slice(&a.sbuf[run.clone()]);
+                            run = msg.end..msg.end;
                             err.encode(cout);
                             false
                         }
@@ -222,12 +229,40 @@ where
                 }
                 if h.tag != b'Z' {
                     if let Some(f) = cache_fill.as_mut() {
-                        f.add(&a.sbuf[..h.total()]);
+                        f.add(&a.sbuf[msg.clone()]);
                     }
                 }
-                cout.extend_from_slice(&a.sbuf[..h.total()]);
+                extend_run(&mut run, pos, h.total(), &a.sbuf, cout);
             }
-            a.sbuf.advance(h.total());
+            pos = msg.end;
+        };
+        // A message cut short waits in `sbuf` for the rest, with room for it.
+        let unread = a.sbuf.len() - pos;
+        super::send_client(cw, cout, &a.sbuf[run]);
+        a.sbuf.advance(pos);
+        if result.is_ok() && a.s_remaining == 0 {
+            if let Ok(Some(h)) = frame::peek_header(&a.sbuf) {
+                if h.total() > unread {
+                    a.sbuf.reserve(h.total() - unread);
+                }
+            }
         }
+        result
     }
+}
+
+/// Add `n` bytes of `sbuf` at `at` to the run of bytes to forward. Bytes not adjacent to
+/// the run (a message between them was not forwarded) end it: it is queued first.
+fn extend_run(
+    run: &mut std::ops::Range<usize>,
+    at: usize,
+    n: usize,
+    sbuf: &[u8],
+    cout: &mut bytes::BytesMut,
+) {
+    if run.end != at {
+        cout.extend_from_slice(&sbuf[run.clone()]);
+        *run = at..at;
+    }
+    run.end = at + n;
 }
