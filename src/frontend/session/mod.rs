@@ -227,6 +227,9 @@ where
         let kill = self.kill.clone();
         let killed = wake_gate::WakeGate::new(kill.cancelled());
         tokio::pin!(killed);
+        // Bytes the client writer accepted may sit in its own buffer (TLS: encrypted
+        // records waiting for the socket) until flushed; set after every write to it.
+        let mut c_unflushed = false;
         // Anything the client pipelined behind its startup packet.
         if !self.cin.is_empty() {
             if let Some(end) = self.on_client_data().await? {
@@ -304,6 +307,13 @@ where
                         if let Poll::Ready(r) = Pin::new(&mut *cw).poll_write(cx, cout) {
                             return Poll::Ready(Event::ClientWrote(r));
                         }
+                    } else if c_unflushed {
+                        // Immediate for a plain socket; a TLS writer sends what it holds.
+                        match Pin::new(&mut *cw).poll_flush(cx) {
+                            Poll::Ready(Ok(())) => c_unflushed = false,
+                            Poll::Ready(Err(e)) => return Poll::Ready(Event::ClientWrote(Err(e))),
+                            Poll::Pending => {}
+                        }
                     }
                     if read_server {
                         if let (Some(r), Some(b)) = (sr.as_mut(), sbuf.as_deref_mut()) {
@@ -338,6 +348,7 @@ where
                 }
                 Event::ClientWrote(r) => match r {
                     Ok(n) => {
+                        c_unflushed = true;
                         self.cout.advance(n);
                         // Give back memory a large result needed once.
                         if self.cout.is_empty() && self.cout.capacity() > HIGH_WATER {
@@ -354,6 +365,7 @@ where
                         if write_now(&mut self.cw, &mut self.cout).is_err() {
                             return Ok(End::ClientGone);
                         }
+                        c_unflushed = true;
                         self.maybe_release();
                     }
                 },
