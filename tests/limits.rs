@@ -316,6 +316,23 @@ async fn result_cache_hits_invalidates_on_write_and_keeps_tenants_apart() {
     let a = env.client("acme").await;
     let first = a.simple_query(q).await.unwrap();
     assert_eq!(first_value(&first), "10");
+    // The answer is written to the shared cache in the background: wait until it is there.
+    let redis = redis::Client::open(REDIS).unwrap();
+    let rc = redis.get_multiplexed_async_connection().await.unwrap();
+    let pattern = format!("tgtest:{prefix}:cache:acme:*");
+    let stored = eventually(Duration::from_secs(5), || {
+        let (mut rc, pattern) = (rc.clone(), pattern.clone());
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut rc)
+                .await
+                .unwrap();
+            !keys.is_empty()
+        }
+    })
+    .await;
+    assert!(stored, "the answer reaches the shared cache");
     // Change the data behind the proxy's back: a cached answer does not see it.
     let su = common::admin(&env.db.db).await;
     su.batch_execute("INSERT INTO acme.items VALUES (50, 'acme')")
