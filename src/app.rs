@@ -138,7 +138,7 @@ impl Running {
     /// Drain and stop (steps in the module docs).
     pub async fn shutdown(mut self) {
         let limit = Duration::from_millis(self.proxy.config().limits.shutdown_timeout_ms);
-        self.proxy.shutdown_token().cancel();
+        self.proxy.shutdown();
         for t in self.tasks {
             let _ = t.await;
         }

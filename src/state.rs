@@ -17,6 +17,7 @@ use crate::catalog::static_dir::StaticDirectory;
 use crate::catalog::TenantDirectory;
 use crate::config::{self, Config, ConfigError};
 use crate::frontend::cancel::CancelRegistry;
+use crate::frontend::signal::SessionSignal;
 
 /// Handle to the proxy's state.
 #[derive(Clone)]
@@ -38,7 +39,7 @@ struct Inner {
     shutdown: CancellationToken,
     /// Tenants come from the catalog (reload keeps the directory).
     uses_catalog: bool,
-    sessions: Mutex<HashMap<u64, (String, CancellationToken)>>,
+    sessions: Mutex<HashMap<u64, (String, Arc<SessionSignal>)>>,
     next_session: AtomicU64,
     guard: crate::frontend::guard::GuardCache,
     metrics: crate::telemetry::metrics::Metrics,
@@ -216,22 +217,36 @@ impl Proxy {
         self.inner.clients.load(Ordering::Acquire)
     }
 
-    /// Register a client session of `tenant`; its token is cancelled to end it.
-    pub fn session_enter(&self, tenant: &str) -> (u64, CancellationToken) {
+    /// Register a client session of `tenant`; its signal tells it to drain or end.
+    pub fn session_enter(&self, tenant: &str) -> (u64, Arc<SessionSignal>) {
         let id = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
-        let token = CancellationToken::new();
+        let signal = Arc::new(SessionSignal::default());
         self.inner
             .sessions
             .lock()
-            .insert(id, (tenant.to_owned(), token.clone()));
-        (id, token)
+            .insert(id, (tenant.to_owned(), signal.clone()));
+        // After the insert: `shutdown` cancels the token before it signals the
+        // registered sessions, so a session is either signalled there or sees it here.
+        if self.inner.shutdown.is_cancelled() {
+            signal.drain();
+        }
+        (id, signal)
+    }
+
+    /// Begin the graceful shutdown: the listener and background tasks stop (the shutdown
+    /// token), and each session ends at its next transaction boundary.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        for (_, signal) in self.inner.sessions.lock().values() {
+            signal.drain();
+        }
     }
 
     /// End one session (admin KILL CLIENT). False when there is no such session.
     pub fn kill_session(&self, id: u64) -> bool {
         match self.inner.sessions.lock().get(&id) {
-            Some((_, token)) => {
-                token.cancel();
+            Some((_, signal)) => {
+                signal.end();
                 true
             }
             None => false,
@@ -246,9 +261,9 @@ impl Proxy {
     pub fn end_tenant_sessions(&self, tenant: &str) -> usize {
         let sessions = self.inner.sessions.lock();
         let mut n = 0;
-        for (t, token) in sessions.values() {
+        for (t, signal) in sessions.values() {
             if t == tenant {
-                token.cancel();
+                signal.end();
                 n += 1;
             }
         }

@@ -428,3 +428,37 @@ async fn deeply_nested_statement_does_not_take_the_proxy_down() {
     env.still_alive().await;
     env.finish().await;
 }
+
+#[tokio::test]
+async fn shutdown_drains_registered_sessions_and_ones_that_register_during_it() {
+    use std::task::{Context, Waker};
+    let env = Env::new().await;
+    let p = &env.proxy.proxy;
+    let cx = Context::from_waker(Waker::noop());
+    // A connected client, idle: the drain ends it at once, with 57P01.
+    let c = env.client("acme").await;
+    let (early, before) = p.session_enter("acme");
+    assert!(!before.poll(&cx).drain());
+    p.shutdown();
+    assert!(before.poll(&cx).drain() && !before.poll(&cx).end());
+    // A login that gets past the listener while the shutdown begins is told too.
+    let (late, after) = p.session_enter("acme");
+    assert!(after.poll(&cx).drain());
+    p.session_leave(early);
+    p.session_leave(late);
+    let e = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match c.simple_query("SELECT 1").await {
+                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => return e,
+            }
+        }
+    })
+    .await
+    .expect("the idle session ends");
+    assert!(
+        e.is_closed() || e.code().map(|c| c.code()) == Some("57P01"),
+        "{e}"
+    );
+    env.finish().await;
+}

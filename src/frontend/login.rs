@@ -420,7 +420,7 @@ async fn start_session<S: ClientStream>(
         .flatten();
     let (ckey, cancel): ((i32, i32), Arc<CancelTarget>) = proxy.cancels().register(session_pid);
     // Service users move between tenants; their tenant's status is checked per transaction.
-    let (sid, kill) = proxy.session_enter(if who.trusted { "" } else { key });
+    let (sid, signal) = proxy.session_enter(if who.trusted { "" } else { key });
     // Under the tenant's connection cap, across replicas.
     let mut registered = None;
     if let (Some(l), Some(ts), Some(t)) = (&limits, &lim_state, &who.tenant) {
@@ -471,9 +471,9 @@ async fn start_session<S: ClientStream>(
         who.settings,
         cancel,
         server,
+        signal,
     );
     session.cout = out;
-    session.kill = kill;
     session.trusted = who.trusted;
     session.user = who.login_user.clone();
     session.session_id = sid;

@@ -3,7 +3,6 @@
 //! (or session) end. Only message headers are read on the hot path; see [`super::relay`] for
 //! the bookkeeping.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -16,7 +15,6 @@ mod events;
 mod limits;
 mod policy;
 mod server_side;
-mod wake_gate;
 
 use super::cancel::CancelTarget;
 use super::relay::{self, Statements, Tracker};
@@ -120,8 +118,9 @@ pub struct Session<R, W> {
     max_message: usize,
     /// Current client read size: doubles while reads fill the buffer, resets when not.
     client_chunk: usize,
-    /// Cancelled when the tenant is suspended or removed: the session ends at once.
-    pub kill: tokio_util::sync::CancellationToken,
+    /// Set by the proxy's session registry: drain (shutdown) or end now (KILL CLIENT, a
+    /// suspended or removed tenant).
+    pub signal: Arc<crate::frontend::signal::SessionSignal>,
     /// Statement telemetry; `None` when off.
     tele: Option<crate::telemetry::Telemetry>,
     capture: crate::frontend::stmt_log::StmtCapture,
@@ -164,6 +163,7 @@ where
         settings: Vec<(String, String)>,
         cancel: Arc<CancelTarget>,
         server: Option<Box<Attached>>,
+        signal: Arc<crate::frontend::signal::SessionSignal>,
     ) -> Self {
         let max_message = proxy.config().limits.max_message_bytes;
         let cfg = proxy.config_cache();
@@ -186,7 +186,7 @@ where
             terminating: false,
             max_message,
             client_chunk: CLIENT_CHUNK_MIN,
-            kill: tokio_util::sync::CancellationToken::new(),
+            signal,
             tele,
             capture: Default::default(),
             ev_ctx: None,
@@ -220,13 +220,7 @@ where
     }
 
     async fn relay(&mut self) -> Result<End, PgError> {
-        // Registered once: creating the future per loop would lock the token each time.
-        let token = self.proxy.shutdown_token();
-        let shutdown = wake_gate::WakeGate::new(token.cancelled());
-        tokio::pin!(shutdown);
-        let kill = self.kill.clone();
-        let killed = wake_gate::WakeGate::new(kill.cancelled());
-        tokio::pin!(killed);
+        let signal = self.signal.clone();
         // Bytes the client writer accepted may sit in its own buffer (TLS: encrypted
         // records waiting for the socket) until flushed; set after every write to it.
         let mut c_unflushed = false;
@@ -329,11 +323,12 @@ where
                             return Poll::Ready(Event::ClientRead(r));
                         }
                     }
-                    if wait_shutdown && shutdown.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Event::Shutdown);
-                    }
-                    if killed.as_mut().poll(cx).is_ready() {
+                    let signalled = signal.poll(cx);
+                    if signalled.end() {
                         return Poll::Ready(Event::Killed);
+                    }
+                    if wait_shutdown && signalled.drain() {
+                        return Poll::Ready(Event::Shutdown);
                     }
                     Poll::Pending
                 })
