@@ -19,9 +19,14 @@ use crate::state::Proxy;
 /// Accept clients until shutdown; each runs in its own task on `tracker`.
 pub async fn run(proxy: Proxy, listener: TcpListener, tracker: TaskTracker) {
     let shutdown = proxy.shutdown_token();
+    // One wait for the whole loop: a new one per accept would join and leave the token's
+    // waiter list each time.
+    let stopped = shutdown.cancelled();
+    tokio::pin!(stopped);
     loop {
         let (sock, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            biased;
+            _ = &mut stopped => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
