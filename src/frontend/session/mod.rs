@@ -465,25 +465,24 @@ where
                 return Ok(None);
             }
             tracing::trace!(tag = %(h.tag as char), len = h.total(), "client message");
-            if h.tag == b'E' && self.server.is_some() && !self.skip_until_sync && !self.lim_stale()
+            // The Bind/Describe/Execute/Sync of an attached client (an Execute once
+            // admitted) go to the server from where they were read: not split off one by
+            // one (a reference count each), and without the per-message future of the rest.
+            let direct = if h.tag == b'E'
+                && self.server.is_some()
+                && !self.skip_until_sync
+                && !self.lim_stale()
             {
-                // An Execute of an attached client: admitted, then forwarded from where it
-                // was read, or refused, without the per-message future of the rest.
-                let admitted = self.admit_current().await;
+                Some(self.admit_current().await)
+            } else {
+                self.forwards_directly(h.tag).then_some(Ok(()))
+            };
+            if let Some(admitted) = direct {
                 let cin = std::mem::take(&mut self.cin);
                 match admitted {
                     Ok(()) => self.forward(h.tag, &cin[..h.total()], None),
                     Err(err) => self.refuse_execute(&cin[..h.total()], err),
                 }
-                self.cin = cin;
-                self.cin.advance(h.total());
-                continue;
-            }
-            if self.forwards_directly(h.tag) {
-                // Copied from where it was read: the Bind/Describe/Execute/Sync after a
-                // Parse are not split off one by one (a reference count each).
-                let cin = std::mem::take(&mut self.cin);
-                self.forward(h.tag, &cin[..h.total()], None);
                 self.cin = cin;
                 self.cin.advance(h.total());
                 continue;
@@ -1009,37 +1008,42 @@ fn poll_read_client<R: AsyncRead + Unpin>(
     })
 }
 
-/// Write as much of `buf` as the socket takes right now, without waiting: saves a turn of
-/// the relay loop (and its waker registrations) per message in the common case.
-fn write_now<Wr: AsyncWrite + Unpin>(w: &mut Wr, buf: &mut BytesMut) -> std::io::Result<()> {
+/// Write as much of `bytes` as the socket takes right now, without waiting: how much was
+/// written, and the error that stopped it, if any.
+fn write_some<Wr: AsyncWrite + Unpin>(w: &mut Wr, bytes: &[u8]) -> (usize, std::io::Result<()>) {
     let mut cx = Context::from_waker(Waker::noop());
-    while !buf.is_empty() {
-        match Pin::new(&mut *w).poll_write(&mut cx, buf) {
-            Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Poll::Ready(Ok(n)) => buf.advance(n),
-            Poll::Ready(Err(e)) => return Err(e),
+    let mut done = 0;
+    while done < bytes.len() {
+        match Pin::new(&mut *w).poll_write(&mut cx, &bytes[done..]) {
+            Poll::Ready(Ok(0)) => return (done, Err(std::io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => done += n,
+            Poll::Ready(Err(e)) => return (done, Err(e)),
             Poll::Pending => break,
         }
     }
-    Ok(())
+    (done, Ok(()))
+}
+
+/// Write as much of `buf` as the socket takes right now, without waiting: saves a turn of
+/// the relay loop (and its waker registrations) per message in the common case.
+fn write_now<Wr: AsyncWrite + Unpin>(w: &mut Wr, buf: &mut BytesMut) -> std::io::Result<()> {
+    let (n, result) = write_some(w, buf);
+    buf.advance(n);
+    result
 }
 
 /// Send `bytes` to the client after what `cout` holds: when nothing is queued, written
 /// straight from where they are as far as the socket takes them without waiting; the
-/// rest (or all, behind queued bytes) is queued. A write error leaves the bytes queued:
+/// rest (or all, behind queued bytes) is queued. A write error leaves the rest queued:
 /// the relay's next write meets it again and ends the session.
-fn send_client<Wr: AsyncWrite + Unpin>(w: &mut Wr, cout: &mut BytesMut, mut bytes: &[u8]) {
-    if cout.is_empty() {
-        let mut cx = Context::from_waker(Waker::noop());
-        while !bytes.is_empty() {
-            match Pin::new(&mut *w).poll_write(&mut cx, bytes) {
-                Poll::Ready(Ok(n)) if n > 0 => bytes = &bytes[n..],
-                _ => break,
-            }
-        }
-    }
-    if !bytes.is_empty() {
-        cout.extend_from_slice(bytes);
+fn send_client<Wr: AsyncWrite + Unpin>(w: &mut Wr, cout: &mut BytesMut, bytes: &[u8]) {
+    let written = if cout.is_empty() {
+        write_some(w, bytes).0
+    } else {
+        0
+    };
+    if written < bytes.len() {
+        cout.extend_from_slice(&bytes[written..]);
     }
 }
 

@@ -205,8 +205,7 @@ where
                     match refusal {
                         Some(err) => {
                             // After what came before it.
-                            cout.extend_from_slice(&a.sbuf[run.clone()]);
-                            run = msg.end..msg.end;
+                            queue_run(&mut run, msg.end, &a.sbuf, cout);
                             err.encode(cout);
                             false
                         }
@@ -261,8 +260,13 @@ fn extend_run(
     cout: &mut bytes::BytesMut,
 ) {
     if run.end != at {
-        cout.extend_from_slice(&sbuf[run.clone()]);
-        *run = at..at;
+        queue_run(run, at, sbuf, cout);
     }
     run.end = at + n;
+}
+
+/// Queue the run of bytes to forward, and start an empty one at `at`.
+fn queue_run(run: &mut std::ops::Range<usize>, at: usize, sbuf: &[u8], cout: &mut bytes::BytesMut) {
+    cout.extend_from_slice(&sbuf[run.clone()]);
+    *run = at..at;
 }
