@@ -16,4 +16,5 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tenantgate/target}
 # --all-targets the criterion benches (harness = false) run too, and criterion 0.5
 # rejects --test-threads as an unknown argument. libtest reads the variable the same way.
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
-exec cargo test --all-targets "$@"
+# --no-fail-fast: every test binary runs, so one failure does not hide the rest.
+exec cargo test --all-targets --no-fail-fast "$@"

@@ -13,6 +13,7 @@ use tenantgate::config::{
 use tokio_postgres::NoTls;
 
 async fn setup_with(f: impl FnOnce(&mut Config)) -> (PgInstance, tenantgate::app::Running) {
+    let _ = common::tracing_subscriber_init();
     let pg = tokio::task::spawn_blocking(PgInstance::start)
         .await
         .unwrap();
@@ -135,15 +136,26 @@ async fn server_restart_gives_errors_not_hangs_and_the_pool_heals() {
     // from clients below is the lost connection, not how long ago they were used.
     let (pg, proxy) = setup_with(|c| c.pool.server_check_delay_ms = 60_000).await;
     let port = proxy.addr.port();
-    let idle = client(port, "").await.unwrap();
-    let n: i64 = idle
-        .query_one("SELECT count(*) FROM items", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(n, 2);
+    // One server connection held in a transaction, another idle in the pool (the one the
+    // idle client last used).
     let in_tx = client(port, "").await.unwrap();
     in_tx.batch_execute("BEGIN").await.unwrap();
+    let idle = client(port, "").await.unwrap();
+    // Kept, not dropped: a dropped statement sends Close + Sync in the background, and a
+    // restart during that exchange would end it (and the client) with the server's FATAL.
+    let count = idle.prepare("SELECT count(*) FROM items").await.unwrap();
+    let n: i64 = idle.query_one(&count, &[]).await.unwrap().get(0);
+    assert_eq!(n, 2);
+    let held = proxy.proxy.pools().stats();
+    let held = held
+        .iter()
+        .find(|s| s.tenant == "acme")
+        .expect("acme's pool");
+    assert_eq!(
+        (held.open, held.idle),
+        (2, 1),
+        "one held by the transaction, one idle"
+    );
 
     let pg = tokio::task::spawn_blocking(move || {
         pg.restart();
@@ -160,8 +172,9 @@ async fn server_restart_gives_errors_not_hangs_and_the_pool_heals() {
     // The idle client (no server held) is not affected: the lost connection above marks
     // the instance's idle connections for a check before their next use, so the dead one
     // it last used is not handed to it, however recently it was used.
+    // Its statement is prepared again on whichever connection it gets.
     let n: i64 = idle
-        .query_one("SELECT count(*) FROM items", &[])
+        .query_one(&count, &[])
         .await
         .expect("the pool healed: no dead connection handed out after the restart")
         .get(0);

@@ -252,7 +252,7 @@ impl Env {
 }
 
 /// Logs for debugging a test: `TG_TEST_LOG=tenantgate=trace cargo test ...`.
-fn tracing_subscriber_init() -> Option<()> {
+pub fn tracing_subscriber_init() -> Option<()> {
     let filter = std::env::var("TG_TEST_LOG").ok()?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
