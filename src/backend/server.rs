@@ -297,7 +297,7 @@ impl ServerConn {
     /// Make the server's settings match `wanted` (client settings, lower-case names):
     /// SET what differs, RESET what an earlier client had applied and this one did not ask for.
     pub async fn sync_settings(&mut self, wanted: &[(String, String)]) -> Result<(), BackendError> {
-        if self.synced.as_deref() == Some(wanted) {
+        if self.is_synced(wanted) {
             return Ok(());
         }
         if self.settings_differ(wanted) {
@@ -305,6 +305,12 @@ impl ServerConn {
         }
         self.synced = Some(wanted.to_vec());
         Ok(())
+    }
+
+    /// Last brought in line with `wanted` and unchanged since: [`Self::sync_settings`] has
+    /// nothing to do (checked first by the relay, which then builds no future for it).
+    pub fn is_synced(&self, wanted: &[(String, String)]) -> bool {
+        self.synced.as_deref() == Some(wanted)
     }
 
     /// A setting the server reported (ParameterStatus) while relaying a client's statements.

@@ -79,7 +79,9 @@ pub async fn serve<S: ClientStream>(
     );
     // Not one async block for both awaits: a block's captures are stored apart from the
     // future it awaits, so the session's state was held twice in the client's task.
-    match start_session(&proxy, who, stream, cin, out, peer)
+    // Boxed where it is made: the session's future is large, and each move of it (into
+    // the span's wrapper, into this future, this future into its box) was a copy.
+    match Box::pin(start_session(&proxy, who, stream, cin, out, peer))
         .instrument(span.clone())
         .await
     {

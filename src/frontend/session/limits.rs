@@ -2,6 +2,8 @@
 //! statements under the tenant's rate and quota, the `read_only` / `max_statement_ms`
 //! checks, cached answers for `/* cache: 30s */` reads, and invalidation on writes.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -14,6 +16,29 @@ use crate::limits::flags::Flags;
 use crate::limits::{FlagsCache, Limits, TenantState};
 use crate::protocol::{frame, write, PgError};
 use crate::router::readonly::{self, Violation};
+
+/// An admission [`Session::admit_quick`] could not decide in place.
+pub enum Admission {
+    Decided(Result<(), PgError>),
+    /// The statement is counted; a token must come from the shared bucket in Redis.
+    Shared(Pin<Box<dyn Future<Output = Result<(), PgError>> + Send>>),
+    /// The limits context must be loaded first ([`Session::admit`]).
+    Stale,
+}
+
+/// Admit the session's next statement under its tenant's rate and quota: decided in
+/// place in the common case, awaiting only when it must (each async fn between the
+/// relay and the counters was a future built and polled per statement).
+macro_rules! admit {
+    ($session:expr) => {
+        match $session.admit_quick() {
+            $crate::frontend::session::limits::Admission::Decided(r) => r,
+            $crate::frontend::session::limits::Admission::Shared(wait) => wait.await,
+            $crate::frontend::session::limits::Admission::Stale => $session.admit().await,
+        }
+    };
+}
+pub(super) use admit;
 
 /// The limits of the tenant the session runs for.
 pub struct LimCtx {
@@ -220,21 +245,23 @@ where
             .is_some_and(|s| readonly::writes(s).is_some())
     }
 
-    /// [`Self::admit`] for a session whose limits context is current ([`Self::lim_stale`]
-    /// false), decided without waiting unless a token must come from Redis. No future is
-    /// built for the common case (an Execute of an attached client).
-    pub(super) async fn admit_current(&mut self) -> Result<(), PgError> {
+    /// [`Self::admit`] decided in place when the limits context is current (the common
+    /// case: no future is built, see [`admit!`]); otherwise what to wait for.
+    pub(super) fn admit_quick(&self) -> Admission {
+        if self.lim_stale() {
+            return Admission::Stale;
+        }
         let (Some(pool), Some(l)) = (self.pool.as_ref(), self.lim.as_ref()) else {
-            return Ok(());
+            return Admission::Decided(Ok(()));
         };
         let limits = pool.tenant.limits;
         match l.limits.admit_now(&l.state, &limits) {
-            Some(decided) => decided,
+            Some(decided) => Admission::Decided(decided),
             None => {
                 let (lim, state) = (l.limits.clone(), l.state.clone());
-                // Boxed: the caller's future stays small for the common case above.
-                Box::pin(async move { lim.admit_shared(&state, limits.queries_per_second).await })
-                    .await
+                Admission::Shared(Box::pin(async move {
+                    lim.admit_shared(&state, limits.queries_per_second).await
+                }))
             }
         }
     }
@@ -253,10 +280,9 @@ where
     /// Answer a `/* cache: … */` read from the cache, or arrange for its answer to be
     /// stored. Returns true when answered. Only outside transactions, for single
     /// read-only statements of tenants with the `query_cache` flag.
-    pub(super) async fn try_cache(&mut self, sql: &[u8]) -> Result<bool, PgError> {
-        let Some(ttl) = crate::limits::cache::requested_ttl(sql) else {
-            return Ok(false);
-        };
+    /// `ttl` is what the statement asked for ([`crate::limits::cache::requested_ttl`],
+    /// checked by the caller: most statements do not ask, and build no future).
+    pub(super) async fn try_cache(&mut self, sql: &[u8], ttl: Duration) -> Result<bool, PgError> {
         // Boxed: the relay's future stays small for the statements that do not ask.
         Box::pin(self.try_cache_requested(sql, ttl)).await
     }

@@ -468,12 +468,8 @@ where
             // The Bind/Describe/Execute/Sync of an attached client (an Execute once
             // admitted) go to the server from where they were read: not split off one by
             // one (a reference count each), and without the per-message future of the rest.
-            let direct = if h.tag == b'E'
-                && self.server.is_some()
-                && !self.skip_until_sync
-                && !self.lim_stale()
-            {
-                Some(self.admit_current().await)
+            let direct = if h.tag == b'E' && self.server.is_some() && !self.skip_until_sync {
+                Some(limits::admit!(self))
             } else {
                 self.forwards_directly(h.tag).then_some(Ok(()))
             };
@@ -523,7 +519,7 @@ where
             // A FunctionCall names its function by OID (set_config, lo_import, ...), which
             // the guard cannot vet: refused while the guard is on.
             let routed = self.route(&msg[span.clone()]);
-            if routed.is_ok() {
+            if routed.is_ok() && self.lim_stale() {
                 // The flags checked below are the tenant's this statement runs for.
                 self.lim_ctx().await;
             }
@@ -560,10 +556,16 @@ where
                 }
             };
             if refused.is_none() && tag == b'Q' {
-                refused = self.admit().await.err();
-                if refused.is_none() && self.try_cache(&msg[span.clone()]).await? {
-                    self.record_local(tag, &msg, None);
-                    return Ok(None);
+                refused = limits::admit!(self).err();
+                let ttl = refused
+                    .is_none()
+                    .then(|| crate::limits::cache::requested_ttl(&msg[span.clone()]))
+                    .flatten();
+                if let Some(ttl) = ttl {
+                    if self.try_cache(&msg[span.clone()], ttl).await? {
+                        self.record_local(tag, &msg, None);
+                        return Ok(None);
+                    }
                 }
             }
             if let Some(err) = refused {
@@ -596,7 +598,7 @@ where
         }
         // Extended protocol: each Execute is admitted under the tenant's rate and quota.
         if tag == b'E' {
-            if let Err(err) = self.admit().await {
+            if let Err(err) = limits::admit!(self) {
                 self.refuse_execute(&msg, err);
                 return Ok(None);
             }
@@ -869,10 +871,16 @@ where
                 (c, started.elapsed())
             }
         };
-        self.lim_ctx().await;
+        if self.lim_stale() {
+            self.lim_ctx().await;
+        }
         let flags = self.flags();
         let synced = if flags.settings.is_empty() {
-            conn.sync_settings(&self.settings).await
+            if conn.is_synced(&self.settings) {
+                Ok(())
+            } else {
+                conn.sync_settings(&self.settings).await
+            }
         } else {
             conn.sync_settings(&flags.merge_settings(&self.settings))
                 .await
