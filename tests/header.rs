@@ -216,3 +216,41 @@ async fn logical_schema_is_rewritten_to_the_tenants() {
     );
     env.finish().await;
 }
+
+// One runtime thread: both queries of a `join!` are queued before the connection task
+// writes, so they reach the proxy in one write, the second while the first is running.
+#[tokio::test]
+async fn pipelined_statements_switch_tenants_once_the_earlier_ones_are_answered() {
+    let env = env().await;
+    let svc = env.try_client("svc", "svc-pw").await.unwrap();
+    for _ in 0..3 {
+        let (a, g) = tokio::join!(
+            owner(&svc, "/* tenant: acme */ SELECT current_schema()"),
+            owner(&svc, "/* tenant: globex */ SELECT current_schema()"),
+        );
+        assert_eq!((a, g), (Ok("acme".into()), Ok("globex".into())));
+    }
+    // A transaction still open once the earlier replies are in: refused, as unpipelined.
+    let (begin, g) = tokio::join!(
+        svc.simple_query("/* tenant: acme */ BEGIN"),
+        owner(&svc, "/* tenant: globex */ SELECT 1"),
+    );
+    begin.unwrap();
+    assert_eq!(g, Err("25001".into()));
+    svc.batch_execute("ROLLBACK").await.unwrap();
+    // A statement tokio-postgres prepared and dropped is closed in the background (Close +
+    // Sync), just ahead of the next tenant's statement.
+    for i in 0..3 {
+        let n: i32 = svc
+            .query_one("/* tenant: acme */ SELECT $1::int", &[&i])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, i);
+        assert_eq!(
+            owner(&svc, "/* tenant: globex */ SELECT current_schema()").await,
+            Ok("globex".into())
+        );
+    }
+    env.finish().await;
+}

@@ -544,3 +544,66 @@ async fn without_redis_the_same_limits_hold_in_process() {
     );
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_user_statements_count_against_the_tenant_they_name() {
+    // A trusted service user's statements run under the limits of the tenant each one
+    // names, not of the login (it has none): the quota of acme is acme's whoever spends it.
+    let prefix = common::unique();
+    let env = Env::with(|c| {
+        shared(&prefix)(c);
+        limit(c, "acme", 0, 4, 0);
+        c.service_users = vec![tenantgate::config::LoginUserConfig {
+            name: "svc".into(),
+            password: "svc-pw".into(),
+            scram_verifier: String::new(),
+        }];
+    })
+    .await;
+    let svc = env.try_client("svc", "svc-pw").await.unwrap();
+    for _ in 0..2 {
+        svc.simple_query("/* tenant: acme */ SELECT 1")
+            .await
+            .unwrap();
+        // Between acme's statements, another tenant's: the limits follow the header.
+        svc.simple_query("/* tenant: globex */ SELECT 1")
+            .await
+            .unwrap();
+    }
+    // Extended protocol: the Execute is what counts.
+    svc.query("/* tenant: acme */ SELECT $1::int", &[&1i32])
+        .await
+        .unwrap();
+    let a = env.client("acme").await;
+    a.simple_query("SELECT 1").await.unwrap();
+    // acme's four are spent: by the service user (three) and acme's own login (one).
+    let e = svc
+        .simple_query("/* tenant: acme */ SELECT 1")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "53400", "{e}");
+    assert!(e
+        .as_db_error()
+        .unwrap()
+        .message()
+        .contains("queries_per_day"));
+    let e = svc
+        .query("/* tenant: acme */ SELECT $1::int", &[&2i32])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "53400", "{e}");
+    assert_eq!(
+        code(&a.simple_query("SELECT 1").await.unwrap_err()),
+        "53400"
+    );
+    // globex has no quota, and the service user's connection is still usable.
+    assert_eq!(
+        first_value(
+            &svc.simple_query("/* tenant: globex */ SELECT 7")
+                .await
+                .unwrap()
+        ),
+        "7"
+    );
+    env.finish().await;
+}

@@ -111,6 +111,9 @@ pub struct Session<R, W> {
     pub server: Option<Box<Attached>>,
     pub cancel: Arc<CancelTarget>,
     skip_until_sync: bool,
+    /// A service user's statement for another tenant waits at the head of `cin` until
+    /// the server has answered what came before it ([`Self::defers_switch`]).
+    switch_waits: bool,
     /// The client sent Terminate: nothing more is read from it; the session ends once
     /// the server has answered what came before (as PostgreSQL runs a `COMMIT` sent
     /// just ahead of Terminate) and the client has been sent what it is owed.
@@ -183,6 +186,7 @@ where
             server,
             cancel,
             skip_until_sync: false,
+            switch_waits: false,
             terminating: false,
             max_message,
             client_chunk: CLIENT_CHUNK_MIN,
@@ -362,6 +366,17 @@ where
                         }
                         c_unflushed = true;
                         self.maybe_release();
+                        if self.switch_waits && self.server.as_ref().is_none_or(|a| a.t.quiet()) {
+                            // Everything before it is answered: judge the switch now.
+                            self.switch_waits = false;
+                            if let Some(end) = self.on_client_data().await? {
+                                return Ok(end);
+                            }
+                            if let Some(a) = self.server.as_mut() {
+                                write_now(&mut a.conn.stream, &mut a.sout)
+                                    .map_err(|_| PgError::server_lost())?;
+                            }
+                        }
                     }
                 },
                 Event::ClientRead(r) => match r {
@@ -482,6 +497,10 @@ where
                 self.cin = cin;
                 self.cin.advance(h.total());
                 continue;
+            }
+            if self.defers_switch(h.tag, &self.cin[..h.total()]) {
+                self.switch_waits = true;
+                return Ok(None);
             }
             // The common case is one whole message: taken as it is, not split off (a
             // split turns the buffer into a shared one, an allocation).
@@ -930,7 +949,16 @@ where
 
     /// In transaction pooling, give the server back once the transaction is over.
     fn maybe_release(&mut self) {
-        if self.mode != PoolMode::Transaction || !self.cin.is_empty() || self.c_remaining > 0 {
+        if (!self.cin.is_empty() && !self.switch_waits) || self.c_remaining > 0 {
+            return;
+        }
+        self.release_if_idle();
+    }
+
+    /// In transaction pooling, give the server back if the transaction is over and the
+    /// server owes nothing.
+    fn release_if_idle(&mut self) {
+        if self.mode != PoolMode::Transaction {
             return;
         }
         let ready = self.server.as_ref().is_some_and(|a| {

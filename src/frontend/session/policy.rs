@@ -85,6 +85,26 @@ where
 
     /// Apply a statement's tenant header (`sql` is its text): switch tenants at a
     /// transaction boundary for trusted service users, refuse a switch otherwise.
+    /// A service user's Query or Parse naming another tenant while the server still owes
+    /// replies to finished work before it (a driver's background Close + Sync, pipelined
+    /// statements): it waits until they are in. The server then goes back to the pool if
+    /// the transaction is over and the switch is made, else [`Self::route`] refuses it as
+    /// inside a transaction. Not mid-batch (no Sync yet) or mid-COPY: refused at once.
+    pub(super) fn defers_switch(&self, tag: u8, msg: &[u8]) -> bool {
+        if !self.trusted || !matches!(tag, b'Q' | b'P') {
+            return false;
+        }
+        let Some(a) = self.server.as_ref() else {
+            return false;
+        };
+        if a.t.quiet() || a.t.unsynced || a.t.in_copy {
+            return false;
+        }
+        let text = &msg[text_span(tag, msg)];
+        crate::router::header::tenant_header(text)
+            .is_some_and(|key| self.pool.as_ref().is_some_and(|p| p.tenant.key != key))
+    }
+
     pub(super) fn route(&mut self, sql: &[u8]) -> Result<(), PgError> {
         let Some(key) = crate::router::header::tenant_header(sql) else {
             return if self.pool.is_some() {
@@ -99,6 +119,9 @@ where
         if !self.trusted {
             return Err(PgError::tenant_not_allowed(key));
         }
+        // A server still held between transactions (its release waited for this message
+        // to arrive whole) goes back first.
+        self.release_if_idle();
         if self.server.is_some() {
             return Err(PgError::tenant_switch_in_transaction(key));
         }
