@@ -498,7 +498,7 @@ where
                 self.cin.advance(h.total());
                 continue;
             }
-            if self.defers_switch(h.tag, &self.cin[..h.total()]) {
+            if self.trusted && self.defers_switch(h.tag, &self.cin[..h.total()]) {
                 self.switch_waits = true;
                 return Ok(None);
             }
