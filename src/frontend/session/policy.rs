@@ -83,8 +83,6 @@ where
         self.pool.as_ref().map_or("", |p| p.tenant.key.as_str())
     }
 
-    /// Apply a statement's tenant header (`sql` is its text): switch tenants at a
-    /// transaction boundary for trusted service users, refuse a switch otherwise.
     /// A service user's Query or Parse naming another tenant while the server still owes
     /// replies to finished work before it (a driver's background Close + Sync, pipelined
     /// statements): it waits until they are in. The server then goes back to the pool if
@@ -105,6 +103,8 @@ where
             .is_some_and(|key| self.pool.as_ref().is_some_and(|p| p.tenant.key != key))
     }
 
+    /// Apply a statement's tenant header (`sql` is its text): switch tenants at a
+    /// transaction boundary for trusted service users, refuse a switch otherwise.
     pub(super) fn route(&mut self, sql: &[u8]) -> Result<(), PgError> {
         let Some(key) = crate::router::header::tenant_header(sql) else {
             return if self.pool.is_some() {
