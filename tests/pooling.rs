@@ -368,3 +368,47 @@ async fn placement_used_as_it_is_without_a_schema() {
     assert_eq!(path, "public");
     env.finish().await;
 }
+
+#[tokio::test]
+async fn a_statement_closed_between_transactions_takes_no_server_connection() {
+    // tokio-postgres closes a statement it is done with in the background (Close + Sync),
+    // as other drivers do; between transactions that needs no checkout.
+    let env = Env::new().await;
+    let c = env.client("acme").await;
+    let st = c.prepare("SELECT count(*) FROM items").await.unwrap();
+    let n: i64 = c.query_one(&st, &[]).await.unwrap().get(0);
+    let before = env.pool("acme").acquired;
+    drop(st);
+    // Sent alone (nothing else is queued behind it): no checkout, however long we look.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        env.pool("acme").acquired,
+        before,
+        "the Close + Sync took no server"
+    );
+    c.simple_query("SELECT 1").await.unwrap();
+    assert_eq!(env.pool("acme").acquired, before + 1);
+    // The same text prepared again (the server may still hold its copy) answers as before,
+    // and so does a statement closed inside a transaction (that Close goes to the server).
+    for _ in 0..3 {
+        let again: i64 = c
+            .query_one("SELECT count(*) FROM items", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(again, n);
+    }
+    c.batch_execute("BEGIN").await.unwrap();
+    let st = c.prepare("SELECT count(*) FROM items").await.unwrap();
+    assert_eq!(c.query_one(&st, &[]).await.unwrap().get::<_, i64>(0), n);
+    drop(st);
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        c.query_one("SELECT count(*) FROM items", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        n
+    );
+    env.finish().await;
+}

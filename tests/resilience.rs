@@ -141,8 +141,8 @@ async fn server_restart_gives_errors_not_hangs_and_the_pool_heals() {
     let in_tx = client(port, "").await.unwrap();
     in_tx.batch_execute("BEGIN").await.unwrap();
     let idle = client(port, "").await.unwrap();
-    // Kept, not dropped: a dropped statement sends Close + Sync in the background, and a
-    // restart during that exchange would end it (and the client) with the server's FATAL.
+    // Kept across the restart: it must be prepared again on whichever connection the
+    // client gets next.
     let count = idle.prepare("SELECT count(*) FROM items").await.unwrap();
     let n: i64 = idle.query_one(&count, &[]).await.unwrap().get(0);
     assert_eq!(n, 2);
@@ -172,7 +172,6 @@ async fn server_restart_gives_errors_not_hangs_and_the_pool_heals() {
     // The idle client (no server held) is not affected: the lost connection above marks
     // the instance's idle connections for a check before their next use, so the dead one
     // it last used is not handed to it, however recently it was used.
-    // Its statement is prepared again on whichever connection it gets.
     let n: i64 = idle
         .query_one(&count, &[])
         .await

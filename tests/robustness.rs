@@ -462,3 +462,49 @@ async fn shutdown_drains_registered_sessions_and_ones_that_register_during_it() 
     );
     env.finish().await;
 }
+
+#[tokio::test]
+async fn close_and_sync_between_transactions_are_answered_like_postgresql() {
+    // Answered by the proxy (no server is needed between transactions): a Close of a
+    // statement or portal that may not exist is no error; a Close of another kind is an
+    // error (08P01), after which nothing is answered until Sync; the session goes on.
+    let env = Env::with(|c| c.auth[0].method = tenantgate::config::AuthMethod::Trust).await;
+    let mut s = TcpStream::connect(env.addr()).await.unwrap();
+    let bytes = [
+        startup_packet("app@acme"),
+        message(b'C', b"Snever_prepared\0"),
+        message(b'C', b"P\0"),
+        message(b'S', b""),
+        message(b'C', b"Xwhat\0"),
+        message(b'C', b"Sskipped\0"),
+        message(b'S', b""),
+        query_message("SELECT 'still here'"),
+        message(b'X', b""),
+    ]
+    .concat();
+    s.write_all(&bytes).await.unwrap();
+    let reply = read_all(&mut s).await;
+    let text = String::from_utf8_lossy(&reply);
+    // (not `sqlstate`: the ParameterStatus values ahead of it hold an 'E' of their own)
+    let error_at = reply
+        .windows(21)
+        .position(|w| w == b"SERROR\0VERROR\0C08P01\0")
+        .expect(&text);
+    // Two CloseCompletes, then the error; the Close after it is skipped.
+    assert_eq!(
+        reply.windows(5).filter(|w| w == b"3\0\0\0\x04").count(),
+        2,
+        "{text:?}"
+    );
+    let last_close = reply.windows(5).rposition(|w| w == b"3\0\0\0\x04").unwrap();
+    assert!(last_close < error_at, "{text:?}");
+    // Login's ReadyForQuery, one per Sync and one for the query.
+    assert_eq!(
+        reply.windows(6).filter(|w| w == b"Z\0\0\0\x05I").count(),
+        4,
+        "{text:?}"
+    );
+    assert!(text.contains("still here"), "{text:?}");
+    env.still_alive().await;
+    env.finish().await;
+}

@@ -195,6 +195,12 @@ impl Statements {
         }
     }
 
+    /// The client closed `name` between transactions: forget it. Its server copies stay
+    /// in their connections' bounded caches, for whoever prepares the same text next.
+    pub fn forget(&mut self, name: &[u8]) {
+        self.map.remove(name);
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }

@@ -528,6 +528,37 @@ where
             }
             return Ok(None);
         }
+        if self.server.is_none() && self.mode == PoolMode::Transaction {
+            // Between transactions a Close and a Sync need no server (drivers close a
+            // statement they are done with in the background: a checkout each, before).
+            match tag {
+                b'C' => {
+                    // A portal does not outlive its transaction; closing a missing one is
+                    // no error, as in PostgreSQL.
+                    match frame::parse_target(&msg[frame::HEADER_LEN..]) {
+                        Some((b'S', name)) => self.stmts.forget(name),
+                        Some((b'P', _)) => {}
+                        // As PostgreSQL answers it: an error, then nothing until Sync.
+                        _ => {
+                            PgError {
+                                severity: crate::protocol::Severity::Error,
+                                ..PgError::protocol_violation("invalid Close message")
+                            }
+                            .encode(&mut self.cout);
+                            self.skip_until_sync = true;
+                            return Ok(None);
+                        }
+                    }
+                    write::empty(&mut self.cout, b'3');
+                    return Ok(None);
+                }
+                b'S' => {
+                    write::ready_for_query(&mut self.cout, b'I');
+                    return Ok(None);
+                }
+                _ => {}
+            }
+        }
         // The statement guard, before anything reaches a server.
         let mut msg = msg;
         // Where the text is, and what the checks (and `forward`) need from it: read once.
