@@ -254,3 +254,48 @@ async fn pipelined_statements_switch_tenants_once_the_earlier_ones_are_answered(
     }
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_user_logged_in_to_a_session_pooled_tenant_stays_with_it() {
+    // Session pooling holds the tenant's server connection for the whole session, so a
+    // header naming another tenant cannot be honoured there: a clear error (not "inside a
+    // transaction"), and the session goes on with its own tenant.
+    let env = Env::with(|c| {
+        common::tenant_pool(c, "acme", tenantgate::config::PoolMode::Session, 2);
+        c.service_users = vec![LoginUserConfig {
+            name: "svc".into(),
+            password: "svc-pw".into(),
+            scram_verifier: String::new(),
+        }];
+    })
+    .await;
+    let svc = env.try_client("svc@acme", "svc-pw").await.unwrap();
+    let e = svc
+        .simple_query("/* tenant: globex */ SELECT 1")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e}");
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("session pooling"),
+        "{e}"
+    );
+    assert_eq!(
+        owner(&svc, "/* tenant: acme */ SELECT current_schema()").await,
+        Ok("acme".into())
+    );
+    // Without a tenant at login, the same user names session-pooled tenants per
+    // transaction (their statements are pooled per transaction for it).
+    let any = env.try_client("svc", "svc-pw").await.unwrap();
+    assert_eq!(
+        owner(&any, "/* tenant: acme */ SELECT current_schema()").await,
+        Ok("acme".into())
+    );
+    assert_eq!(
+        owner(&any, "/* tenant: globex */ SELECT current_schema()").await,
+        Ok("globex".into())
+    );
+    env.finish().await;
+}

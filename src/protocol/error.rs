@@ -308,6 +308,19 @@ impl PgError {
         .with_hint("Name the tenant in the first statement of the transaction.")
     }
 
+    /// 0A000: a header names another tenant in a session that holds its tenant's server
+    /// connection for good (session pooling).
+    pub fn tenant_switch_in_session(tenant: &str, current: &str) -> Self {
+        Self::new(
+            Severity::Error,
+            "0A000",
+            format!(
+                "cannot switch to tenant \"{tenant}\": this session holds a server connection of tenant \"{current}\" (session pooling)"
+            ),
+        )
+        .with_hint("Log in as the service user without a tenant to name tenants per transaction.")
+    }
+
     /// 42501: a user that is not a trusted service user names another tenant.
     pub fn tenant_not_allowed(tenant: &str) -> Self {
         Self::new(

@@ -123,6 +123,9 @@ where
         // to arrive whole) goes back first.
         self.release_if_idle();
         if self.server.is_some() {
+            if self.mode == PoolMode::Session {
+                return Err(PgError::tenant_switch_in_session(key, self.tenant_key()));
+            }
             return Err(PgError::tenant_switch_in_transaction(key));
         }
         let dir = self.proxy.directory();
