@@ -4,17 +4,9 @@
 mod common;
 
 use common::{code, Env};
-use tenantgate::config::LoginUserConfig;
 
 async fn env() -> Env {
-    Env::with(|c| {
-        c.service_users = vec![LoginUserConfig {
-            name: "svc".into(),
-            password: "svc-pw".into(),
-            scram_verifier: String::new(),
-        }];
-    })
-    .await
+    Env::with(common::service_user).await
 }
 
 async fn owner(c: &tokio_postgres::Client, sql: &str) -> Result<String, String> {
@@ -262,11 +254,7 @@ async fn a_service_user_logged_in_to_a_session_pooled_tenant_stays_with_it() {
     // transaction"), and the session goes on with its own tenant.
     let env = Env::with(|c| {
         common::tenant_pool(c, "acme", tenantgate::config::PoolMode::Session, 2);
-        c.service_users = vec![LoginUserConfig {
-            name: "svc".into(),
-            password: "svc-pw".into(),
-            scram_verifier: String::new(),
-        }];
+        common::service_user(c);
     })
     .await;
     let svc = env.try_client("svc@acme", "svc-pw").await.unwrap();

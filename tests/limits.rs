@@ -553,11 +553,7 @@ async fn service_user_statements_count_against_the_tenant_they_name() {
     let env = Env::with(|c| {
         shared(&prefix)(c);
         limit(c, "acme", 0, 4, 0);
-        c.service_users = vec![tenantgate::config::LoginUserConfig {
-            name: "svc".into(),
-            password: "svc-pw".into(),
-            scram_verifier: String::new(),
-        }];
+        common::service_user(c);
     })
     .await;
     let svc = env.try_client("svc", "svc-pw").await.unwrap();

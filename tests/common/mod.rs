@@ -164,6 +164,16 @@ pub fn scratch_dir(tag: &str) -> String {
         .into_owned()
 }
 
+/// Add the trusted service user `svc` (password `svc-pw`), who names tenants per
+/// transaction with a header comment.
+pub fn service_user(c: &mut Config) {
+    c.service_users = vec![LoginUserConfig {
+        name: "svc".into(),
+        password: "svc-pw".into(),
+        scram_verifier: String::new(),
+    }];
+}
+
 /// Set a tenant's pool mode and size in a config.
 pub fn tenant_pool(c: &mut Config, tenant: &str, mode: PoolMode, size: usize) {
     let t = c.tenants.iter_mut().find(|t| t.key == tenant).unwrap();
