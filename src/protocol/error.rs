@@ -66,6 +66,13 @@ impl PgError {
         self
     }
 
+    /// The same error at severity ERROR: the session goes on (for errors that are FATAL
+    /// at login and not for a later statement).
+    pub fn recoverable(mut self) -> Self {
+        self.severity = Severity::Error;
+        self
+    }
+
     pub fn is_fatal(&self) -> bool {
         self.severity == Severity::Fatal
     }

@@ -338,6 +338,9 @@ where
                 })
                 .await
             };
+            // Set when the client's buffered messages are to be processed: new bytes, or a
+            // tenant switch that waited for the server's replies to what came before it.
+            let mut client_data = false;
             match ev {
                 Event::ServerWrote(r) => {
                     let n = r.map_err(|_| PgError::server_lost())?;
@@ -367,15 +370,8 @@ where
                         c_unflushed = true;
                         self.maybe_release();
                         if self.switch_waits && self.server.as_ref().is_none_or(|a| a.t.quiet()) {
-                            // Everything before it is answered: judge the switch now.
                             self.switch_waits = false;
-                            if let Some(end) = self.on_client_data().await? {
-                                return Ok(end);
-                            }
-                            if let Some(a) = self.server.as_mut() {
-                                write_now(&mut a.conn.stream, &mut a.sout)
-                                    .map_err(|_| PgError::server_lost())?;
-                            }
+                            client_data = true;
                         }
                     }
                 },
@@ -387,18 +383,21 @@ where
                         } else {
                             CLIENT_CHUNK_MIN
                         };
-                        if let Some(end) = self.on_client_data().await? {
-                            return Ok(end);
-                        }
-                        if let Some(a) = self.server.as_mut() {
-                            write_now(&mut a.conn.stream, &mut a.sout)
-                                .map_err(|_| PgError::server_lost())?;
-                        }
-                        self.maybe_release();
+                        client_data = true;
                     }
                 },
                 Event::Shutdown => return Err(PgError::shutting_down()),
                 Event::Killed => return Err(PgError::tenant_ended(self.tenant_key())),
+            }
+            if client_data {
+                if let Some(end) = self.on_client_data().await? {
+                    return Ok(end);
+                }
+                if let Some(a) = self.server.as_mut() {
+                    write_now(&mut a.conn.stream, &mut a.sout)
+                        .map_err(|_| PgError::server_lost())?;
+                }
+                self.maybe_release();
             }
         }
     }
@@ -498,7 +497,7 @@ where
                 self.cin.advance(h.total());
                 continue;
             }
-            if self.trusted && self.defers_switch(h.tag, &self.cin[..h.total()]) {
+            if self.defers_switch(h.tag, &self.cin[..h.total()]) {
                 self.switch_waits = true;
                 return Ok(None);
             }
@@ -540,11 +539,9 @@ where
                         Some((b'P', _)) => {}
                         // As PostgreSQL answers it: an error, then nothing until Sync.
                         _ => {
-                            PgError {
-                                severity: crate::protocol::Severity::Error,
-                                ..PgError::protocol_violation("invalid Close message")
-                            }
-                            .encode(&mut self.cout);
+                            PgError::protocol_violation("invalid Close message")
+                                .recoverable()
+                                .encode(&mut self.cout);
                             self.skip_until_sync = true;
                             return Ok(None);
                         }
@@ -889,10 +886,9 @@ where
             match dir.tenant(&pool.tenant.key) {
                 Some(t) if t.status.may_connect() => {}
                 Some(t) => {
-                    return Err(Some(PgError {
-                        severity: crate::protocol::Severity::Error,
-                        ..PgError::tenant_unavailable(&t.key, t.status.as_str())
-                    }))
+                    return Err(Some(
+                        PgError::tenant_unavailable(&t.key, t.status.as_str()).recoverable(),
+                    ))
                 }
                 None => return Err(Some(PgError::unknown_tenant(&pool.tenant.key))),
             }

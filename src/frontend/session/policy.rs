@@ -88,6 +88,7 @@ where
     /// statements): it waits until they are in. The server then goes back to the pool if
     /// the transaction is over and the switch is made, else [`Self::route`] refuses it as
     /// inside a transaction. Not mid-batch (no Sync yet) or mid-COPY: refused at once.
+    #[inline]
     pub(super) fn defers_switch(&self, tag: u8, msg: &[u8]) -> bool {
         if !self.trusted || !matches!(tag, b'Q' | b'P') {
             return false;
@@ -133,10 +134,7 @@ where
             .tenant(key)
             .ok_or_else(|| PgError::unknown_tenant(key))?;
         if !tenant.status.may_connect() {
-            return Err(PgError {
-                severity: crate::protocol::Severity::Error,
-                ..PgError::tenant_unavailable(key, tenant.status.as_str())
-            });
+            return Err(PgError::tenant_unavailable(key, tenant.status.as_str()).recoverable());
         }
         // Statements prepared for the previous tenant must never run for this one: forget
         // them (a Bind of one now fails with 26000 at the server).
