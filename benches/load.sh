@@ -9,13 +9,16 @@
 #   TARGETS="tenantgate-core tenantgate-notel tenantgate-nolimit tenantgate" bash benches/load.sh
 #   DURATION=3 CLIENTS="1 8" bash benches/load.sh
 #   TARGETS="direct pgbouncer" bash benches/load.sh   # without tenantgate
+#   PGO=1 ROUNDS=3 DURATION=5 bash benches/load.sh     # the profile-guided build (README's table)
 #
 # Targets: direct, pgbouncer, tenantgate (telemetry on: every statement becomes an event;
 # plan limits on: the tenant has a rate and a daily quota, shared through the local Redis),
 # tenantgate-core (tenant routing, guard and schema rewriting only: telemetry and limits off),
 # tenantgate-notel (the same with [telemetry] enabled = false) and tenantgate-nolimit (the
 # same with limits off and no Redis): the pairs measure what telemetry and rate limiting
-# cost. TG_TELEMETRY_SINK=embedded (default: the embedded store) or mongodb (the mongod of
+# cost. With PGO=1 the tenantgate targets run the profile-guided build of
+# scripts/build-pgo.sh, and tenantgate-core-plain the plain release build with the core
+# configuration, for the difference in the same run. TG_TELEMETRY_SINK=embedded (default: the embedded store) or mongodb (the mongod of
 # scripts/mongod.sh, database tg_bench).
 #
 # Knobs: TG_WORKERS (1) SCALE (10) DURATION seconds per run (10) POOL_SIZE (20) CLIENTS ("1 8 32")
@@ -23,7 +26,8 @@
 # ROUNDS (1): each cell runs ROUNDS times, the targets taking turns within a round, and the
 # table shows the median run (by TPS) with the TPS range; on a noisy shared VM one run per
 # cell mostly measures the noise (ROUNDS=3 DURATION=5 takes about as long as the default).
-# TENANTGATE_BIN (built with cargo build --release when missing).
+# PGO (0; 1: scripts/build-pgo.sh builds the binary). TENANTGATE_BIN (default: the release
+# build, brought up to date with cargo build --release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,7 +43,8 @@ TG_TELEMETRY_SINK=${TG_TELEMETRY_SINK:-embedded}
 IDLE_CLIENTS=${IDLE_CLIENTS:-1000}
 ROUNDS=${ROUNDS:-1}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tenantgate/target}
-TENANTGATE_BIN=${TENANTGATE_BIN:-$CARGO_TARGET_DIR/release/tenantgate}
+PGO=${PGO:-0}
+PLAIN_BIN=$CARGO_TARGET_DIR/release/tenantgate
 CLK_TCK=$(getconf CLK_TCK)
 
 has() { [[ " $TARGETS " == *" $1 "* ]]; }
@@ -65,11 +70,16 @@ if has pgbouncer && ! command -v pgbouncer >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
 fi
-if { has tenantgate || has tenantgate-core || has tenantgate-notel || has tenantgate-nolimit; } &&
-   [ ! -x "$TENANTGATE_BIN" ]; then
-  log "building tenantgate (release)"
-  cargo build --release
+if [[ " $TARGETS " == *" tenantgate"* ]]; then
+  if [ -z "${TENANTGATE_BIN:-}" ] || has tenantgate-core-plain; then
+    log "building tenantgate (release)"
+    cargo build --release
+  fi
+  if [ "$PGO" = 1 ] && [ -z "${TENANTGATE_BIN:-}" ]; then
+    TENANTGATE_BIN=$(bash scripts/build-pgo.sh | tail -1)
+  fi
 fi
+TENANTGATE_BIN=${TENANTGATE_BIN:-$PLAIN_BIN}
 # 1000 idle clients need file descriptors in the proxies and in the client.
 [ "$(ulimit -n)" -ge 4096 ] || ulimit -n 4096 || true
 
@@ -153,9 +163,10 @@ INI
 fi
 
 # --- tenantgate ---------------------------------------------------------------------
-# start_tg NAME PREFERRED_PORT TELEMETRY(true|false) LIMITS(true|false): sets TG_PORT, TG_PID.
+# start_tg NAME PREFERRED_PORT TELEMETRY(true|false) LIMITS(true|false) [BINARY]: sets
+# TG_PORT, TG_PID.
 start_tg() {
-  local name=$1 mongo_url="" redis_url="" qps=0 per_day=0
+  local name=$1 bin=${5:-$TENANTGATE_BIN} mongo_url="" redis_url="" qps=0 per_day=0
   TG_PORT=$(free_port "$2")
   [ "$TG_TELEMETRY_SINK" != mongodb ] || mongo_url="mongodb://127.0.0.1:27017"
   if [ "$4" = true ]; then
@@ -230,15 +241,19 @@ mongodb_database = "tg_bench"
 dir = "$WORK/$name-telemetry"
 TOML
   # Quiet logs, like pgbouncer's with connection logging off.
-  TENANTGATE_LOG=${TENANTGATE_LOG:-warn} "$TENANTGATE_BIN" serve --config "$WORK/$name.toml" \
+  TENANTGATE_LOG=${TENANTGATE_LOG:-warn} "$bin" serve --config "$WORK/$name.toml" \
     >"$WORK/$name.log" 2>&1 &
   TG_PID=$!; PIDS+=("$TG_PID")
   wait_ready "$name" "$TG_PID" "$TG_PORT" app@bench
-  log "$name pid $TG_PID on port $TG_PORT (telemetry $3, sink $TG_TELEMETRY_SINK, limits $4)"
+  log "$name pid $TG_PID on port $TG_PORT (telemetry $3, sink $TG_TELEMETRY_SINK, limits $4, $bin)"
 }
 if has tenantgate-core; then
   start_tg tenantgate-core 6437 false false
   TGC_PORT=$TG_PORT TGC_PID=$TG_PID
+fi
+if has tenantgate-core-plain; then
+  start_tg tenantgate-core-plain 6438 false false "$PLAIN_BIN"
+  TGP_PORT=$TG_PORT TGP_PID=$TG_PID
 fi
 if has tenantgate-notel; then
   start_tg tenantgate-notel 6435 false true
@@ -264,6 +279,7 @@ bench() {
     pgbouncer) port=$PGB_PORT user=tg_bench pid=$PGB_PID ;;
     tenantgate) port=$TG_PORT user=app@bench pid=$TG_PID ;;
     tenantgate-core) port=$TGC_PORT user=app@bench pid=$TGC_PID ;;
+    tenantgate-core-plain) port=$TGP_PORT user=app@bench pid=$TGP_PID ;;
     tenantgate-notel) port=$TGN_PORT user=app@bench pid=$TGN_PID ;;
     tenantgate-nolimit) port=$TGL_PORT user=app@bench pid=$TGL_PID ;;
   esac
@@ -333,7 +349,8 @@ table() {
 }
 
 ORDER=""
-for t in direct pgbouncer tenantgate-core tenantgate tenantgate-notel tenantgate-nolimit; do
+for t in direct pgbouncer tenantgate-core tenantgate-core-plain tenantgate tenantgate-notel \
+  tenantgate-nolimit; do
   has "$t" && ORDER+=" $t"
 done
 for mode in $MODES; do
