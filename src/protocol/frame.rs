@@ -109,9 +109,18 @@ pub fn parse_target(body: &[u8]) -> Option<(u8, &[u8])> {
     Some((kind, name))
 }
 
-/// Query ('Q') body: the SQL text.
+/// Query ('Q') body: the SQL text. The text's terminator is the message's last byte, so
+/// it is not searched for. A NUL inside the text is then part of it; PostgreSQL refuses
+/// such a Query whole (08P01), so the checks see more than any server would run, never less.
+#[inline]
 pub fn parse_query(body: &[u8]) -> Option<&[u8]> {
-    cstr(body).map(|(q, _)| q)
+    body.strip_suffix(&[0])
+}
+
+/// CommandComplete ('C') body: the command tag, the message's one string (no search).
+#[inline]
+pub fn command_tag(body: &[u8]) -> &[u8] {
+    body.strip_suffix(&[0]).unwrap_or(body)
 }
 
 /// ParameterStatus ('S') body: name, value.
@@ -189,6 +198,21 @@ mod tests {
         );
         assert_eq!(peek_header(b"Q\0\0\0\x03"), Err(BadLength(3)));
         assert_eq!(peek_header(b"Q\xff\xff\xff\xff"), Err(BadLength(-1)));
+    }
+
+    #[test]
+    fn query_text_and_command_tag_end_where_the_message_does() {
+        assert_eq!(parse_query(b"SELECT 1\0"), Some(&b"SELECT 1"[..]));
+        assert_eq!(parse_query(b"\0"), Some(&b""[..]));
+        // No terminator: malformed.
+        assert_eq!(parse_query(b"SELECT 1"), None);
+        // A NUL inside stays in the text the checks read (PostgreSQL refuses the message).
+        assert_eq!(
+            parse_query(b"SELECT 1\0DROP TABLE t\0"),
+            Some(&b"SELECT 1\0DROP TABLE t"[..])
+        );
+        assert_eq!(command_tag(b"SELECT 1\0"), b"SELECT 1");
+        assert_eq!(command_tag(b"INSERT 0 5"), b"INSERT 0 5");
     }
 
     #[test]

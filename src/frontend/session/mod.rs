@@ -769,12 +769,15 @@ where
             }
             b'P' => {
                 let named = body.first().is_some_and(|&b| b != 0);
-                if transaction_mode {
-                    if let Some(m) = frame::parse_parse(body) {
-                        if facts.unwrap_or_else(|| TextFacts::of(m.query)).dirties() {
-                            a.conn.dirty = true;
-                        }
+                // The text is read again only when the checks did not read it.
+                let dirties = || match facts {
+                    Some(f) => f.dirties(),
+                    None => {
+                        frame::parse_parse(body).is_some_and(|m| TextFacts::of(m.query).dirties())
                     }
+                };
+                if transaction_mode && dirties() {
+                    a.conn.dirty = true;
                 }
                 let conn = &mut *a.conn;
                 if !(transaction_mode

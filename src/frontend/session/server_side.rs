@@ -135,7 +135,7 @@ where
                     true
                 }
                 b'C' => {
-                    let tag = frame::cstr(body).map_or(body, |(t, _)| t);
+                    let tag = frame::command_tag(body);
                     if tele.is_some() {
                         a.t.log.sent_out(h.total());
                         let done = a.t.log.complete(a.t.completion_limit());
