@@ -508,3 +508,29 @@ async fn close_and_sync_between_transactions_are_answered_like_postgresql() {
     env.still_alive().await;
     env.finish().await;
 }
+
+#[tokio::test]
+async fn a_query_with_a_nul_inside_its_text_runs_nothing_and_the_session_goes_on() {
+    // The checks read a Query's text up to the message's last byte; PostgreSQL refuses a
+    // Query whose text ends before that (08P01): neither statement runs.
+    let env = Env::with(|c| c.auth[0].method = tenantgate::config::AuthMethod::Trust).await;
+    let mut s = TcpStream::connect(env.addr()).await.unwrap();
+    let bytes = [
+        startup_packet("app@acme"),
+        message(b'Q', b"SELECT 'first-part'\0SELECT 'second-part'\0"),
+        query_message("SELECT 'still here'"),
+        message(b'X', b""),
+    ]
+    .concat();
+    s.write_all(&bytes).await.unwrap();
+    let reply = read_all(&mut s).await;
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.contains("C08P01\0"), "{text:?}");
+    assert!(
+        !text.contains("first-part") && !text.contains("second-part"),
+        "{text:?}"
+    );
+    assert!(text.contains("still here"), "{text:?}");
+    env.still_alive().await;
+    env.finish().await;
+}
