@@ -18,8 +18,8 @@
 # same with limits off and no Redis): the pairs measure what telemetry and rate limiting
 # cost. With PGO=1 the tenantgate targets run the profile-guided build of
 # scripts/build-pgo.sh, and tenantgate-core-plain the plain release build with the core
-# configuration, for the difference in the same run. TG_TELEMETRY_SINK=embedded (default: the embedded store) or mongodb (the mongod of
-# scripts/mongod.sh, database tg_bench).
+# configuration, for the difference in the same run. TG_TELEMETRY_SINK=embedded (default:
+# the embedded store) or mongodb (the mongod of scripts/mongod.sh, database tg_bench).
 #
 # Knobs: TG_WORKERS (1) SCALE (10) DURATION seconds per run (10) POOL_SIZE (20) CLIENTS ("1 8 32")
 # MODES ("simple extended prepared") TARGETS IDLE_CLIENTS (1000, 0 skips)
@@ -71,15 +71,16 @@ if has pgbouncer && ! command -v pgbouncer >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
 fi
 if [[ " $TARGETS " == *" tenantgate"* ]]; then
-  if [ -z "${TENANTGATE_BIN:-}" ] || has tenantgate-core-plain; then
-    log "building tenantgate (release)"
-    cargo build --release
-  fi
   if [ "$PGO" = 1 ] && [ -z "${TENANTGATE_BIN:-}" ]; then
     TENANTGATE_BIN=$(bash scripts/build-pgo.sh | tail -1)
   fi
+  TENANTGATE_BIN=${TENANTGATE_BIN:-$PLAIN_BIN}
+  # The plain build is brought up to date whenever a target runs it.
+  if [ "$TENANTGATE_BIN" = "$PLAIN_BIN" ] || has tenantgate-core-plain; then
+    log "building tenantgate (release)"
+    cargo build --release
+  fi
 fi
-TENANTGATE_BIN=${TENANTGATE_BIN:-$PLAIN_BIN}
 # 1000 idle clients need file descriptors in the proxies and in the client.
 [ "$(ulimit -n)" -ge 4096 ] || ulimit -n 4096 || true
 
