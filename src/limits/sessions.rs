@@ -115,7 +115,6 @@ impl Registry {
         };
         match limits.shared() {
             None => local_check()?,
-            // No cap to check: register in the background, the login does not wait.
             // No cap to check: the login does not wait for Redis. The next heartbeat
             // registers the session (SHOW CLIENTS, counts); only its cancel key is written
             // now, in the background, so cross-replica cancel works from the start.
@@ -173,7 +172,6 @@ impl Registry {
         Ok(())
     }
 
-    /// The session ended.
     /// The session ended. A capped tenant's slot is freed in Redis at once; other sessions
     /// are removed in one batch by the next tick.
     pub async fn leave(&self, limits: &Limits, t: &TenantState, id: &str, capped: bool) {
