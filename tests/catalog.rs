@@ -532,6 +532,64 @@ async fn migrate_many_tenants_with_a_failure_and_a_resumed_run() {
     cat.cleanup().await;
 }
 
+/// An instance whose URL asks for TLS: provisioning and the proxy's server connections
+/// both go encrypted (the shared server has TLS on; sslmode=require takes its certificate
+/// unchecked, as libpq does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_url_with_sslmode_require_is_reached_over_tls() {
+    let cat = Cat::new().await;
+    let url = format!(
+        "postgresql://postgres@127.0.0.1:5432/{}?sslmode=require",
+        cat.db
+    );
+    admin(&cat.db)
+        .await
+        .execute(
+            "INSERT INTO tenantgate.instances (name, url) VALUES ('tls1', $1)",
+            &[&url],
+        )
+        .await
+        .unwrap();
+    let mut req = cat.req("sealed", "pro");
+    req.instance = Some("tls1".into());
+    let p = cat.catalog.create_tenant(&req).await.unwrap();
+    assert_eq!(p.instance, "tls1");
+    // And one on the catalog's own instance, whose URL names no sslmode.
+    let q = cat
+        .catalog
+        .create_tenant(&cat.req("open", "pro"))
+        .await
+        .unwrap();
+    let proxy = tenantgate::app::start(cat.config(), None).await.unwrap();
+    let c = connect(proxy.addr.port(), "app", &p.key, "sealed-pw")
+        .await
+        .unwrap();
+    let encrypted: bool = c
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted, "the proxy's server connection is not encrypted");
+    // That one's server connections stay plain, as PgBouncer's by default.
+    let c = connect(proxy.addr.port(), "app", &q.key, "open-pw")
+        .await
+        .unwrap();
+    let encrypted: bool = c
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!encrypted);
+    proxy.shutdown().await;
+    cat.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_on_another_instance() {
     let cat = Cat::new().await;

@@ -285,6 +285,8 @@ async fn unreachable_server_is_a_clear_error_and_recovers() {
             port: dead_port,
             dbname: "postgres".into(),
             password: String::new(),
+            sslmode: String::new(),
+            sslrootcert: String::new(),
         });
         c.tenants[1].instance = "down".into();
     })

@@ -41,6 +41,8 @@ async fn setup_with(f: impl FnOnce(&mut Config)) -> (PgInstance, tenantgate::app
             port: pg.port,
             dbname: "postgres".into(),
             password: String::new(),
+            sslmode: String::new(),
+            sslrootcert: String::new(),
         }],
         tenants: vec![TenantConfig {
             key: "acme".into(),

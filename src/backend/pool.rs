@@ -159,6 +159,9 @@ pub struct TenantPool {
     server_params: Mutex<Option<Arc<ServerParams>>>,
     acquired: AtomicU64,
     timeouts: AtomicU64,
+    /// The placement's TLS client configuration, built (its root certificates read) once
+    /// per pool; the error is every connection's.
+    tls: Result<Option<Arc<rustls::ClientConfig>>, String>,
 }
 
 #[derive(Default)]
@@ -286,6 +289,7 @@ impl Pools {
             server_params: Mutex::new(None),
             acquired: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
+            tls: tenant.placement.tls.client_config(),
         });
         instance.members.lock().push(Arc::downgrade(&pool));
         map.insert(tenant.key.clone(), pool.clone());
@@ -632,12 +636,18 @@ impl TenantPool {
             pool: self,
             kept: false,
         };
-        let res = ServerConn::connect(
-            &self.tenant.placement,
-            Duration::from_millis(cfg.connect_timeout_ms),
-            cfg.prepared_statements_cache,
-        )
-        .await;
+        let res = match &self.tls {
+            Ok(tls) => {
+                ServerConn::connect(
+                    &self.tenant.placement,
+                    tls.as_ref(),
+                    Duration::from_millis(cfg.connect_timeout_ms),
+                    cfg.prepared_statements_cache,
+                )
+                .await
+            }
+            Err(e) => Err(BackendError::Tls(e.clone())),
+        };
         match res {
             Ok(conn) => {
                 slot.kept = true;

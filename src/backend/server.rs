@@ -11,10 +11,14 @@ use foldhash::{HashMap, HashMapExt};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
+use rustls::ClientConfig;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::prepared::PreparedCache;
+use super::stream::ServerStream;
+use super::tls::SslMode;
 use crate::catalog::Placement;
 use crate::protocol::{frame, write};
 
@@ -31,6 +35,8 @@ pub enum BackendError {
     Query { code: String, message: String },
     #[error("server protocol error: {0}")]
     Protocol(String),
+    #[error("TLS to the server: {0}")]
+    Tls(String),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -38,7 +44,7 @@ pub enum BackendError {
 /// An authenticated server connection.
 #[derive(Debug)]
 pub struct ServerConn {
-    pub stream: TcpStream,
+    pub stream: ServerStream,
     pub addr: SocketAddr,
     pub pid: i32,
     pub secret: i32,
@@ -130,27 +136,38 @@ fn options_escape(s: &str) -> String {
 }
 
 impl ServerConn {
-    /// Open and authenticate a connection for `placement`.
+    /// Open and authenticate a connection for `placement`; `tls` is its placement's
+    /// client configuration (`None` for sslmode disable).
     pub async fn connect(
         placement: &Placement,
+        tls: Option<&Arc<ClientConfig>>,
         timeout: Duration,
         prepared_cap: usize,
     ) -> Result<ServerConn, BackendError> {
-        tokio::time::timeout(timeout, Self::connect_inner(placement, prepared_cap))
+        tokio::time::timeout(timeout, Self::connect_inner(placement, tls, prepared_cap))
             .await
             .map_err(|_| BackendError::Timeout)?
     }
 
-    async fn connect_inner(p: &Placement, prepared_cap: usize) -> Result<ServerConn, BackendError> {
+    async fn connect_inner(
+        p: &Placement,
+        tls: Option<&Arc<ClientConfig>>,
+        prepared_cap: usize,
+    ) -> Result<ServerConn, BackendError> {
         let target = format!("{}:{}", p.host, p.port);
-        let stream = TcpStream::connect(&target)
-            .await
-            .map_err(|source| BackendError::Connect {
-                addr: target.clone(),
-                source,
-            })?;
-        stream.set_nodelay(true)?;
-        let addr = stream.peer_addr()?;
+        let tcp = tcp_connect(&target).await?;
+        let addr = tcp.peer_addr()?;
+        let stream = match tls {
+            Some(config) => match negotiate_tls(tcp, config, p).await {
+                // As libpq: prefer retries without TLS when the handshake fails.
+                Err(BackendError::Tls(e)) if p.tls.mode == SslMode::Prefer => {
+                    tracing::debug!(%target, error = %e, "TLS failed, sslmode prefer: plain");
+                    ServerStream::Plain(tcp_connect(&target).await?)
+                }
+                other => other?,
+            },
+            None => ServerStream::Plain(tcp),
+        };
         let now = Instant::now();
         let mut conn = ServerConn {
             stream,
@@ -178,7 +195,7 @@ impl ServerConn {
         let params = startup_params(p);
         let mut out = BytesMut::new();
         frontend::startup_message(params.iter().map(|(k, v)| (*k, v.as_str())), &mut out)?;
-        self.stream.write_all(&out).await?;
+        self.send(&out).await?;
         let mut buf = BytesMut::with_capacity(4096);
         let mut scram: Option<ScramSha256> = None;
         loop {
@@ -199,20 +216,28 @@ impl ServerConn {
                 }
                 Message::AuthenticationSasl(b) => {
                     let mut mechs = b.mechanisms();
-                    let mut ok = false;
+                    let (mut plain, mut plus) = (false, false);
                     while let Some(m) = mechs.next()? {
-                        ok |= m == "SCRAM-SHA-256";
+                        plain |= m == "SCRAM-SHA-256";
+                        plus |= m == "SCRAM-SHA-256-PLUS";
                     }
-                    if !ok {
-                        return Err(BackendError::Protocol(
-                            "server offers no SCRAM-SHA-256".into(),
-                        ));
-                    }
-                    let s = ScramSha256::new(
-                        p.backend_password.as_bytes(),
-                        ChannelBinding::unsupported(),
-                    );
-                    frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)?;
+                    // Over TLS the exchange is bound to the server's certificate when the
+                    // server offers it, so a man in the middle cannot relay it.
+                    let (mech, binding) = match self.end_point_hash() {
+                        Some(hash) if plus => (
+                            "SCRAM-SHA-256-PLUS",
+                            ChannelBinding::tls_server_end_point(hash),
+                        ),
+                        Some(_) if plain => ("SCRAM-SHA-256", ChannelBinding::unrequested()),
+                        None if plain => ("SCRAM-SHA-256", ChannelBinding::unsupported()),
+                        _ => {
+                            return Err(BackendError::Protocol(
+                                "server offers no SCRAM-SHA-256".into(),
+                            ))
+                        }
+                    };
+                    let s = ScramSha256::new(p.backend_password.as_bytes(), binding);
+                    frontend::sasl_initial_response(mech, s.message(), &mut out)?;
                     scram = Some(s);
                 }
                 Message::AuthenticationSaslContinue(b) => {
@@ -253,7 +278,7 @@ impl ServerConn {
                 }
             }
             if !out.is_empty() {
-                self.stream.write_all(&out).await?;
+                self.send(&out).await?;
             }
         }
     }
@@ -268,7 +293,7 @@ impl ServerConn {
         for s in statements {
             frame::write_query(&mut out, s);
         }
-        self.stream.write_all(&out).await?;
+        self.send(&out).await?;
         let mut buf = BytesMut::with_capacity(1024);
         let mut pending = statements.len();
         let mut first_err = None;
@@ -379,11 +404,22 @@ impl ServerConn {
 
     /// Non-blocking check that an idle connection is still open and silent.
     pub fn is_healthy(&self) -> bool {
-        let mut b = [0u8; 1];
-        match self.stream.try_read(&mut b) {
-            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
-            Ok(_) => false, // EOF, or an unsolicited message (e.g. FATAL before close)
-        }
+        self.stream.is_quiet()
+    }
+
+    /// Write all of `bytes` and flush them (TLS holds written bytes until flushed).
+    async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
+    }
+
+    /// The `tls-server-end-point` channel-binding data of the server's certificate.
+    fn end_point_hash(&self) -> Option<Vec<u8>> {
+        let ServerStream::Tls(s) = &self.stream else {
+            return None;
+        };
+        let cert = s.get_ref().1.peer_certificates()?.first()?;
+        Some(crate::frontend::tls::end_point_hash(cert))
     }
 
     /// Ask the server to cancel whatever this connection is running.
@@ -400,11 +436,60 @@ impl ServerConn {
     pub async fn terminate(mut self: Box<Self>) {
         let mut out = BytesMut::new();
         frontend::terminate(&mut out);
-        let _ = tokio::time::timeout(Duration::from_millis(200), self.stream.write_all(&out)).await;
+        let _ = tokio::time::timeout(Duration::from_millis(200), self.send(&out)).await;
     }
 }
 
-async fn read_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Message, BackendError> {
+async fn tcp_connect(target: &str) -> Result<TcpStream, BackendError> {
+    let tcp = TcpStream::connect(target)
+        .await
+        .map_err(|source| BackendError::Connect {
+            addr: target.to_owned(),
+            source,
+        })?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
+}
+
+/// SSLRequest, then the TLS handshake when the server answers 'S'. A server without TLS
+/// answers 'N': a plain connection for `prefer`, an error for the modes that require it.
+async fn negotiate_tls(
+    mut tcp: TcpStream,
+    config: &Arc<ClientConfig>,
+    p: &Placement,
+) -> Result<ServerStream, BackendError> {
+    tcp.write_all(&write::ssl_request()).await?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await?;
+    match answer[0] {
+        b'S' => {}
+        b'N' if p.tls.mode == SslMode::Prefer => return Ok(ServerStream::Plain(tcp)),
+        b'N' => {
+            return Err(BackendError::Tls(format!(
+                "server does not support SSL, but sslmode {} requires it",
+                p.tls.mode.as_str()
+            )))
+        }
+        other => {
+            return Err(BackendError::Protocol(format!(
+                "unexpected answer to SSLRequest: {:?}",
+                char::from(other)
+            )))
+        }
+    }
+    let name = rustls::pki_types::ServerName::try_from(p.host.clone())
+        .map_err(|e| BackendError::Tls(format!("server name {}: {e}", p.host)))?;
+    let tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| BackendError::Tls(e.to_string()))?;
+    Ok(ServerStream::Tls(Box::new(tls)))
+}
+
+async fn read_message(
+    stream: &mut ServerStream,
+    buf: &mut BytesMut,
+) -> Result<Message, BackendError> {
     loop {
         if let Some(m) = Message::parse(buf)? {
             return Ok(m);
@@ -451,6 +536,7 @@ mod tests {
             schema: Some("my schema\"x".into()),
             backend_user: "u".into(),
             backend_password: String::new(),
+            tls: Default::default(),
         };
         let params = startup_params(&p);
         assert_eq!(params[3].1, "-c search_path=\"my\\ schema\"\"x\"");

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use bb8::Pool;
 use bb8_postgres::PostgresConnectionManager;
 use futures_util::StreamExt;
-use tokio_postgres::NoTls;
 
 use super::migrations::Migration;
 use super::store::{db_message, not_set_up, Catalog, CatalogError, PgPool};
@@ -72,7 +71,10 @@ pub async fn migrate_all(
                 .map_err(|e| CatalogError::Invalid(format!("instance URL: {e}")))?;
             let pool = Pool::builder()
                 .max_size(opts.concurrency.max(1) as u32)
-                .build(PostgresConnectionManager::new(cfg, NoTls))
+                .build(PostgresConnectionManager::new(
+                    cfg,
+                    crate::backend::tls::pg_client_tls(),
+                ))
                 .await?;
             pools.insert(t.instance.clone(), pool);
         }

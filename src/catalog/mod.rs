@@ -37,6 +37,8 @@ pub struct Placement {
     pub schema: Option<String>,
     pub backend_user: String,
     pub backend_password: String,
+    /// TLS to the instance.
+    pub tls: crate::backend::tls::ServerTls,
 }
 
 /// Lifecycle state of a tenant. Only `Trial` and `Active` tenants may connect.

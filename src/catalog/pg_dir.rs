@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures_util::StreamExt;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -80,7 +80,9 @@ impl CatalogDirectory {
         on_change: &OnChange,
         stop: &CancellationToken,
     ) -> Result<(), CatalogError> {
-        let (client, mut conn) = tokio_postgres::connect(self.catalog.url(), NoTls).await?;
+        let (client, mut conn) =
+            tokio_postgres::connect(self.catalog.url(), crate::backend::tls::pg_client_tls())
+                .await?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
         let driver = tokio::spawn(async move {

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio_postgres::{GenericClient, NoTls};
+use tokio_postgres::GenericClient;
 
 use super::crypto::generate_password;
 use super::migrations;
@@ -138,7 +138,9 @@ impl Catalog {
         let same_server = instance_url == self.url();
         let mut inst_client = None;
         if !same_server {
-            let (c, conn) = tokio_postgres::connect(&instance_url, NoTls).await?;
+            let (c, conn) =
+                tokio_postgres::connect(&instance_url, crate::backend::tls::pg_client_tls())
+                    .await?;
             tokio::spawn(conn);
             inst_client = Some(c);
         }
@@ -523,7 +525,7 @@ impl Catalog {
 
     /// A connection to an instance with the catalog's privileges.
     pub async fn instance_client(&self, url: &str) -> Result<tokio_postgres::Client, CatalogError> {
-        let (c, conn) = tokio_postgres::connect(url, NoTls).await?;
+        let (c, conn) = tokio_postgres::connect(url, crate::backend::tls::pg_client_tls()).await?;
         tokio::spawn(conn);
         Ok(c)
     }

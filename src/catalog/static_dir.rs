@@ -40,6 +40,7 @@ impl StaticDirectory {
                 } else {
                     t.backend_password.clone()
                 },
+                tls: inst.tls(),
             };
             let tenant = Tenant {
                 key: t.key.clone(),

@@ -7,14 +7,13 @@ use std::sync::Arc;
 use bb8::Pool;
 use bb8_postgres::PostgresConnectionManager;
 use foldhash::HashMap;
-use tokio_postgres::NoTls;
 
 use super::crypto::{CryptoError, SecretKey};
 use super::{migrations, LoginUser, Placement, Tenant, TenantLogins, TenantStatus};
 use crate::config::{PoolConfig, PoolMode};
 use crate::frontend::auth::ScramVerifier;
 
-pub type PgPool = Pool<PostgresConnectionManager<NoTls>>;
+pub type PgPool = Pool<PostgresConnectionManager<tokio_postgres_rustls::MakeRustlsConnect>>;
 
 /// Why a catalog operation failed. `sqlstate` maps it for the admin database.
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +96,10 @@ impl Catalog {
         let pool = Pool::builder()
             .max_size(8)
             .connection_timeout(std::time::Duration::from_secs(10))
-            .build(PostgresConnectionManager::new(cfg, NoTls))
+            .build(PostgresConnectionManager::new(
+                cfg,
+                crate::backend::tls::pg_client_tls(),
+            ))
             .await?;
         Ok(Catalog {
             inner: Arc::new(Inner {
@@ -189,6 +191,7 @@ impl Catalog {
             let password =
                 String::from_utf8(self.inner.key.open(&secret)?).map_err(|_| CryptoError::Open)?;
             let (host, port, database) = instance_address(r.get(8))?;
+            let tls = instance_tls(r.get(8))?;
             let pool_mode: Option<String> = r.get(5);
             let pool_size: Option<i32> = r.get(6);
             let tenant = Tenant {
@@ -202,6 +205,7 @@ impl Catalog {
                     schema: Some(r.get(2)),
                     backend_user: r.get(3),
                     backend_password: password,
+                    tls,
                 },
                 pool_mode: match pool_mode.as_deref() {
                     Some("session") => PoolMode::Session,
@@ -332,6 +336,28 @@ pub fn instance_address(url: &str) -> Result<(String, u16, String), CatalogError
     Ok((host, port, db))
 }
 
+/// TLS to an instance as its URL asks (`sslmode`: disable, prefer or require, the values
+/// tokio-postgres parses): the proxy's own server connections follow the same mode.
+pub fn instance_tls(url: &str) -> Result<crate::backend::tls::ServerTls, CatalogError> {
+    use crate::backend::tls::{ServerTls, SslMode};
+    let cfg = tokio_postgres::Config::from_str(url)
+        .map_err(|e| CatalogError::Invalid(format!("instance URL: {e}")))?;
+    // Without sslmode the proxy's connections stay plain, as PgBouncer's do by default
+    // (libpq would try TLS first).
+    if !url.contains("sslmode") {
+        return Ok(ServerTls::default());
+    }
+    let mode = match cfg.get_ssl_mode() {
+        tokio_postgres::config::SslMode::Disable => SslMode::Disable,
+        tokio_postgres::config::SslMode::Require => SslMode::Require,
+        _ => SslMode::Prefer,
+    };
+    Ok(ServerTls {
+        mode,
+        root_cert: String::new(),
+    })
+}
+
 /// The server's own message for database errors (tokio-postgres prints only "db error").
 pub fn db_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
@@ -374,5 +400,11 @@ mod tests {
         let (h, p, d) = super::instance_address("host=db port=6000 dbname=x user=u").unwrap();
         assert_eq!((h.as_str(), p, d.as_str()), ("db", 6000, "x"));
         assert!(super::instance_address("postgresql://[bad").is_err());
+        use crate::backend::tls::SslMode;
+        let mode = |u| super::instance_tls(u).unwrap().mode;
+        assert_eq!(mode("postgresql://h/db?sslmode=require"), SslMode::Require);
+        assert_eq!(mode("host=h sslmode=disable"), SslMode::Disable);
+        assert_eq!(mode("postgresql://h/db?sslmode=prefer"), SslMode::Prefer);
+        assert_eq!(mode("postgresql://h/db"), SslMode::Disable);
     }
 }

@@ -108,6 +108,15 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
         if !names.insert(i.name.as_str()) {
             return bad(format!("instance {:?} is defined twice", i.name));
         }
+        if crate::backend::tls::SslMode::parse(&i.sslmode).is_none() {
+            return bad(format!(
+                "instance {:?}: sslmode {:?} is not one of disable, prefer, require, verify-ca, verify-full",
+                i.name, i.sslmode
+            ));
+        }
+        if let Err(e) = i.tls().check() {
+            return bad(format!("instance {:?}: {e}", i.name));
+        }
     }
     let mut keys = HashSet::new();
     for t in &cfg.tenants {

@@ -423,6 +423,23 @@ pub struct InstanceConfig {
     /// Password for backend roles without one of their own.
     #[serde(default)]
     pub password: String,
+    /// TLS to this instance, as libpq's sslmode: disable (default), prefer, require,
+    /// verify-ca or verify-full.
+    #[serde(default)]
+    pub sslmode: String,
+    /// PEM file of the CAs to trust (verify-ca, verify-full; require checks it when given).
+    #[serde(default)]
+    pub sslrootcert: String,
+}
+
+impl InstanceConfig {
+    /// The TLS settings (`sslmode` checked by validation).
+    pub fn tls(&self) -> crate::backend::tls::ServerTls {
+        crate::backend::tls::ServerTls {
+            mode: crate::backend::tls::SslMode::parse(&self.sslmode).unwrap_or_default(),
+            root_cert: self.sslrootcert.clone(),
+        }
+    }
 }
 
 fn localhost() -> String {

@@ -81,6 +81,14 @@ pub fn cancel_request(pid: i32, secret: i32) -> [u8; 16] {
     b
 }
 
+/// An untagged SSLRequest packet for a server.
+pub fn ssl_request() -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[0..4].copy_from_slice(&8i32.to_be_bytes());
+    b[4..8].copy_from_slice(&super::startup::SSL_REQUEST_CODE.to_be_bytes());
+    b
+}
+
 /// RowDescription of text columns (type `text`, OID 25, text format).
 pub fn row_description(buf: &mut BytesMut, columns: &[&str]) {
     let at = begin(buf, b'T');

@@ -113,6 +113,8 @@ impl TestDb {
                 port: PG_PORT,
                 dbname: self.db.clone(),
                 password: String::new(),
+                sslmode: String::new(),
+                sslrootcert: String::new(),
             }],
             ..Config::default()
         };

@@ -65,6 +65,39 @@ impl PgInstance {
 
     /// initdb and start with extra server options (`-c name=value ...`).
     pub fn start_with(extra: &str) -> PgInstance {
+        let inst = Self::init(extra);
+        inst.ctl(&["start"]);
+        inst
+    }
+
+    /// With TLS on (`ssl=on`), the server's certificate and key from PEM files, and
+    /// `hba` as its whole pg_hba.conf.
+    pub fn start_tls(cert: &Path, key: &Path, hba: &str) -> PgInstance {
+        let inst = Self::init("-c ssl=on");
+        let data = inst.dir.path().join("data");
+        std::fs::copy(cert, data.join("server.crt")).unwrap();
+        std::fs::copy(key, data.join("server.key")).unwrap();
+        std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        if is_root() {
+            let out = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&data)
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+        }
+        inst.ctl(&["start"]);
+        inst
+    }
+
+    /// initdb on a free port, not started.
+    fn init(extra: &str) -> PgInstance {
         let bin = bindir();
         let dir = tempfile::Builder::new().prefix("tg-pg-").tempdir().unwrap();
         if is_root() {
@@ -100,14 +133,12 @@ impl PgInstance {
             .local_addr()
             .unwrap()
             .port();
-        let inst = PgInstance {
+        PgInstance {
             port,
             dir,
             bin,
             extra: extra.to_owned(),
-        };
-        inst.ctl(&["start"]);
-        inst
+        }
     }
 
     fn ctl(&self, action: &[&str]) {

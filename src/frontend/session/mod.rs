@@ -46,6 +46,8 @@ pub struct Attached {
     refusals: std::collections::VecDeque<PgError>,
     /// A write completed in the open transaction (result cache invalidation at its end).
     wrote: bool,
+    /// Written to a TLS stream and maybe not sent yet: flushed when nothing else is queued.
+    unflushed: bool,
 }
 
 impl Attached {
@@ -62,6 +64,7 @@ impl Attached {
             fatal_seen: false,
             refusals: Default::default(),
             wrote: false,
+            unflushed: false,
         })
     }
 
@@ -278,13 +281,17 @@ where
                     server,
                     ..
                 } = self;
-                let (mut sr, mut sw, mut sbuf, sout) = match server.as_mut() {
+                let (mut ss, mut sbuf, sout, mut s_unflushed) = match server.as_mut() {
                     Some(a) => {
                         if a.sbuf.capacity() - a.sbuf.len() < 1024 {
                             a.sbuf.reserve(READ_CHUNK);
                         }
-                        let (r, w) = a.conn.stream.split();
-                        (Some(r), Some(w), Some(&mut a.sbuf), Some(&mut a.sout))
+                        (
+                            Some(&mut a.conn.stream),
+                            Some(&mut a.sbuf),
+                            Some(&mut a.sout),
+                            Some(&mut a.unflushed),
+                        )
                     }
                     None => (None, None, None, None),
                 };
@@ -295,9 +302,22 @@ where
                 // futures to build per turn, each source polled in place.
                 std::future::poll_fn(|cx| {
                     if sout_pending {
-                        if let (Some(w), Some(b)) = (sw.as_mut(), sout.as_deref()) {
+                        if let (Some(w), Some(b)) = (ss.as_deref_mut(), sout.as_deref()) {
                             if let Poll::Ready(r) = Pin::new(w).poll_write(cx, b) {
                                 return Poll::Ready(Event::ServerWrote(r));
+                            }
+                        }
+                    } else if let (Some(w), Some(u)) =
+                        (ss.as_deref_mut(), s_unflushed.as_deref_mut())
+                    {
+                        // TLS holds what it could not send yet until flushed.
+                        if *u {
+                            match Pin::new(w).poll_flush(cx) {
+                                Poll::Ready(Ok(())) => *u = false,
+                                Poll::Ready(Err(e)) => {
+                                    return Poll::Ready(Event::ServerWrote(Err(e)))
+                                }
+                                Poll::Pending => {}
                             }
                         }
                     }
@@ -314,7 +334,7 @@ where
                         }
                     }
                     if read_server {
-                        if let (Some(r), Some(b)) = (sr.as_mut(), sbuf.as_deref_mut()) {
+                        if let (Some(r), Some(b)) = (ss.as_deref_mut(), sbuf.as_deref_mut()) {
                             if let Poll::Ready(r) =
                                 tokio_util::io::poll_read_buf(Pin::new(r), cx, b)
                             {
@@ -346,6 +366,7 @@ where
                     let n = r.map_err(|_| PgError::server_lost())?;
                     let a = self.server.as_mut().expect("attached");
                     a.sout.advance(n);
+                    a.unflushed = a.conn.stream.is_tls();
                     self.maybe_release();
                 }
                 Event::ClientWrote(r) => match r {
@@ -396,6 +417,7 @@ where
                 if let Some(a) = self.server.as_mut() {
                     write_now(&mut a.conn.stream, &mut a.sout)
                         .map_err(|_| PgError::server_lost())?;
+                    a.unflushed = a.conn.stream.is_tls();
                 }
                 self.maybe_release();
             }

@@ -1,0 +1,400 @@
+//! TLS from the proxy to PostgreSQL, per instance, with libpq's sslmode meanings: against
+//! a private server that takes TCP logins only over TLS (and the tenant's role only with
+//! SCRAM), and a private server without TLS.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::code;
+use common::pg_instance::PgInstance;
+use futures_util::SinkExt;
+use tenantgate::config::{
+    AuthMethod, AuthRule, Config, InstanceConfig, LoginUserConfig, TenantConfig,
+};
+use tokio_postgres::NoTls;
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`<ca>.crt`, `<ca>.key`) in `dir`.
+fn make_ca(dir: &Path, ca: &str) {
+    let (crt, key) = (format!("{ca}.crt"), format!("{ca}.key"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={ca}"),
+            "-keyout",
+            &key,
+            "-out",
+            &crt,
+        ],
+    );
+}
+
+/// `server.crt` and `server.key` in `dir`, signed by `ca`, valid for the name localhost
+/// only (not for the address 127.0.0.1).
+fn make_server_cert(dir: &Path, ca: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.crt",
+        ],
+    );
+}
+
+async fn superuser(pg: &PgInstance) -> tokio_postgres::Client {
+    // Over the socket directory would need its path; TCP with TLS is what the server takes.
+    let (c, conn) = tokio_postgres::connect(
+        &format!("{} sslmode=require", pg.url("postgres")),
+        tenantgate::backend::tls::pg_client_tls(),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    c
+}
+
+fn instance(name: &str, host: &str, port: u16, mode: &str, root: &Path) -> InstanceConfig {
+    InstanceConfig {
+        name: name.into(),
+        host: host.into(),
+        port,
+        dbname: "postgres".into(),
+        password: String::new(),
+        sslmode: mode.into(),
+        sslrootcert: if root.as_os_str().is_empty() {
+            String::new()
+        } else {
+            root.display().to_string()
+        },
+    }
+}
+
+fn tenant(key: &str, instance: &str, password: &str) -> TenantConfig {
+    TenantConfig {
+        key: key.into(),
+        instance: instance.into(),
+        schema: "acme".into(),
+        database: String::new(),
+        backend_user: "tg_acme".into(),
+        backend_password: password.into(),
+        pool_mode: String::new(),
+        pool_size: 2,
+        plan: "default".into(),
+        queries_per_second: 0,
+        queries_per_day: 0,
+        max_connections: 0,
+        users: vec![LoginUserConfig {
+            name: "app".into(),
+            password: "x".into(),
+            scram_verifier: String::new(),
+        }],
+    }
+}
+
+async fn client(port: u16, tenant: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (c, conn) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=app@{tenant} password=x dbname=postgres"),
+        NoTls,
+    )
+    .await?;
+    tokio::spawn(conn);
+    Ok(c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_connections_use_tls_as_each_instance_asks() {
+    let _ = common::tracing_subscriber_init();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_ca(d, "ca");
+    make_ca(d, "other_ca");
+    make_server_cert(d, "ca");
+    // TCP logins only over TLS; the tenant's role only with SCRAM (channel binding offered).
+    let hba = "local all all trust\n\
+               hostssl all tg_acme 127.0.0.1/32 scram-sha-256\n\
+               hostssl all all 127.0.0.1/32 trust\n\
+               host all all 127.0.0.1/32 reject\n";
+    let (cert, key) = (d.join("server.crt"), d.join("server.key"));
+    let tls_pg = tokio::task::spawn_blocking(move || PgInstance::start_tls(&cert, &key, hba))
+        .await
+        .unwrap();
+    let plain_pg = tokio::task::spawn_blocking(PgInstance::start)
+        .await
+        .unwrap();
+    superuser(&tls_pg)
+        .await
+        .batch_execute(
+            "SET password_encryption = 'scram-sha-256';
+             CREATE ROLE tg_acme LOGIN PASSWORD 'backend-pw'; CREATE SCHEMA acme AUTHORIZATION tg_acme;
+             CREATE TABLE acme.items (id int); GRANT ALL ON acme.items TO tg_acme;
+             INSERT INTO acme.items VALUES (1), (2);",
+        )
+        .await
+        .unwrap();
+    let (c, conn) = tokio_postgres::connect(&plain_pg.url("postgres"), NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c.batch_execute(
+        "CREATE ROLE tg_acme LOGIN; CREATE SCHEMA acme AUTHORIZATION tg_acme;
+         CREATE TABLE acme.items (id int); GRANT ALL ON acme.items TO tg_acme;
+         INSERT INTO acme.items VALUES (7);",
+    )
+    .await
+    .unwrap();
+
+    let (t, p, none) = (tls_pg.port, plain_pg.port, Path::new(""));
+    let (ca, other) = (d.join("ca.crt"), d.join("other_ca.crt"));
+    let mut cfg = Config {
+        listen: "127.0.0.1:0".into(),
+        auth: vec![AuthRule {
+            user: "*".into(),
+            address: "*".parse().unwrap(),
+            method: AuthMethod::Trust,
+        }],
+        instances: vec![
+            instance("req", "127.0.0.1", t, "require", none),
+            instance("pref", "127.0.0.1", t, "prefer", none),
+            instance("full", "localhost", t, "verify-full", &ca),
+            instance("ca_only", "127.0.0.1", t, "verify-ca", &ca),
+            instance("full_ip", "127.0.0.1", t, "verify-full", &ca),
+            instance("wrong_ca", "localhost", t, "verify-full", &other),
+            instance("req_ca", "localhost", t, "require", &other),
+            instance("off", "127.0.0.1", t, "disable", none),
+            instance("plain_pref", "127.0.0.1", p, "prefer", none),
+            instance("plain_req", "127.0.0.1", p, "require", none),
+        ],
+        tenants: vec![
+            tenant("req", "req", "backend-pw"),
+            tenant("pref", "pref", "backend-pw"),
+            tenant("full", "full", "backend-pw"),
+            tenant("ca_only", "ca_only", "backend-pw"),
+            tenant("full_ip", "full_ip", "backend-pw"),
+            tenant("wrong_ca", "wrong_ca", "backend-pw"),
+            tenant("req_ca", "req_ca", "backend-pw"),
+            tenant("off", "off", "backend-pw"),
+            tenant("plain_pref", "plain_pref", ""),
+            tenant("plain_req", "plain_req", ""),
+        ],
+        ..Config::default()
+    };
+    cfg.pool.connect_timeout_ms = 3000;
+    cfg.telemetry.dir = common::scratch_dir("server_tls");
+    let proxy = tenantgate::app::start(cfg, None).await.unwrap();
+    let port = proxy.addr.port();
+
+    // Encrypted, the exchange bound to the certificate (the server offers -PLUS over TLS),
+    // rows from the tenant's schema, across several statements and a transaction.
+    for key in ["req", "pref", "full", "ca_only"] {
+        let c = client(port, key)
+            .await
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        let row = c
+            .query_one(
+                "SELECT s.ssl, (SELECT count(*) FROM items)
+                   FROM pg_stat_ssl s WHERE s.pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert!(
+            row.get::<_, bool>(0),
+            "{key}: server connection not encrypted"
+        );
+        assert_eq!(row.get::<_, i64>(1), 2, "{key}");
+        c.batch_execute("BEGIN; INSERT INTO items VALUES (3); ROLLBACK")
+            .await
+            .unwrap();
+        let big: i64 = c
+            .query_one(
+                "SELECT sum(length(repeat('x', g))) FROM generate_series(1, 3000) g",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(big, 4_501_500, "{key}");
+        let rows = c
+            .query(
+                "SELECT repeat('y', 100000) FROM generate_series(1, 20)",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 20, "{key}: a large result over TLS");
+    }
+    // Client to server in bulk: 7 MB of COPY data through the TLS writer, which holds
+    // what the socket does not take until it is flushed.
+    let c = client(port, "req").await.unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    let sink = c.copy_in("COPY items FROM STDIN").await.unwrap();
+    let mut sink = std::pin::pin!(sink);
+    let chunk = bytes::Bytes::from("123456\n".repeat(100_000));
+    for _ in 0..10 {
+        sink.send(chunk.clone()).await.unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 1_000_000);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1_000_002);
+    c.batch_execute("ROLLBACK").await.unwrap();
+    // A large message written while the server is busy and not reading: the socket fills,
+    // the TLS writer keeps the tail, and only a flush once the server reads again sends
+    // it (without one, both sides would wait for ever).
+    let big = "x".repeat(16 << 20);
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&big];
+    let (slept, len) = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        tokio::join!(
+            c.simple_query("SELECT pg_sleep(1)"),
+            c.query_one("SELECT length($1::text)", &params)
+        )
+    })
+    .await
+    .expect("the large message reached the server");
+    slept.unwrap();
+    assert_eq!(len.unwrap().get::<_, i32>(0), 16 << 20);
+    // A server that reads slowly (a trigger sleeps per row of a COPY of 20 MB): the
+    // socket stays full, so the last write leaves bytes in the TLS writer that only a
+    // flush sends.
+    c.batch_execute(
+        "CREATE TABLE wide (t text);
+         CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN PERFORM pg_sleep(0.002); RETURN NULL; END $$;
+         CREATE TRIGGER slow BEFORE INSERT ON wide FOR EACH ROW EXECUTE FUNCTION slow();",
+    )
+    .await
+    .unwrap();
+    let copied = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let sink = c.copy_in("COPY wide FROM STDIN").await.unwrap();
+        let mut sink = std::pin::pin!(sink);
+        let row = bytes::Bytes::from(format!("{}\n", "w".repeat(20_000)));
+        for _ in 0..1000 {
+            sink.send(row.clone()).await.unwrap();
+        }
+        sink.finish().await.unwrap()
+    })
+    .await
+    .expect("the COPY's last bytes reached the server");
+    assert_eq!(copied, 0, "the trigger keeps the rows out");
+    // A cancel reaches the statement running on the encrypted connection.
+    let token = c.cancel_token();
+    let sleeper = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    token.cancel_query(NoTls).await.unwrap();
+    let e = tokio::time::timeout(std::time::Duration::from_secs(10), sleeper)
+        .await
+        .expect("cancelled in time")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(code(&e), "57014", "{e}");
+    // The server refuses non-TLS logins: a plain connection is turned away (08004, the
+    // server rejected the proxy's login).
+    let Err(e) = client(port, "off").await else {
+        panic!("plain login accepted")
+    };
+    assert_eq!(code(&e), "08004", "{e}");
+    // Certificates that do not check out: another CA (also for require with a root
+    // certificate, as libpq), or verify-full by an address the certificate does not name.
+    for key in ["wrong_ca", "req_ca", "full_ip"] {
+        let Err(e) = client(port, key).await else {
+            panic!("{key}: certificate accepted")
+        };
+        assert_eq!(code(&e), "08006", "{key}: {e}");
+    }
+    // A server without TLS: prefer falls back to a plain connection, require refuses.
+    let c = client(port, "plain_pref").await.unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    let Err(e) = client(port, "plain_req").await else {
+        panic!("require accepted a server without TLS")
+    };
+    assert_eq!(code(&e), "08006", "{e}");
+    // The proxy is still serving.
+    assert!(client(port, "full").await.is_ok());
+    proxy.shutdown().await;
+}
+
+#[test]
+fn an_unknown_sslmode_or_a_verifying_mode_without_roots_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |body: &str| {
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            format!("catalog_url = \"\"\n[[instances]]\nname = \"i\"\n{body}\n"),
+        )
+        .unwrap();
+        tenantgate::config::load::load(Some(&p))
+    };
+    let e = write("sslmode = \"allow\"").unwrap_err().to_string();
+    assert!(
+        e.contains("sslmode \\\"allow\\\"") || e.contains("sslmode \"allow\""),
+        "{e}"
+    );
+    let e = write("sslmode = \"verify-full\"").unwrap_err().to_string();
+    assert!(e.contains("needs sslrootcert"), "{e}");
+    assert!(write("sslmode = \"require\"").is_ok());
+}
