@@ -1,5 +1,6 @@
 //! Real clients with their own protocol code through the proxy: psql, pgbench (simple,
-//! extended, prepared, new connection per transaction), asyncpg and psycopg.
+//! extended, prepared, new connection per transaction), asyncpg, psycopg, node-postgres,
+//! JDBC and sqlx.
 //! The Python drivers come from `scripts/test-deps.sh` (TENANTGATE_PYTHON).
 
 mod common;
@@ -283,6 +284,135 @@ async fn jdbc_in_transaction_and_session_pooling() {
             .await
             .expect("java is installed");
         assert_all_passed(&format!("JDBC ({tenant})"), &out);
+    }
+    env.finish().await;
+}
+
+/// sqlx (its own protocol code in Rust): a pool of client connections, each caching its
+/// named prepared statements (`sqlx_s_N`) for the life of the connection, while in
+/// transaction pooling the proxy gives them whichever server connection is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlx_in_transaction_and_session_pooling() {
+    use futures_util::TryStreamExt;
+    use sqlx::Row;
+    let env = Env::with(|c| {
+        tenant_pool(c, "acme", PoolMode::Transaction, 2);
+        tenant_pool(c, "globex", PoolMode::Session, 4);
+    })
+    .await;
+    for tenant in ["acme", "globex"] {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(&url(&env, tenant))
+            .await
+            .unwrap_or_else(|e| panic!("{tenant}: connect: {e}"));
+        let t = format!("tg_sqlx_{}", common::unique());
+        sqlx::query(&format!(
+            "CREATE TABLE {t} (id int PRIMARY KEY, name text, at timestamptz)"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        // Parameters, and the same statements again on every client connection: each
+        // caches them by name, so the proxy re-prepares them on other server connections.
+        let insert = format!("INSERT INTO {t} VALUES ($1, $2, now())");
+        for i in 0..60 {
+            sqlx::query(&insert)
+                .bind(i)
+                .bind(format!("n{i}"))
+                .execute(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("{tenant}: insert {i}: {e}"));
+        }
+        let by_id = format!("SELECT name FROM {t} WHERE id = $1");
+        let mut tasks = Vec::new();
+        for k in 0..4 {
+            let (pool, by_id) = (pool.clone(), by_id.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..50 {
+                    let id = (i * 7 + k) % 60;
+                    let name: String = sqlx::query_scalar(&by_id)
+                        .bind(id)
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                    assert_eq!(name, format!("n{id}"));
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        // A transaction rolled back, and one committed, each on one connection.
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query(&insert)
+            .bind(1000)
+            .bind("gone")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query(&insert)
+            .bind(1001)
+            .bind("kept")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t} WHERE id >= 1000"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            n, 1,
+            "{tenant}: the rollback kept its row or the commit lost its row"
+        );
+        // Errors keep their SQLSTATE, and the connection stays usable.
+        let e = sqlx::query("SELECT 1/0").execute(&pool).await.unwrap_err();
+        let code = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c.into_owned());
+        assert_eq!(code.as_deref(), Some("22012"), "{tenant}: {e}");
+        let e = sqlx::query(&insert)
+            .bind(1)
+            .bind("dup")
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        let code = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c.into_owned());
+        assert_eq!(code.as_deref(), Some("23505"), "{tenant}: {e}");
+        // A large result, streamed row by row.
+        let mut rows = sqlx::query("SELECT g, md5(g::text) AS h FROM generate_series(1, 20000) g")
+            .fetch(&pool);
+        let (mut count, mut last) = (0, 0);
+        while let Some(row) = rows.try_next().await.unwrap() {
+            count += 1;
+            last = row.get::<i32, _>("g");
+        }
+        drop(rows);
+        assert_eq!((count, last), (20000, 20000), "{tenant}");
+        // The tenant's own schema and rows, not another's.
+        let owners: Vec<String> = sqlx::query_scalar("SELECT DISTINCT owner FROM items")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert_eq!(owners, [tenant], "{tenant}");
+        let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(schema, tenant);
+        sqlx::query(&format!("DROP TABLE {t}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
     }
     env.finish().await;
 }
