@@ -14,6 +14,7 @@
 //! - [`frontend`]: client side: negotiation, TLS, authentication, the relay loop.
 //! - [`router`]: pure routing decisions (tenant resolution at startup).
 //! - [`backend`]: server connections and per-tenant pools with per-instance caps.
+//! - [`net`]: socket options of client and server connections (keepalive, user timeout).
 //! - [`catalog`]: the tenant directory trait, config-file and PostgreSQL catalog, provisioning.
 //! - [`telemetry`]: per-statement events, cost, rollups (MongoDB, spool, embedded store);
 //!   metrics (names in one file, Prometheus exporter).
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod frontend;
 pub mod limits;
+pub mod net;
 pub mod protocol;
 pub mod router;
 pub mod state;

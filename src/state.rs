@@ -94,7 +94,7 @@ impl Proxy {
         rand::Rng::fill(&mut rand::thread_rng(), &mut mock_secret[..]);
         Ok(Proxy {
             inner: Arc::new(Inner {
-                pools: Pools::new(cfg.pool.clone()),
+                pools: Pools::new(cfg.pool.clone(), cfg.tcp.clone()),
                 config: ArcSwap::from_pointee(cfg),
                 config_path,
                 directory: ArcSwap::from_pointee(directory),
@@ -308,7 +308,9 @@ impl Proxy {
         let dir: Option<Box<dyn TenantDirectory>> =
             (!self.inner.uses_catalog).then(|| Box::new(StaticDirectory::from_config(&cfg)) as _);
         // 3. Swap config, directory and pool settings; clients keep running.
-        self.inner.pools.reconfigure(cfg.pool.clone());
+        self.inner
+            .pools
+            .reconfigure(cfg.pool.clone(), cfg.tcp.clone());
         if let Some(dir) = dir {
             self.inner.directory.store(Arc::new(dir));
         }

@@ -534,3 +534,91 @@ async fn a_query_with_a_nul_inside_its_text_runs_nothing_and_the_session_goes_on
     env.still_alive().await;
     env.finish().await;
 }
+
+/// Keepalive timers of the established TCP sockets `ss` lists for `filter`, in seconds
+/// (u64::MAX for a minute or more), with the owning process id (`None`: no keepalive timer on that socket). Once no socket
+/// has data in flight (whose retransmission timer `ss` would show instead), within 5 s.
+async fn keepalive_timers(filter: &str) -> Vec<(Option<u64>, Option<u32>)> {
+    let mut last = Vec::new();
+    for _ in 0..50 {
+        let out = std::process::Command::new("ss")
+            .args(["-tnopH", "state", "established", filter])
+            .output()
+            .expect("ss (iproute2) runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !text.contains("timer:(on,") {
+            return parse_keepalive_timers(&text);
+        }
+        last = parse_keepalive_timers(&text);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
+
+fn parse_keepalive_timers(ss: &str) -> Vec<(Option<u64>, Option<u32>)> {
+    ss.lines()
+        .map(|l| {
+            // "36sec", "950ms"; a minute or more ("1min16sec", "80min") as u64::MAX.
+            let timer = l.split("timer:(keepalive,").nth(1).map(|t| {
+                let t = t.split(',').next().unwrap_or_default();
+                match (t.strip_suffix("sec"), t.strip_suffix("ms")) {
+                    (Some(s), _) if s.bytes().all(|b| b.is_ascii_digit()) => {
+                        s.parse().unwrap_or(u64::MAX)
+                    }
+                    (_, Some(ms)) if ms.bytes().all(|b| b.is_ascii_digit()) => 0,
+                    _ => u64::MAX,
+                }
+            });
+            let pid = l
+                .split("pid=")
+                .nth(1)
+                .and_then(|p| p.split(',').next())
+                .and_then(|p| p.parse().ok());
+            (timer, pid)
+        })
+        .collect()
+}
+
+/// `[tcp]`: keepalive probes on the proxy's client sockets and on its server
+/// connections, after the configured idle time (the system's default is two hours, and
+/// PostgreSQL's and tokio-postgres's own sockets use that), and none when turned off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_and_server_sockets_get_the_configured_keepalive() {
+    let env = Env::with(|c| {
+        c.tcp.keepalive_idle_s = 37;
+        c.tcp.keepalive_interval_s = 5;
+        c.tcp.keepalive_count = 3;
+        c.tcp.user_timeout_ms = 20_000;
+    })
+    .await;
+    let c = env.client("acme").await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let port = env.addr().port();
+    let clients = keepalive_timers(&format!("( sport = :{port} )")).await;
+    assert_eq!(clients.len(), 1, "{clients:?}");
+    assert!(
+        clients[0].0.is_some_and(|s| s <= 37),
+        "client socket: {clients:?}"
+    );
+    // The proxy's server connections (this process's sockets to PostgreSQL with a timer
+    // of at most 37 s; the test's own admin connections have tokio-postgres's two hours).
+    let me = std::process::id();
+    let servers = keepalive_timers("( dport = :5432 )").await;
+    assert!(
+        servers
+            .iter()
+            .any(|(t, pid)| *pid == Some(me) && t.is_some_and(|s| s <= 37)),
+        "no server connection with the configured keepalive: {servers:?}"
+    );
+    drop(c);
+    env.finish().await;
+
+    let env = Env::with(|c| c.tcp.keepalive = false).await;
+    let c = env.client("acme").await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let clients = keepalive_timers(&format!("( sport = :{} )", env.addr().port())).await;
+    assert_eq!(clients.len(), 1, "{clients:?}");
+    assert_eq!(clients[0].0, None, "keepalive off: {clients:?}");
+    drop(c);
+    env.finish().await;
+}

@@ -22,7 +22,7 @@ use tokio::sync::{oneshot, Notify};
 use super::params::ServerParams;
 use super::server::{BackendError, ServerConn};
 use crate::catalog::Tenant;
-use crate::config::PoolConfig;
+use crate::config::{PoolConfig, TcpConfig};
 
 /// Why a pool could not hand out a connection.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,8 @@ pub struct Pools {
 
 struct PoolsInner {
     config: ArcSwap<PoolConfig>,
+    /// Socket options of new server connections.
+    tcp: ArcSwap<TcpConfig>,
     tenants: Mutex<HashMap<String, Arc<TenantPool>>>,
     instances: Mutex<HashMap<String, Arc<Instance>>>,
     pause: Pause,
@@ -242,10 +244,11 @@ impl Drop for Reservation<'_> {
 }
 
 impl Pools {
-    pub fn new(config: PoolConfig) -> Self {
+    pub fn new(config: PoolConfig, tcp: TcpConfig) -> Self {
         Pools {
             inner: Arc::new(PoolsInner {
                 config: ArcSwap::from_pointee(config),
+                tcp: ArcSwap::from_pointee(tcp),
                 tenants: Mutex::new(HashMap::new()),
                 instances: Mutex::new(HashMap::new()),
                 pause: Pause::default(),
@@ -257,10 +260,12 @@ impl Pools {
         self.inner.config.load_full()
     }
 
-    /// Apply new pool settings (reload). Sizes and caps take effect for new connections.
-    pub fn reconfigure(&self, config: PoolConfig) {
+    /// Apply new pool settings (reload). Sizes, caps and socket options take effect for
+    /// new connections.
+    pub fn reconfigure(&self, config: PoolConfig, tcp: TcpConfig) {
         let cap = config.instance_max_connections;
         self.inner.config.store(Arc::new(config));
+        self.inner.tcp.store(Arc::new(tcp));
         for i in self.inner.instances.lock().values() {
             i.cap.store(cap, Ordering::Relaxed);
             i.released.notify_waiters();
@@ -641,6 +646,7 @@ impl TenantPool {
                 ServerConn::connect(
                     &self.tenant.placement,
                     tls.as_ref(),
+                    &self.config.tcp.load(),
                     Duration::from_millis(cfg.connect_timeout_ms),
                     cfg.prepared_statements_cache,
                 )

@@ -20,6 +20,7 @@ use super::prepared::PreparedCache;
 use super::stream::ServerStream;
 use super::tls::SslMode;
 use crate::catalog::Placement;
+use crate::config::TcpConfig;
 use crate::protocol::{frame, write};
 
 /// Why a server connection could not be made or used.
@@ -141,28 +142,33 @@ impl ServerConn {
     pub async fn connect(
         placement: &Placement,
         tls: Option<&Arc<ClientConfig>>,
+        tcp: &TcpConfig,
         timeout: Duration,
         prepared_cap: usize,
     ) -> Result<ServerConn, BackendError> {
-        tokio::time::timeout(timeout, Self::connect_inner(placement, tls, prepared_cap))
-            .await
-            .map_err(|_| BackendError::Timeout)?
+        tokio::time::timeout(
+            timeout,
+            Self::connect_inner(placement, tls, tcp, prepared_cap),
+        )
+        .await
+        .map_err(|_| BackendError::Timeout)?
     }
 
     async fn connect_inner(
         p: &Placement,
         tls: Option<&Arc<ClientConfig>>,
+        tcp_cfg: &TcpConfig,
         prepared_cap: usize,
     ) -> Result<ServerConn, BackendError> {
         let target = format!("{}:{}", p.host, p.port);
-        let tcp = tcp_connect(&target).await?;
+        let tcp = tcp_connect(&target, tcp_cfg).await?;
         let addr = tcp.peer_addr()?;
         let stream = match tls {
             Some(config) => match negotiate_tls(tcp, config, p).await {
                 // As libpq: prefer retries without TLS when the handshake fails.
                 Err(BackendError::Tls(e)) if p.tls.mode == SslMode::Prefer => {
                     tracing::debug!(%target, error = %e, "TLS failed, sslmode prefer: plain");
-                    ServerStream::Plain(tcp_connect(&target).await?)
+                    ServerStream::Plain(tcp_connect(&target, tcp_cfg).await?)
                 }
                 other => other?,
             },
@@ -440,7 +446,7 @@ impl ServerConn {
     }
 }
 
-async fn tcp_connect(target: &str) -> Result<TcpStream, BackendError> {
+async fn tcp_connect(target: &str, cfg: &TcpConfig) -> Result<TcpStream, BackendError> {
     let tcp = TcpStream::connect(target)
         .await
         .map_err(|source| BackendError::Connect {
@@ -448,6 +454,7 @@ async fn tcp_connect(target: &str) -> Result<TcpStream, BackendError> {
             source,
         })?;
     tcp.set_nodelay(true)?;
+    crate::net::set_keepalive(socket2::SockRef::from(&tcp), cfg)?;
     Ok(tcp)
 }
 

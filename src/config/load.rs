@@ -32,6 +32,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "tls",
     "pool",
     "limits",
+    "tcp",
     "auth",
     "instances",
     "tenants",
@@ -99,6 +100,16 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
     }
     if cfg.migrate.concurrency == 0 {
         return bad("migrate.concurrency must be at least 1".into());
+    }
+    if cfg.tcp.keepalive
+        && (cfg.tcp.keepalive_idle_s == 0
+            || cfg.tcp.keepalive_interval_s == 0
+            || cfg.tcp.keepalive_count == 0)
+    {
+        return bad(
+            "tcp keepalive_idle_s, keepalive_interval_s and keepalive_count must be at least 1"
+                .into(),
+        );
     }
     if cfg.pool.default_size == 0 || cfg.pool.instance_max_connections == 0 {
         return bad("pool sizes must be at least 1".into());
@@ -187,6 +198,7 @@ mod tests {
             "example documents the telemetry defaults"
         );
         assert_eq!(cfg.redis, d.redis, "example documents the redis defaults");
+        assert_eq!(cfg.tcp, d.tcp, "example documents the tcp defaults");
         assert_eq!(cfg.tenants.len(), 1);
         assert_eq!(cfg.tenants[0].users[0].name, "app");
     }

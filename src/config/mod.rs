@@ -41,6 +41,8 @@ pub struct Config {
     pub pool: PoolConfig,
     /// Client limits. Reload: yes.
     pub limits: LimitsConfig,
+    /// TCP options of client and server connections. Reload: yes (new connections).
+    pub tcp: TcpConfig,
     /// Client authentication rules, first match wins. Reload: yes.
     pub auth: Vec<AuthRule>,
     /// PostgreSQL instances. Reload: yes.
@@ -71,6 +73,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             pool: PoolConfig::default(),
             limits: LimitsConfig::default(),
+            tcp: TcpConfig::default(),
             auth: Vec::new(),
             instances: Vec::new(),
             tenants: Vec::new(),
@@ -329,6 +332,38 @@ impl Default for LimitsConfig {
             client_login_timeout_ms: 15_000,
             shutdown_timeout_ms: 30_000,
             enforce_plans: true,
+        }
+    }
+}
+
+/// TCP options of every client and server socket. A peer that vanished without closing
+/// (a host that crashed, a NAT or firewall that dropped the connection) is noticed by
+/// keepalive probes while the connection is idle, and by the user timeout while data waits
+/// unacknowledged: its client's transaction is rolled back and the server connection freed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// Send keepalive probes on idle connections. Default true.
+    pub keepalive: bool,
+    /// Idle time before the first probe. Default 60 s.
+    pub keepalive_idle_s: u64,
+    /// Time between probes. Default 10 s.
+    pub keepalive_interval_s: u64,
+    /// Unanswered probes before the connection is dropped. Default 6.
+    pub keepalive_count: u32,
+    /// Data unacknowledged this long drops the connection (TCP_USER_TIMEOUT). 0 leaves the
+    /// system's retransmission limit (about 15 minutes). Default 0.
+    pub user_timeout_ms: u64,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            keepalive: true,
+            keepalive_idle_s: 60,
+            keepalive_interval_s: 10,
+            keepalive_count: 6,
+            user_timeout_ms: 0,
         }
     }
 }

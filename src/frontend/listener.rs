@@ -23,7 +23,18 @@ pub async fn run(proxy: Proxy, listener: TcpListener, tracker: TaskTracker) {
     // waiter list each time.
     let stopped = shutdown.cancelled();
     tokio::pin!(stopped);
+    // The listener's keepalive settings, which accepted sockets inherit: set again when a
+    // reload changes `[tcp]`.
+    let mut tcp: Option<crate::config::TcpConfig> = None;
     loop {
+        let cfg = proxy.config();
+        if tcp.as_ref() != Some(&cfg.tcp) {
+            if let Err(e) = crate::net::set_keepalive(socket2::SockRef::from(&listener), &cfg.tcp) {
+                warn!(error = %e, "could not set TCP keepalive on the listener");
+            }
+            tcp = Some(cfg.tcp.clone());
+        }
+        drop(cfg);
         let (sock, peer) = tokio::select! {
             biased;
             _ = &mut stopped => break,
