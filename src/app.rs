@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -38,7 +37,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     if !cfg.metrics.listen.is_empty() {
         crate::telemetry::metrics::install(&cfg.metrics.listen);
     }
-    let listener = TcpListener::bind(&cfg.listen).await?;
+    let listener = crate::net::listen(&cfg.listen, &cfg.tcp).await?;
     let addr = listener.local_addr()?;
     let mut tasks = Vec::new();
     let proxy = if cfg.catalog_url.is_empty() {

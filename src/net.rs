@@ -3,8 +3,35 @@
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::config::TcpConfig;
+
+/// Bind and listen on `addr` with `[tcp]` set before the socket listens, so that even
+/// the first clients inherit it. As tokio's `TcpListener::bind`: SO_REUSEADDR, a backlog
+/// of 1024, the first address that binds.
+pub async fn listen(addr: &str, cfg: &TcpConfig) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let sock = if a.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        sock.set_reuseaddr(true)?;
+        set_keepalive(SockRef::from(&sock), cfg)?;
+        match sock.bind(a) {
+            Ok(()) => return sock.listen(1024),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{addr} resolves to no address"),
+        )
+    }))
+}
 
 /// Apply `[tcp]`'s keepalive probes and user timeout to a socket. Set on the listener,
 /// they are inherited by every accepted socket (Linux copies a listener's TCP options to

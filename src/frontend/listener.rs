@@ -23,16 +23,16 @@ pub async fn run(proxy: Proxy, listener: TcpListener, tracker: TaskTracker) {
     // waiter list each time.
     let stopped = shutdown.cancelled();
     tokio::pin!(stopped);
-    // The listener's keepalive settings, which accepted sockets inherit: set again when a
-    // reload changes `[tcp]`.
-    let mut tcp: Option<crate::config::TcpConfig> = None;
+    // The listener's keepalive settings, which accepted sockets inherit (set before it
+    // listened, `net::listen`): set again when a reload changes `[tcp]`.
+    let mut tcp = proxy.config().tcp.clone();
     loop {
         let cfg = proxy.config();
-        if tcp.as_ref() != Some(&cfg.tcp) {
+        if tcp != cfg.tcp {
             if let Err(e) = crate::net::set_keepalive(socket2::SockRef::from(&listener), &cfg.tcp) {
                 warn!(error = %e, "could not set TCP keepalive on the listener");
             }
-            tcp = Some(cfg.tcp.clone());
+            tcp = cfg.tcp.clone();
         }
         drop(cfg);
         let (sock, peer) = tokio::select! {
