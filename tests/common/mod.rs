@@ -21,6 +21,38 @@ pub const PG_HOST: &str = "127.0.0.1";
 pub const PG_PORT: u16 = 5432;
 pub const TENANTS: [&str; 2] = ["acme", "globex"];
 
+/// A free port held until released: bound (not listening, so connections to it are
+/// refused) so that no other test is given it meanwhile. A port found free and let go at
+/// once can be handed to the next test that asks, whose server then answers in its place.
+pub struct PortHold {
+    sock: Option<socket2::Socket>,
+    pub port: u16,
+}
+
+impl PortHold {
+    pub fn new() -> PortHold {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        sock.bind(&any.into()).expect("bind a free port");
+        let port = sock
+            .local_addr()
+            .unwrap()
+            .as_socket()
+            .expect("an inet address")
+            .port();
+        PortHold {
+            sock: Some(sock),
+            port,
+        }
+    }
+
+    /// Let the port go, for the server about to bind it.
+    pub fn release(&mut self) {
+        self.sock = None;
+    }
+}
+
 /// A unique suffix for names.
 pub fn unique() -> String {
     format!(

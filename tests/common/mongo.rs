@@ -42,6 +42,7 @@ pub async fn drop_db(url: &str, db: &str) {
 /// A private mongod on a free port with its own data directory.
 pub struct PrivateMongo {
     pub port: u16,
+    hold: super::PortHold,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -49,13 +50,10 @@ pub struct PrivateMongo {
 impl PrivateMongo {
     /// A port and data directory, not started.
     pub fn new() -> PrivateMongo {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let hold = super::PortHold::new();
         PrivateMongo {
-            port,
+            port: hold.port,
+            hold,
             dir: tempfile::tempdir().unwrap(),
             child: None,
         }
@@ -73,6 +71,7 @@ impl PrivateMongo {
             "{} missing: run scripts/mongod.sh",
             bin.display()
         );
+        self.hold.release();
         let child = Command::new(bin)
             .arg("--dbpath")
             .arg(self.dir.path())

@@ -7,6 +7,8 @@ use std::process::Command;
 
 pub struct PgInstance {
     pub port: u16,
+    /// Held until the server first starts.
+    hold: std::sync::Mutex<super::PortHold>,
     dir: tempfile::TempDir,
     bin: PathBuf,
     /// Extra `-c` settings.
@@ -128,13 +130,10 @@ impl PgInstance {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let hold = super::PortHold::new();
         PgInstance {
-            port,
+            port: hold.port,
+            hold: std::sync::Mutex::new(hold),
             dir,
             bin,
             extra: extra.to_owned(),
@@ -142,6 +141,7 @@ impl PgInstance {
     }
 
     fn ctl(&self, action: &[&str]) {
+        self.hold.lock().unwrap().release();
         let data = self.dir.path().join("data");
         let opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50 {}",
