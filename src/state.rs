@@ -7,8 +7,8 @@ use std::sync::Arc;
 use foldhash::{HashMap, HashMapExt};
 use parking_lot::Mutex;
 
+use crate::frontend::tls::ClientTls;
 use arc_swap::ArcSwap;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -31,9 +31,8 @@ struct Inner {
     directory: ArcSwap<Box<dyn TenantDirectory>>,
     pools: Pools,
     cancels: CancelRegistry,
-    tls: Option<TlsAcceptor>,
-    /// tls-server-end-point data of our certificate (SCRAM-SHA-256-PLUS).
-    tls_cert_hash: Option<Vec<u8>>,
+    /// Clients' TLS; replaced at reload (the files are read again).
+    tls: arc_swap::ArcSwapOption<ClientTls>,
     mock_secret: [u8; 32],
     clients: AtomicUsize,
     shutdown: CancellationToken,
@@ -84,12 +83,7 @@ impl Proxy {
         directory: Box<dyn TenantDirectory>,
         uses_catalog: bool,
     ) -> Result<Self, StartError> {
-        let (tls, tls_cert_hash) = if cfg.tls.enabled() {
-            let (a, h) = crate::frontend::tls::acceptor(&cfg.tls).map_err(StartError::Tls)?;
-            (Some(a), Some(h))
-        } else {
-            (None, None)
-        };
+        let tls = load_tls(&cfg).map_err(StartError::Tls)?;
         let mut mock_secret = [0u8; 32];
         rand::Rng::fill(&mut rand::thread_rng(), &mut mock_secret[..]);
         Ok(Proxy {
@@ -99,8 +93,7 @@ impl Proxy {
                 config_path,
                 directory: ArcSwap::from_pointee(directory),
                 cancels: CancelRegistry::default(),
-                tls,
-                tls_cert_hash,
+                tls: arc_swap::ArcSwapOption::new(tls),
                 mock_secret,
                 clients: AtomicUsize::new(0),
                 shutdown: CancellationToken::new(),
@@ -175,12 +168,9 @@ impl Proxy {
         &self.inner.cancels
     }
 
-    pub fn tls(&self) -> Option<&TlsAcceptor> {
-        self.inner.tls.as_ref()
-    }
-
-    pub fn tls_cert_hash(&self) -> Option<&[u8]> {
-        self.inner.tls_cert_hash.as_deref()
+    /// The clients' TLS now (`None`: SSLRequest is answered 'N').
+    pub fn tls(&self) -> Option<Arc<ClientTls>> {
+        self.inner.tls.load_full()
     }
 
     pub fn mock_secret(&self) -> &[u8; 32] {
@@ -301,9 +291,12 @@ impl Proxy {
         // 1. Build and validate the new config (environment overrides apply again).
         let cfg = config::load(self.inner.config_path.as_deref())?;
         let old = self.config();
-        if cfg.listen != old.listen || cfg.tls != old.tls || cfg.catalog_url != old.catalog_url {
-            warn!("listen, tls and catalog_url changes need a restart; keeping the old values");
+        if cfg.listen != old.listen || cfg.catalog_url != old.catalog_url {
+            warn!("listen and catalog_url changes need a restart; keeping the old values");
         }
+        // The TLS files are read again (a rotated certificate); unreadable ones refuse the
+        // whole reload, as a broken file does.
+        let tls = load_tls(&cfg).map_err(|e| ConfigError::Invalid(format!("tls: {e}")))?;
         // 2. Build the new tenant directory (the catalog's follows the catalog instead).
         let dir: Option<Box<dyn TenantDirectory>> =
             (!self.inner.uses_catalog).then(|| Box::new(StaticDirectory::from_config(&cfg)) as _);
@@ -315,6 +308,7 @@ impl Proxy {
             self.inner.directory.store(Arc::new(dir));
         }
         self.inner.config.store(Arc::new(cfg));
+        self.inner.tls.store(tls);
         // 4. Drain: retire pools of removed tenants and of tenants whose placement changed;
         //    their idle connections close now, busy ones when released.
         self.tenants_changed();
@@ -324,4 +318,12 @@ impl Proxy {
         );
         Ok(())
     }
+}
+
+/// The clients' TLS of `cfg`, when it has a certificate.
+fn load_tls(cfg: &Config) -> Result<Option<Arc<ClientTls>>, String> {
+    if !cfg.tls.enabled() {
+        return Ok(None);
+    }
+    ClientTls::load(&cfg.tls).map(|t| Some(Arc::new(t)))
 }

@@ -622,3 +622,83 @@ async fn client_and_server_sockets_get_the_configured_keepalive() {
     drop(c);
     env.finish().await;
 }
+
+/// A renewed client certificate is picked up by a reload: new connections get the new
+/// one (checked against each CA with verify-ca, and with channel binding, whose hash
+/// follows the certificate), the connection made before keeps working, and unreadable
+/// files refuse the reload and keep the running certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reads_a_renewed_tls_certificate() {
+    use common::certs::{make_ca, make_server_cert};
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for d in [&a, &b] {
+        std::fs::create_dir(d).unwrap();
+        make_ca(d, "ca");
+        make_server_cert(d, "ca");
+    }
+    let (live_crt, live_key) = (dir.path().join("live.crt"), dir.path().join("live.key"));
+    let install = |from: &std::path::Path| {
+        std::fs::copy(from.join("server.crt"), &live_crt).unwrap();
+        std::fs::copy(from.join("server.key"), &live_key).unwrap();
+    };
+    install(&a);
+    let db = common::TestDb::new().await;
+    let mut cfg = db.config();
+    cfg.tls.cert = live_crt.display().to_string();
+    cfg.tls.key = live_key.display().to_string();
+    let path = dir.path().join("tenantgate.toml");
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    let proxy = tenantgate::app::start(cfg, Some(path)).await.unwrap();
+    let dsn = format!(
+        "host=127.0.0.1 port={} user=app@acme password=acme-pw dbname={} connect_timeout=10",
+        proxy.addr.port(),
+        db.db
+    );
+    let trusting = |ca: &std::path::Path, extra: &str| {
+        format!(
+            "{dsn} sslmode=verify-ca sslrootcert={} {extra}",
+            ca.join("ca.crt").display()
+        )
+    };
+    let works = |conninfo: String| async move {
+        common::psql(&conninfo, &["-Atc", "SELECT 1"])
+            .await
+            .status
+            .success()
+    };
+    assert!(works(trusting(&a, "")).await);
+    assert!(!works(trusting(&b, "")).await);
+    let (kept, conn) = tokio_postgres::connect(
+        &format!("{dsn} sslmode=require"),
+        tenantgate::backend::tls::pg_client_tls(),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+
+    install(&b);
+    proxy.proxy.reload().unwrap();
+    assert!(works(trusting(&b, "")).await, "renewed certificate served");
+    assert!(
+        !works(trusting(&a, "")).await,
+        "old certificate still served"
+    );
+    assert!(
+        works(trusting(&b, "channel_binding=require")).await,
+        "channel binding with the renewed certificate"
+    );
+    kept.simple_query("SELECT 1")
+        .await
+        .expect("a connection made before the reload keeps working");
+
+    std::fs::write(&live_crt, "not a certificate").unwrap();
+    let e = proxy.proxy.reload().unwrap_err().to_string();
+    assert!(e.contains("tls"), "{e}");
+    assert!(
+        works(trusting(&b, "")).await,
+        "the running certificate kept"
+    );
+    proxy.shutdown().await;
+    db.cleanup().await;
+}

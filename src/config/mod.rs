@@ -35,7 +35,7 @@ pub struct Config {
     /// Runtime worker threads; 0 means one per CPU core; 1 runs tokio's current-thread
     /// scheduler. Default 0. Reload: no.
     pub workers: usize,
-    /// TLS for clients. Reload: no.
+    /// TLS for clients. Reload: yes (the files are read again).
     pub tls: TlsConfig,
     /// Server pools. Reload: yes.
     pub pool: PoolConfig,

@@ -68,9 +68,11 @@ pub async fn run(proxy: Proxy, listener: TcpListener, tracker: TaskTracker) {
 enum Negotiated {
     /// With the bytes read past the StartupMessage (the client's first messages).
     Plain(TcpStream, startup::StartupParams, LoginDeadline, BytesMut),
+    /// With the channel-binding hash of the certificate the handshake used.
     Tls(
         Box<tokio_rustls::server::TlsStream<TcpStream>>,
         LoginDeadline,
+        std::sync::Arc<[u8]>,
     ),
     /// Answered (cancel, refusal) or gone.
     Done,
@@ -82,11 +84,13 @@ async fn handle(proxy: Proxy, sock: TcpStream, peer: SocketAddr) {
     match Box::pin(negotiate(&proxy, sock, peer)).await {
         Negotiated::Plain(sock, params, deadline, cin) => {
             Box::pin(super::login::serve(
-                proxy, sock, peer, params, deadline, cin,
+                proxy, sock, peer, params, deadline, cin, None,
             ))
             .await
         }
-        Negotiated::Tls(tls, deadline) => Box::pin(after_tls(proxy, *tls, peer, deadline)).await,
+        Negotiated::Tls(tls, deadline, cert_hash) => {
+            Box::pin(after_tls(proxy, *tls, peer, deadline, cert_hash)).await
+        }
         Negotiated::Done => {}
     }
 }
@@ -121,7 +125,7 @@ async fn negotiate(proxy: &Proxy, mut sock: TcpStream, peer: SocketAddr) -> Nego
                 .await;
                 return Negotiated::Done;
             }
-            StartupPacket::Ssl => match proxy.tls().cloned() {
+            StartupPacket::Ssl => match proxy.tls() {
                 // Bytes sent in the clear after SSLRequest would be taken as if they had
                 // come through TLS (CVE-2021-23214): PostgreSQL refuses them, so do we.
                 Some(_) if !buf.is_empty() => {
@@ -132,12 +136,13 @@ async fn negotiate(proxy: &Proxy, mut sock: TcpStream, peer: SocketAddr) -> Nego
                     .await;
                     return Negotiated::Done;
                 }
-                Some(acceptor) => {
+                Some(tls) => {
                     if sock.write_all(b"S").await.is_err() {
                         return Negotiated::Done;
                     }
+                    let cert_hash = tls.cert_hash.clone();
                     // Boxed: the handshake's state is large, and this future is moved whole.
-                    let tls = match deadline.run(Box::pin(acceptor.accept(sock))).await {
+                    let tls = match deadline.run(Box::pin(tls.acceptor.accept(sock))).await {
                         Some(Ok(t)) => t,
                         Some(Err(e)) => {
                             debug!(%peer, error = %e, "TLS handshake failed");
@@ -148,7 +153,7 @@ async fn negotiate(proxy: &Proxy, mut sock: TcpStream, peer: SocketAddr) -> Nego
                             return Negotiated::Done;
                         }
                     };
-                    return Negotiated::Tls(Box::new(tls), deadline);
+                    return Negotiated::Tls(Box::new(tls), deadline, cert_hash);
                 }
                 None => {
                     tls_refused = true;
@@ -178,11 +183,21 @@ async fn after_tls(
     mut tls: tokio_rustls::server::TlsStream<TcpStream>,
     peer: SocketAddr,
     mut deadline: LoginDeadline,
+    cert_hash: std::sync::Arc<[u8]>,
 ) {
     let mut buf = BytesMut::with_capacity(STARTUP_READ);
     match deadline.run(read_packet(&mut tls, &mut buf)).await {
         Some(Ok(StartupPacket::Startup(params))) => {
-            Box::pin(super::login::serve(proxy, tls, peer, params, deadline, buf)).await
+            Box::pin(super::login::serve(
+                proxy,
+                tls,
+                peer,
+                params,
+                deadline,
+                buf,
+                Some(cert_hash),
+            ))
+            .await
         }
         Some(Ok(StartupPacket::Cancel { pid, secret })) => cancel(&proxy, pid, secret).await,
         Some(Ok(_)) => {

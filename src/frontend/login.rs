@@ -35,7 +35,8 @@ struct LoggedIn {
     trusted: bool,
 }
 
-/// Run a client from its StartupMessage to the end of its session.
+/// Run a client from its StartupMessage to the end of its session. `cert_hash`: over TLS,
+/// the channel-binding data of the certificate its handshake used.
 pub async fn serve<S: ClientStream>(
     proxy: Proxy,
     mut stream: S,
@@ -43,6 +44,7 @@ pub async fn serve<S: ClientStream>(
     params: StartupParams,
     mut deadline: LoginDeadline,
     mut cin: BytesMut,
+    cert_hash: Option<Arc<[u8]>>,
 ) {
     let mut out = BytesMut::with_capacity(512);
     if params.minor != 0 || !params.protocol_options.is_empty() {
@@ -51,7 +53,10 @@ pub async fn serve<S: ClientStream>(
     if params.get("database") == Some(ADMIN_DATABASE) {
         // Boxed, like the other one-off steps below: the task of a client lives as long
         // as the client, and its future is as large as its largest state.
-        return Box::pin(admin_login(proxy, stream, params, cin, out, deadline)).await;
+        return Box::pin(admin_login(
+            proxy, stream, params, cin, out, deadline, cert_hash,
+        ))
+        .await;
     }
     let login = deadline
         .run(Box::pin(authenticate(
@@ -61,6 +66,7 @@ pub async fn serve<S: ClientStream>(
             &params,
             &mut cin,
             &mut out,
+            cert_hash.as_deref(),
         )))
         .await;
     // The session runs without the login's timer.
@@ -113,12 +119,13 @@ async fn admin_login<S: ClientStream>(
     mut cin: BytesMut,
     mut out: BytesMut,
     mut deadline: LoginDeadline,
+    cert_hash: Option<Arc<[u8]>>,
 ) {
     let user = params.get("user").unwrap_or_default().to_owned();
     let Some(admin) = proxy.directory().admin_user(&user) else {
         return fail(&mut stream, out, PgError::admin_only(&user)).await;
     };
-    let cert = if S::TLS { proxy.tls_cert_hash() } else { None };
+    let cert = cert_hash.as_deref();
     let ok = deadline
         .run(Box::pin(scram_exchange(
             &mut stream,
@@ -155,6 +162,7 @@ async fn authenticate<S: ClientStream>(
     params: &StartupParams,
     cin: &mut BytesMut,
     out: &mut BytesMut,
+    cert_hash: Option<&[u8]>,
 ) -> Result<LoggedIn, PgError> {
     let dir = proxy.directory();
     let r = route::resolve(&params.params, |db| dir.tenant(db).is_some());
@@ -195,15 +203,7 @@ async fn authenticate<S: ClientStream>(
                 Some(u) => u.scram.clone(),
                 None => ScramVerifier::mock(proxy.mock_secret(), &startup_user),
             };
-            scram_exchange(
-                stream,
-                cin,
-                out,
-                verifier,
-                if S::TLS { proxy.tls_cert_hash() } else { None },
-            )
-            .await?
-                && found.is_some()
+            scram_exchange(stream, cin, out, verifier, cert_hash).await? && found.is_some()
         }
     };
     if !ok {

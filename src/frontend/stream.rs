@@ -10,8 +10,6 @@ use crate::protocol::{frame, PgError};
 
 /// A client connection that can be split into independent read and write halves.
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// The connection is TLS (channel binding is possible).
-    const TLS: bool;
     type R: AsyncRead + Unpin + Send;
     type W: AsyncWrite + Unpin + Send;
     fn split_rw(self) -> (Self::R, Self::W);
@@ -20,7 +18,6 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 }
 
 impl ClientStream for TcpStream {
-    const TLS: bool = false;
     type R = OwnedReadHalf;
     type W = OwnedWriteHalf;
     fn split_rw(self) -> (Self::R, Self::W) {
@@ -34,7 +31,6 @@ impl ClientStream for TcpStream {
 }
 
 impl ClientStream for TlsStream<TcpStream> {
-    const TLS: bool = true;
     type R = ReadHalf<TlsStream<TcpStream>>;
     type W = WriteHalf<TlsStream<TcpStream>>;
     fn split_rw(self) -> (Self::R, Self::W) {

@@ -32,9 +32,27 @@ pub fn end_point_hash(der: &[u8]) -> Vec<u8> {
     }
 }
 
+/// The clients' TLS: the acceptor and its certificate's channel-binding hash, read from
+/// the files at start and again at each reload (certificate rotation).
+pub struct ClientTls {
+    pub acceptor: TlsAcceptor,
+    /// `tls-server-end-point` data of the certificate (SCRAM-SHA-256-PLUS).
+    pub cert_hash: Arc<[u8]>,
+}
+
+impl ClientTls {
+    pub fn load(cfg: &TlsConfig) -> Result<ClientTls, String> {
+        let (acceptor, hash) = acceptor(cfg)?;
+        Ok(ClientTls {
+            acceptor,
+            cert_hash: hash.into(),
+        })
+    }
+}
+
 /// Build the acceptor and the certificate's channel-binding hash; the error names the file
 /// that failed (no secrets).
-pub fn acceptor(cfg: &TlsConfig) -> Result<(TlsAcceptor, Vec<u8>), String> {
+fn acceptor(cfg: &TlsConfig) -> Result<(TlsAcceptor, Vec<u8>), String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert)
         .and_then(|it| it.collect::<Result<_, _>>())
         .map_err(|e| format!("reading certificate {}: {e}", cfg.cert))?;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod catalog_db;
+pub mod certs;
 pub mod mongo;
 pub mod pg_instance;
 
