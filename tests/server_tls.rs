@@ -137,6 +137,13 @@ async fn server_connections_use_tls_as_each_instance_asks() {
             instance("off", "127.0.0.1", t, "disable", none),
             instance("plain_pref", "127.0.0.1", p, "prefer", none),
             instance("plain_req", "127.0.0.1", p, "require", none),
+            instance(
+                "rotated",
+                "localhost",
+                t,
+                "verify-full",
+                &d.join("live_ca.crt"),
+            ),
         ],
         tenants: vec![
             tenant("req", "req", "backend-pw"),
@@ -149,12 +156,17 @@ async fn server_connections_use_tls_as_each_instance_asks() {
             tenant("off", "off", "backend-pw"),
             tenant("plain_pref", "plain_pref", ""),
             tenant("plain_req", "plain_req", ""),
+            tenant("rotated", "rotated", "backend-pw"),
         ],
         ..Config::default()
     };
     cfg.pool.connect_timeout_ms = 3000;
     cfg.telemetry.dir = common::scratch_dir("server_tls");
-    let proxy = tenantgate::app::start(cfg, None).await.unwrap();
+    // The CA file of instance "rotated" trusts the wrong CA until it is renewed.
+    std::fs::copy(d.join("other_ca.crt"), d.join("live_ca.crt")).unwrap();
+    let path = d.join("tenantgate.toml");
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    let proxy = tenantgate::app::start(cfg, Some(path)).await.unwrap();
     let port = proxy.addr.port();
 
     // Encrypted, the exchange bound to the certificate (the server offers -PLUS over TLS),
@@ -290,6 +302,17 @@ async fn server_connections_use_tls_as_each_instance_asks() {
         panic!("require accepted a server without TLS")
     };
     assert_eq!(code(&e), "08006", "{e}");
+    // A renewed root certificate file is read again at reload.
+    let Err(e) = client(port, "rotated").await else {
+        panic!("certificate of another CA accepted")
+    };
+    assert_eq!(code(&e), "08006", "{e}");
+    std::fs::copy(d.join("ca.crt"), d.join("live_ca.crt")).unwrap();
+    proxy.proxy.reload().unwrap();
+    let c = client(port, "rotated")
+        .await
+        .expect("renewed CA read at reload");
+    c.simple_query("SELECT 1").await.unwrap();
     // The proxy is still serving.
     assert!(client(port, "full").await.is_ok());
     proxy.shutdown().await;

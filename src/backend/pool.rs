@@ -21,6 +21,7 @@ use tokio::sync::{oneshot, Notify};
 
 use super::params::ServerParams;
 use super::server::{BackendError, ServerConn};
+use super::tls::ServerTls;
 use crate::catalog::Tenant;
 use crate::config::{PoolConfig, TcpConfig};
 
@@ -46,6 +47,9 @@ struct PoolsInner {
     config: ArcSwap<PoolConfig>,
     /// Socket options of new server connections.
     tcp: ArcSwap<TcpConfig>,
+    /// TLS client configurations by placement settings, built (root certificates read)
+    /// at a placement's first connection and again after each reload.
+    tls: Mutex<HashMap<ServerTls, TlsSetup>>,
     tenants: Mutex<HashMap<String, Arc<TenantPool>>>,
     instances: Mutex<HashMap<String, Arc<Instance>>>,
     pause: Pause,
@@ -161,10 +165,10 @@ pub struct TenantPool {
     server_params: Mutex<Option<Arc<ServerParams>>>,
     acquired: AtomicU64,
     timeouts: AtomicU64,
-    /// The placement's TLS client configuration, built (its root certificates read) once
-    /// per pool; the error is every connection's.
-    tls: Result<Option<Arc<rustls::ClientConfig>>, String>,
 }
+
+/// A placement's rustls configuration (`None`: sslmode disable), or why it has none.
+type TlsSetup = Result<Option<Arc<rustls::ClientConfig>>, String>;
 
 #[derive(Default)]
 struct PoolState {
@@ -243,12 +247,25 @@ impl Drop for Reservation<'_> {
     }
 }
 
+impl PoolsInner {
+    fn tls_for(&self, t: &ServerTls) -> TlsSetup {
+        if let Some(setup) = self.tls.lock().get(t) {
+            return setup.clone();
+        }
+        // Read outside the lock; a racing connection may read the files too.
+        let setup = t.client_config();
+        self.tls.lock().insert(t.clone(), setup.clone());
+        setup
+    }
+}
+
 impl Pools {
     pub fn new(config: PoolConfig, tcp: TcpConfig) -> Self {
         Pools {
             inner: Arc::new(PoolsInner {
                 config: ArcSwap::from_pointee(config),
                 tcp: ArcSwap::from_pointee(tcp),
+                tls: Mutex::new(HashMap::new()),
                 tenants: Mutex::new(HashMap::new()),
                 instances: Mutex::new(HashMap::new()),
                 pause: Pause::default(),
@@ -260,12 +277,14 @@ impl Pools {
         self.inner.config.load_full()
     }
 
-    /// Apply new pool settings (reload). Sizes, caps and socket options take effect for
-    /// new connections.
+    /// Apply new pool settings (reload). Sizes, caps, socket options and the TLS root
+    /// certificates (read again) take effect for new connections.
     pub fn reconfigure(&self, config: PoolConfig, tcp: TcpConfig) {
         let cap = config.instance_max_connections;
         self.inner.config.store(Arc::new(config));
         self.inner.tcp.store(Arc::new(tcp));
+        // Root certificate files are read again (a renewed CA) for new connections.
+        self.inner.tls.lock().clear();
         for i in self.inner.instances.lock().values() {
             i.cap.store(cap, Ordering::Relaxed);
             i.released.notify_waiters();
@@ -294,7 +313,6 @@ impl Pools {
             server_params: Mutex::new(None),
             acquired: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
-            tls: tenant.placement.tls.client_config(),
         });
         instance.members.lock().push(Arc::downgrade(&pool));
         map.insert(tenant.key.clone(), pool.clone());
@@ -641,7 +659,8 @@ impl TenantPool {
             pool: self,
             kept: false,
         };
-        let res = match &self.tls {
+        let tls = self.config.tls_for(&self.tenant.placement.tls);
+        let res = match &tls {
             Ok(tls) => {
                 ServerConn::connect(
                     &self.tenant.placement,
