@@ -7,8 +7,7 @@ use std::sync::Arc;
 use foldhash::{HashMap, HashMapExt};
 use parking_lot::Mutex;
 
-use crate::frontend::tls::ClientTls;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -18,6 +17,7 @@ use crate::catalog::TenantDirectory;
 use crate::config::{self, Config, ConfigError};
 use crate::frontend::cancel::CancelRegistry;
 use crate::frontend::signal::SessionSignal;
+use crate::frontend::tls::ClientTls;
 
 /// Handle to the proxy's state.
 #[derive(Clone)]
@@ -32,7 +32,7 @@ struct Inner {
     pools: Pools,
     cancels: CancelRegistry,
     /// Clients' TLS; replaced at reload (the files are read again).
-    tls: arc_swap::ArcSwapOption<ClientTls>,
+    tls: ArcSwapOption<ClientTls>,
     mock_secret: [u8; 32],
     clients: AtomicUsize,
     shutdown: CancellationToken,
@@ -93,7 +93,7 @@ impl Proxy {
                 config_path,
                 directory: ArcSwap::from_pointee(directory),
                 cancels: CancelRegistry::default(),
-                tls: arc_swap::ArcSwapOption::new(tls),
+                tls: ArcSwapOption::new(tls),
                 mock_secret,
                 clients: AtomicUsize::new(0),
                 shutdown: CancellationToken::new(),
