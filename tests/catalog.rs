@@ -564,28 +564,24 @@ async fn an_instance_url_with_sslmode_require_is_reached_over_tls() {
     let c = connect(proxy.addr.port(), "app", &p.key, "sealed-pw")
         .await
         .unwrap();
-    let encrypted: bool = c
-        .query_one(
+    async fn encrypted(c: &tokio_postgres::Client) -> bool {
+        c.query_one(
             "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
             &[],
         )
         .await
         .unwrap()
-        .get(0);
-    assert!(encrypted, "the proxy's server connection is not encrypted");
+        .get(0)
+    }
+    assert!(
+        encrypted(&c).await,
+        "the proxy's server connection is not encrypted"
+    );
     // That one's server connections stay plain, as PgBouncer's by default.
     let c = connect(proxy.addr.port(), "app", &q.key, "open-pw")
         .await
         .unwrap();
-    let encrypted: bool = c
-        .query_one(
-            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(!encrypted);
+    assert!(!encrypted(&c).await);
     proxy.shutdown().await;
     cat.cleanup().await;
 }

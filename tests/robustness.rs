@@ -294,31 +294,9 @@ async fn ssl_and_gss_requests_are_declined_without_tls() {
 #[tokio::test]
 async fn tls_is_offered_when_configured() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    let st = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    // A self-signed certificate (a CA's serves as well as any).
+    common::certs::make_ca(dir.path(), "self");
+    let (cert, key) = (dir.path().join("self.crt"), dir.path().join("self.key"));
     let env = Env::with(|c| {
         c.tls.cert = cert.display().to_string();
         c.tls.key = key.display().to_string();
