@@ -37,7 +37,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     if !cfg.metrics.listen.is_empty() {
         crate::telemetry::metrics::install(&cfg.metrics.listen);
     }
-    let listener = crate::net::listen(&cfg.listen, &cfg.tcp).await?;
+    let listener = crate::net::listen(&cfg.listen, &cfg.tcp, cfg.reuse_port).await?;
     let addr = listener.local_addr()?;
     let mut tasks = Vec::new();
     let proxy = if cfg.catalog_url.is_empty() {

@@ -9,8 +9,8 @@ use crate::config::TcpConfig;
 
 /// Bind and listen on `addr` with `[tcp]` set before the socket listens, so that even
 /// the first clients inherit it. As tokio's `TcpListener::bind`: SO_REUSEADDR, a backlog
-/// of 1024, the first address that binds.
-pub async fn listen(addr: &str, cfg: &TcpConfig) -> std::io::Result<TcpListener> {
+/// of 1024, the first address that binds; SO_REUSEPORT when `reuse_port`.
+pub async fn listen(addr: &str, cfg: &TcpConfig, reuse_port: bool) -> std::io::Result<TcpListener> {
     let mut last = None;
     for a in tokio::net::lookup_host(addr).await? {
         let sock = if a.is_ipv4() {
@@ -19,6 +19,9 @@ pub async fn listen(addr: &str, cfg: &TcpConfig) -> std::io::Result<TcpListener>
             TcpSocket::new_v6()?
         };
         sock.set_reuseaddr(true)?;
+        if reuse_port {
+            sock.set_reuseport(true)?;
+        }
         set_keepalive(SockRef::from(&sock), cfg)?;
         match sock.bind(a) {
             Ok(()) => return sock.listen(1024),

@@ -680,3 +680,50 @@ async fn a_reload_reads_a_renewed_tls_certificate() {
     proxy.shutdown().await;
     db.cleanup().await;
 }
+
+/// `reuse_port`: a second proxy binds the address the first one listens on, and when the
+/// first shuts down new clients are served by the second. Without it the second cannot
+/// bind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuse_port_lets_a_new_process_take_over_the_address() {
+    let db = common::TestDb::new().await;
+    let mut cfg = db.config();
+    cfg.listen = "127.0.0.1:0".into();
+    let alone = tenantgate::app::start(cfg.clone(), None).await.unwrap();
+    let mut taken = cfg.clone();
+    taken.listen = alone.addr.to_string();
+    assert!(
+        tenantgate::app::start(taken, None).await.is_err(),
+        "bound an address in use without reuse_port"
+    );
+    alone.shutdown().await;
+
+    cfg.reuse_port = true;
+    let old = tenantgate::app::start(cfg.clone(), None).await.unwrap();
+    cfg.listen = old.addr.to_string();
+    let new = tenantgate::app::start(cfg, None).await.unwrap();
+    let port = old.addr.port();
+    let serve = |n: usize| {
+        let dsn = format!(
+            "host=127.0.0.1 port={port} user=app@acme password=acme-pw dbname={} connect_timeout=5",
+            db.db
+        );
+        async move {
+            for i in 0..n {
+                let (c, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+                    .await
+                    .unwrap_or_else(|e| panic!("connection {i} refused: {e}"));
+                tokio::spawn(conn);
+                c.simple_query("SELECT 1").await.unwrap();
+            }
+        }
+    };
+    serve(20).await;
+    // The old process stops listening and drains; new clients go to the new one. (A
+    // client caught in the old socket's accept queue at that instant is reset unless
+    // net.ipv4.tcp_migrate_req = 1, which moves it to the new socket: README.)
+    old.shutdown().await;
+    serve(20).await;
+    new.shutdown().await;
+    db.cleanup().await;
+}

@@ -20,6 +20,7 @@ pub enum ConfigError {
 /// Top-level keys of [`Config`], the only names `TENANTGATE_*` variables may start with.
 const TOP_LEVEL_KEYS: &[&str] = &[
     "listen",
+    "reuse_port",
     "catalog_url",
     "catalog_key",
     "migrate",
@@ -191,6 +192,7 @@ mod tests {
         let cfg = load(Some(&path)).expect("example config must load");
         let d = Config::default();
         assert_eq!(cfg.listen, d.listen);
+        assert_eq!(cfg.reuse_port, d.reuse_port);
         assert_eq!(cfg.pool, d.pool, "example documents the pool defaults");
         assert_eq!(cfg.limits, d.limits, "example documents the limit defaults");
         assert_eq!(

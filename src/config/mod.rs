@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Client listen address. Default `127.0.0.1:6432`. Reload: no.
     pub listen: String,
+    /// SO_REUSEPORT on the listener: several processes share the address (restarts and
+    /// upgrades without refused connections). Default false. Reload: no.
+    pub reuse_port: bool,
     /// Tenant catalog URL; empty means tenants come from this file. Reload: no.
     pub catalog_url: String,
     /// Base64 of 32 bytes encrypting tenant backend-role passwords in the catalog
@@ -61,6 +64,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:6432".into(),
+            reuse_port: false,
             catalog_url: String::new(),
             catalog_key: String::new(),
             migrate: MigrateConfig::default(),
