@@ -1,6 +1,7 @@
 //! TLS from the proxy to PostgreSQL, per instance, with libpq's sslmode meanings: against
 //! a private server that takes TCP logins only over TLS (and the tenant's role only with
-//! SCRAM), and a private server without TLS.
+//! SCRAM), a private server without TLS, and a fake that agrees to TLS and then fails the
+//! handshake.
 
 mod common;
 
@@ -338,4 +339,60 @@ fn an_unknown_sslmode_or_a_verifying_mode_without_roots_is_refused_at_load() {
     let e = write("sslmode = \"verify-full\"").unwrap_err().to_string();
     assert!(e.contains("needs sslrootcert"), "{e}");
     assert!(write("sslmode = \"require\"").is_ok());
+}
+
+/// A server that says 'S' to SSLRequest and then does not speak TLS: prefer retries
+/// without TLS, as libpq does, while require refuses. The fake answers the plain
+/// connection by relaying it to the shared PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefer_falls_back_to_plain_when_the_handshake_fails() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake_port = fake.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = fake.accept().await {
+            tokio::spawn(async move {
+                let mut first = [0u8; 8];
+                if s.read_exact(&mut first).await.is_err() {
+                    return;
+                }
+                if first == [0, 0, 0, 8, 4, 210, 22, 47] {
+                    // SSLRequest: agree, then send what no TLS client can read.
+                    let _ = s.write_all(b"Snot a TLS server hello\n").await;
+                    return;
+                }
+                let Ok(mut pg) = tokio::net::TcpStream::connect("127.0.0.1:5432").await else {
+                    return;
+                };
+                if pg.write_all(&first).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut s, &mut pg).await;
+                }
+            });
+        }
+    });
+    let env = common::Env::with(|c| {
+        let mut req = c.instances[0].clone();
+        c.instances[0].port = fake_port;
+        c.instances[0].sslmode = "prefer".into();
+        req.name = "fake_req".into();
+        req.port = fake_port;
+        req.sslmode = "require".into();
+        c.instances.push(req);
+        c.tenants[1].instance = "fake_req".into();
+    })
+    .await;
+    // acme: prefer; the handshake fails, the retry without TLS serves the tenant's rows.
+    let c = env.client("acme").await;
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM items WHERE owner = 'acme'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 10);
+    // globex: require; the failed handshake is a failed connection.
+    let Err(e) = env.try_client("app@globex", "globex-pw").await else {
+        panic!("require accepted a failed handshake")
+    };
+    assert_eq!(code(&e), "08006", "{e}");
+    env.finish().await;
 }
