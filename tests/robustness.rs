@@ -557,6 +557,45 @@ fn parse_keepalive_timers(ss: &str) -> Vec<(Option<u64>, Option<u32>)> {
         .collect()
 }
 
+/// Keepalive interval (s), probe count and user timeout (ms) of this process's TCP
+/// sockets whose (local port, peer port) `pick` selects.
+fn socket_options(pick: impl Fn(u16, u16) -> bool) -> Vec<(u64, u32, u128)> {
+    use std::os::fd::BorrowedFd;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"));
+        let Some(fd) = entry.file_name().to_str().and_then(|f| f.parse().ok()) else {
+            continue;
+        };
+        if !is_socket {
+            continue;
+        }
+        // SAFETY: only read through (getsockopt/getsockname) while this loop runs; a
+        // descriptor closed meanwhile gives an error, which skips it.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let s = socket2::SockRef::from(&fd);
+        let ports = (s.local_addr(), s.peer_addr());
+        let (Ok(local), Ok(peer)) = ports else {
+            continue;
+        };
+        let (Some(local), Some(peer)) = (local.as_socket(), peer.as_socket()) else {
+            continue;
+        };
+        if !pick(local.port(), peer.port()) {
+            continue;
+        }
+        if let (Ok(i), Ok(n), Ok(u)) = (
+            s.tcp_keepalive_interval(),
+            s.tcp_keepalive_retries(),
+            s.tcp_user_timeout(),
+        ) {
+            found.push((i.as_secs(), n, u.map_or(0, |u| u.as_millis())));
+        }
+    }
+    found
+}
+
 /// `[tcp]`: keepalive probes on the proxy's client sockets and on its server
 /// connections, after the configured idle time (the system's default is two hours, and
 /// PostgreSQL's and tokio-postgres's own sockets use that), and none when turned off.
@@ -587,6 +626,15 @@ async fn client_and_server_sockets_get_the_configured_keepalive() {
             .iter()
             .any(|(t, pid)| *pid == Some(me) && t.is_some_and(|s| s <= 37)),
         "no server connection with the configured keepalive: {servers:?}"
+    );
+    // The probe interval, count and user timeout, read back from the proxy's sockets (they
+    // are this process's file descriptors).
+    let opts = socket_options(|local, _| local == port);
+    assert_eq!(opts, [(5, 3, 20_000)], "client socket");
+    let opts = socket_options(|_, peer| peer == 5432);
+    assert!(
+        opts.contains(&(5, 3, 20_000)),
+        "server connections: {opts:?}"
     );
     drop(c);
     env.finish().await;
