@@ -13,7 +13,6 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
-use rustls_pki_types::pem::PemObject;
 
 /// How a server connection uses TLS (libpq's `sslmode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -105,9 +104,7 @@ impl ServerTls {
     }
 
     fn roots(&self) -> Result<RootCertStore, String> {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&self.root_cert)
-            .and_then(|it| it.collect::<Result<_, _>>())
-            .map_err(|e| format!("reading sslrootcert {}: {e}", self.root_cert))?;
+        let certs = crate::frontend::tls::pem_certificates(&self.root_cert, "sslrootcert")?;
         let mut roots = RootCertStore::empty();
         let (added, _) = roots.add_parsable_certificates(certs);
         if added == 0 {
@@ -124,17 +121,18 @@ impl ServerTls {
 /// migrations). tokio-postgres applies their URL's sslmode (disable, prefer, require;
 /// libpq's default prefer); the certificate is not checked, as libpq does not for those.
 pub fn pg_client_tls() -> tokio_postgres_rustls::MakeRustlsConnect {
-    static CONFIG: std::sync::OnceLock<ClientConfig> = std::sync::OnceLock::new();
+    static CONFIG: std::sync::OnceLock<Arc<ClientConfig>> = std::sync::OnceLock::new();
     let config = CONFIG.get_or_init(|| {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Unchecked(provider)))
-            .with_no_client_auth()
+        let unchecked = ServerTls {
+            mode: SslMode::Prefer,
+            root_cert: String::new(),
+        };
+        unchecked
+            .client_config()
+            .expect("prefer reads no file")
+            .expect("prefer has a configuration")
     });
-    tokio_postgres_rustls::MakeRustlsConnect::new(config.clone())
+    tokio_postgres_rustls::MakeRustlsConnect::new(ClientConfig::clone(config))
 }
 
 #[derive(PartialEq, Eq)]

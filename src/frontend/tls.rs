@@ -53,9 +53,7 @@ impl ClientTls {
 /// Build the acceptor and the certificate's channel-binding hash; the error names the file
 /// that failed (no secrets).
 fn acceptor(cfg: &TlsConfig) -> Result<(TlsAcceptor, Vec<u8>), String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert)
-        .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|e| format!("reading certificate {}: {e}", cfg.cert))?;
+    let certs = pem_certificates(&cfg.cert, "certificate")?;
     if certs.is_empty() {
         return Err(format!("no certificate found in {}", cfg.cert));
     }
@@ -67,4 +65,11 @@ fn acceptor(cfg: &TlsConfig) -> Result<(TlsAcceptor, Vec<u8>), String> {
         .with_single_cert(certs, key)
         .map_err(|e| format!("certificate and key do not fit: {e}"))?;
     Ok((TlsAcceptor::from(Arc::new(config)), cert_hash))
+}
+
+/// The certificates of a PEM file; the error names the file as `what` (no contents).
+pub fn pem_certificates(path: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| format!("reading {what} {path}: {e}"))
 }
