@@ -16,6 +16,13 @@ async fn read_all(s: &mut TcpStream) -> Vec<u8> {
     out
 }
 
+/// Connect, send `bytes` at once, and read what the proxy sends until it closes.
+async fn exchange(env: &Env, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(env.addr()).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    read_all(&mut s).await
+}
+
 fn sqlstate(reply: &[u8]) -> Option<String> {
     let pos = reply.iter().position(|&b| b == b'E')?;
     let body = &reply[pos + 5..];
@@ -76,9 +83,7 @@ async fn malformed_startup_packets_get_08p01_and_close() {
         ),
     ];
     for (name, bytes, want) in cases {
-        let mut s = TcpStream::connect(env.addr()).await.unwrap();
-        s.write_all(&bytes).await.unwrap();
-        let reply = read_all(&mut s).await;
+        let reply = exchange(&env, &bytes).await;
         assert_eq!(sqlstate(&reply).as_deref(), Some(want), "{name}: {reply:?}");
     }
     // truncated packet then close: no reply needed, proxy must survive
@@ -114,7 +119,6 @@ async fn messages_sent_with_the_startup_packet_are_served_in_order() {
     // Trust auth: nothing to wait for, so a client may send everything at once, down to
     // its Terminate; as with PostgreSQL, what came before Terminate runs and is answered.
     let env = Env::with(|c| c.auth[0].method = tenantgate::config::AuthMethod::Trust).await;
-    let mut s = TcpStream::connect(env.addr()).await.unwrap();
     let bytes = [
         startup_packet("app@acme"),
         query_message("SELECT current_schema()"),
@@ -123,8 +127,7 @@ async fn messages_sent_with_the_startup_packet_are_served_in_order() {
         query_message("DROP TABLE pipelined"),
     ]
     .concat();
-    s.write_all(&bytes).await.unwrap();
-    let reply = read_all(&mut s).await;
+    let reply = exchange(&env, &bytes).await;
     assert_eq!(sqlstate(&reply), None, "{reply:?}");
     let text = String::from_utf8_lossy(&reply);
     let (first, second) = (
@@ -339,12 +342,8 @@ async fn tls_is_offered_when_configured() {
     .await;
     assert!(!out.status.success());
     // bytes sent in the clear behind SSLRequest are refused, not read as if encrypted
-    let mut s = TcpStream::connect(env.addr()).await.unwrap();
     let ssl = [8i32.to_be_bytes(), 80_877_103i32.to_be_bytes()].concat();
-    s.write_all(&[ssl, startup_packet("app@acme")].concat())
-        .await
-        .unwrap();
-    let reply = read_all(&mut s).await;
+    let reply = exchange(&env, &[ssl, startup_packet("app@acme")].concat()).await;
     assert_eq!(reply.first(), Some(&b'E'), "{reply:?}");
     assert_eq!(sqlstate(&reply).as_deref(), Some("08P01"), "{reply:?}");
     // plain connections still work when the client does not ask for TLS
@@ -447,7 +446,6 @@ async fn close_and_sync_between_transactions_are_answered_like_postgresql() {
     // statement or portal that may not exist is no error; a Close of another kind is an
     // error (08P01), after which nothing is answered until Sync; the session goes on.
     let env = Env::with(|c| c.auth[0].method = tenantgate::config::AuthMethod::Trust).await;
-    let mut s = TcpStream::connect(env.addr()).await.unwrap();
     let bytes = [
         startup_packet("app@acme"),
         message(b'C', b"Snever_prepared\0"),
@@ -460,8 +458,7 @@ async fn close_and_sync_between_transactions_are_answered_like_postgresql() {
         message(b'X', b""),
     ]
     .concat();
-    s.write_all(&bytes).await.unwrap();
-    let reply = read_all(&mut s).await;
+    let reply = exchange(&env, &bytes).await;
     let text = String::from_utf8_lossy(&reply);
     // (not `sqlstate`: the ParameterStatus values ahead of it hold an 'E' of their own)
     let error_at = reply
@@ -492,7 +489,6 @@ async fn a_query_with_a_nul_inside_its_text_runs_nothing_and_the_session_goes_on
     // The checks read a Query's text up to the message's last byte; PostgreSQL refuses a
     // Query whose text ends before that (08P01): neither statement runs.
     let env = Env::with(|c| c.auth[0].method = tenantgate::config::AuthMethod::Trust).await;
-    let mut s = TcpStream::connect(env.addr()).await.unwrap();
     let bytes = [
         startup_packet("app@acme"),
         message(b'Q', b"SELECT 'first-part'\0SELECT 'second-part'\0"),
@@ -500,8 +496,7 @@ async fn a_query_with_a_nul_inside_its_text_runs_nothing_and_the_session_goes_on
         message(b'X', b""),
     ]
     .concat();
-    s.write_all(&bytes).await.unwrap();
-    let reply = read_all(&mut s).await;
+    let reply = exchange(&env, &bytes).await;
     let text = String::from_utf8_lossy(&reply);
     assert!(text.contains("C08P01\0"), "{text:?}");
     assert!(
@@ -514,8 +509,9 @@ async fn a_query_with_a_nul_inside_its_text_runs_nothing_and_the_session_goes_on
 }
 
 /// Keepalive timers of the established TCP sockets `ss` lists for `filter`, in seconds
-/// (u64::MAX for a minute or more), with the owning process id (`None`: no keepalive timer on that socket). Once no socket
-/// has data in flight (whose retransmission timer `ss` would show instead), within 5 s.
+/// (u64::MAX for a minute or more), with the owning process id (`None`: no keepalive
+/// timer on that socket). Once no socket has data in flight (whose retransmission timer
+/// `ss` would show instead), within 5 s.
 async fn keepalive_timers(filter: &str) -> Vec<(Option<u64>, Option<u32>)> {
     let mut last = Vec::new();
     for _ in 0..50 {
