@@ -691,13 +691,9 @@ async fn a_reload_reads_a_renewed_tls_certificate() {
     };
     assert!(works(trusting(&a, "")).await);
     assert!(!works(trusting(&b, "")).await);
-    let (kept, conn) = tokio_postgres::connect(
-        &format!("{dsn} sslmode=require"),
-        tenantgate::backend::tls::pg_client_tls(),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let kept = tenantgate::catalog::conninfo::connect(&format!("{dsn} sslmode=require"))
+        .await
+        .unwrap();
 
     install(&b);
     proxy.proxy.reload().unwrap();

@@ -18,14 +18,9 @@ use tokio_postgres::NoTls;
 
 async fn superuser(pg: &PgInstance) -> tokio_postgres::Client {
     // Over the socket directory would need its path; TCP with TLS is what the server takes.
-    let (c, conn) = tokio_postgres::connect(
-        &format!("{} sslmode=require", pg.url("postgres")),
-        tenantgate::backend::tls::pg_client_tls(),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    c
+    tenantgate::catalog::conninfo::connect(&format!("{} sslmode=require", pg.url("postgres")))
+        .await
+        .unwrap()
 }
 
 fn instance(name: &str, host: &str, port: u16, mode: &str, root: &Path) -> InstanceConfig {
@@ -339,6 +334,158 @@ fn an_unknown_sslmode_or_a_verifying_mode_without_roots_is_refused_at_load() {
     let e = write("sslmode = \"verify-full\"").unwrap_err().to_string();
     assert!(e.contains("needs sslrootcert"), "{e}");
     assert!(write("sslmode = \"require\"").is_ok());
+    // The public roots: verify-full by default, nothing weaker (libpq 16).
+    let e = write("sslmode = \"require\"\nsslrootcert = \"system\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("sslrootcert=system needs sslmode verify-full"),
+        "{e}"
+    );
+    let c = write("sslrootcert = \"system\"").unwrap();
+    assert_eq!(
+        c.instances[0].tls().mode,
+        tenantgate::backend::tls::SslMode::VerifyFull
+    );
+}
+
+/// The catalog's connection strings take libpq's sslmode verify-ca/verify-full and
+/// sslrootcert (tokio-postgres reads neither): a catalog on a server that takes TCP logins
+/// only over TLS, reached by `verify-full` against the CA of its localhost certificate, is
+/// set up, provisions a tenant and feeds a proxy whose server connections to that
+/// instance verify the same way. Another CA, the public roots (`sslrootcert=system`) and
+/// verify-full by an address the certificate does not name are refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_urls_verify_the_server_certificate_as_libpq() {
+    use tenantgate::catalog::provision::NewTenant;
+    use tenantgate::catalog::Catalog;
+    let _ = common::tracing_subscriber_init();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_ca(d, "ca");
+    make_ca(d, "other_ca");
+    make_server_cert(d, "ca");
+    let hba = "local all all trust\n\
+               hostssl all all 127.0.0.1/32 trust\n\
+               host all all 127.0.0.1/32 reject\n";
+    let (cert, key) = (d.join("server.crt"), d.join("server.key"));
+    let pg = tokio::task::spawn_blocking(move || PgInstance::start_tls(&cert, &key, hba))
+        .await
+        .unwrap();
+    let url = |host: &str, query: String| {
+        format!("postgresql://postgres@{host}:{}/postgres?{query}", pg.port)
+    };
+    let ca = d.join("ca.crt").display().to_string();
+    let other = d.join("other_ca.crt").display().to_string();
+    // Percent-encoded, as a URL's parameters may be.
+    let verified = url(
+        "localhost",
+        format!(
+            "application_name=tg%20catalog&sslmode=verify-full&sslrootcert={}",
+            ca.replace('/', "%2F")
+        ),
+    );
+
+    let secret = tenantgate::catalog::crypto::SecretKey::generate();
+    let catalog = Catalog::connect(&verified, &secret).await.unwrap();
+    catalog.setup().await.unwrap();
+    let c = catalog.pool().get().await.unwrap();
+    let row = c
+        .query_one(
+            "SELECT ssl, current_setting('application_name') FROM pg_stat_ssl \
+             WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(
+        row.get::<_, bool>(0),
+        "the catalog connection is not encrypted"
+    );
+    assert_eq!(row.get::<_, String>(1), "tg catalog");
+    drop(c);
+    let t = catalog
+        .create_tenant(&NewTenant {
+            key: "vacme".into(),
+            display_name: None,
+            plan: "pro".into(),
+            instance: None,
+            user: "app".into(),
+            password: Some("x".into()),
+            actor: "test".into(),
+        })
+        .await
+        .unwrap();
+
+    let cfg = Config {
+        listen: "127.0.0.1:0".into(),
+        catalog_url: verified.clone(),
+        catalog_key: secret.clone(),
+        auth: vec![AuthRule {
+            user: "*".into(),
+            address: "*".parse().unwrap(),
+            method: AuthMethod::ScramSha256,
+        }],
+        telemetry: tenantgate::config::TelemetryConfig {
+            dir: d.join("telemetry").display().to_string(),
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    let proxy = tenantgate::app::start(cfg, None).await.unwrap();
+    let port = proxy.addr.port();
+    let c = client(port, &t.key).await.unwrap();
+    let ssl: bool = c
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl, "the proxy's server connection is not encrypted");
+    proxy.shutdown().await;
+
+    let refused = |u: String| {
+        let catalog = catalog.clone();
+        async move {
+            catalog
+                .instance_client(&u)
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        }
+    };
+    let e = refused(url(
+        "localhost",
+        format!("sslmode=verify-full&sslrootcert={other}"),
+    ))
+    .await;
+    assert!(e.contains("certificate"), "{e}");
+    let e = refused(url("localhost", "sslrootcert=system".into())).await;
+    assert!(e.contains("certificate"), "{e}");
+    let e = refused(url(
+        "127.0.0.1",
+        format!("sslmode=verify-full&sslrootcert={ca}"),
+    ))
+    .await;
+    assert!(e.contains("certificate"), "{e}");
+    // verify-ca does not compare the name.
+    catalog
+        .instance_client(&url(
+            "127.0.0.1",
+            format!("sslmode=verify-ca&sslrootcert={ca}"),
+        ))
+        .await
+        .unwrap();
+    // And require with a root file checks the chain, as libpq does.
+    let e = refused(url(
+        "localhost",
+        format!("sslmode=require&sslrootcert={other}"),
+    ))
+    .await;
+    assert!(e.contains("certificate"), "{e}");
 }
 
 /// A server that says 'S' to SSLRequest and then does not speak TLS: prefer retries

@@ -2,6 +2,8 @@
 //! (TLS when the server offers it, certificate unchecked), `require` (TLS or no
 //! connection; checked against `sslrootcert` when one is given, as libpq does), `verify-ca`
 //! (the certificate chains to `sslrootcert`) and `verify-full` (and names the host).
+//! `sslrootcert = "system"` trusts the public web roots (Mozilla's list, `webpki-roots`)
+//! and, as in libpq 16, goes only with `verify-full`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -48,7 +50,11 @@ impl SslMode {
     }
 }
 
-/// A placement's TLS settings: the mode and the PEM file of trusted roots ("" for none).
+/// The `sslrootcert` value that names the public roots instead of a file.
+pub const SYSTEM_ROOTS: &str = "system";
+
+/// A placement's TLS settings: the mode and the PEM file of trusted roots ("" for none,
+/// [`SYSTEM_ROOTS`] for the public ones).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct ServerTls {
     pub mode: SslMode,
@@ -62,6 +68,13 @@ impl ServerTls {
         {
             return Err(format!(
                 "sslmode {} needs sslrootcert (a PEM file of the CAs to trust)",
+                self.mode.as_str()
+            ));
+        }
+        if self.root_cert == SYSTEM_ROOTS && self.mode != SslMode::VerifyFull {
+            return Err(format!(
+                "sslrootcert=system needs sslmode verify-full, not {} (as libpq: the public roots \
+                 vouch for names, so the name must be checked)",
                 self.mode.as_str()
             ));
         }
@@ -104,6 +117,11 @@ impl ServerTls {
     }
 
     fn roots(&self) -> Result<RootCertStore, String> {
+        if self.root_cert == SYSTEM_ROOTS {
+            return Ok(RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            });
+        }
         let certs = crate::frontend::tls::pem_certificates(&self.root_cert, "sslrootcert")?;
         let mut roots = RootCertStore::empty();
         let (added, _) = roots.add_parsable_certificates(certs);
@@ -117,22 +135,22 @@ impl ServerTls {
     }
 }
 
-/// The TLS connector of the proxy's tokio-postgres connections (catalog, provisioning,
-/// migrations). tokio-postgres applies their URL's sslmode (disable, prefer, require;
-/// libpq's default prefer); the certificate is not checked, as libpq does not for those.
-pub fn pg_client_tls() -> tokio_postgres_rustls::MakeRustlsConnect {
+/// The configuration that encrypts without checking the certificate (`prefer`, and
+/// `require` without roots), built once.
+pub fn unchecked_config() -> Arc<ClientConfig> {
     static CONFIG: std::sync::OnceLock<Arc<ClientConfig>> = std::sync::OnceLock::new();
-    let config = CONFIG.get_or_init(|| {
-        let unchecked = ServerTls {
-            mode: SslMode::Prefer,
-            root_cert: String::new(),
-        };
-        unchecked
-            .client_config()
-            .expect("prefer reads no file")
-            .expect("prefer has a configuration")
-    });
-    tokio_postgres_rustls::MakeRustlsConnect::new(ClientConfig::clone(config))
+    CONFIG
+        .get_or_init(|| {
+            let unchecked = ServerTls {
+                mode: SslMode::Prefer,
+                root_cert: String::new(),
+            };
+            unchecked
+                .client_config()
+                .expect("prefer reads no file")
+                .expect("prefer has a configuration")
+        })
+        .clone()
 }
 
 #[derive(PartialEq, Eq)]

@@ -4,7 +4,6 @@
 //! unless `fail_fast`.
 
 use std::collections::{HashMap, HashSet};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -67,14 +66,11 @@ pub async fn migrate_all(
     for t in &targets {
         if !pools.contains_key(&t.instance) {
             let url = catalog.instance_url(&t.instance).await?;
-            let cfg = tokio_postgres::Config::from_str(&url)
-                .map_err(|e| CatalogError::Invalid(format!("instance URL: {e}")))?;
+            let info = super::store::instance_info(&url)?;
+            let tls = info.connector().map_err(CatalogError::Invalid)?;
             let pool = Pool::builder()
                 .max_size(opts.concurrency.max(1) as u32)
-                .build(PostgresConnectionManager::new(
-                    cfg,
-                    crate::backend::tls::pg_client_tls(),
-                ))
+                .build(PostgresConnectionManager::new(info.config, tls))
                 .await?;
             pools.insert(t.instance.clone(), pool);
         }

@@ -4,10 +4,11 @@
 //! an in-memory snapshot so the connection path never waits on IO; implementations refresh
 //! their snapshot in the background. [`static_dir::StaticDirectory`] reads the config file;
 //! [`pg_dir::CatalogDirectory`] reads the master catalog ([`store`]) and follows its changes
-//! by LISTEN/NOTIFY. [`provision`] creates and changes tenants; [`migrate`] keeps tenant
+//! by LISTEN/NOTIFY; [`conninfo`] reads their connection strings. [`provision`] creates and changes tenants; [`migrate`] keeps tenant
 //! schemas in step with `migrations/tenant/`; [`moves`] moves a tenant to another instance
 //! online.
 
+pub mod conninfo;
 pub mod crypto;
 pub mod migrate;
 pub mod migrations;

@@ -138,11 +138,7 @@ impl Catalog {
         let same_server = instance_url == self.url();
         let mut inst_client = None;
         if !same_server {
-            let (c, conn) =
-                tokio_postgres::connect(&instance_url, crate::backend::tls::pg_client_tls())
-                    .await?;
-            tokio::spawn(conn);
-            inst_client = Some(c);
+            inst_client = Some(super::conninfo::connect(&instance_url).await?);
         }
         let cat_tx = cat.transaction().await?;
         let inst_tx = match inst_client.as_mut() {
@@ -525,9 +521,7 @@ impl Catalog {
 
     /// A connection to an instance with the catalog's privileges.
     pub async fn instance_client(&self, url: &str) -> Result<tokio_postgres::Client, CatalogError> {
-        let (c, conn) = tokio_postgres::connect(url, crate::backend::tls::pg_client_tls()).await?;
-        tokio::spawn(conn);
-        Ok(c)
+        super::conninfo::connect(url).await
     }
 }
 

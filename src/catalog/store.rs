@@ -1,7 +1,6 @@
 //! The master catalog in PostgreSQL (tokio-postgres over a bb8 pool): setup, reading the
 //! routing snapshot, and the audit log. Provisioning lives in [`super::provision`].
 
-use std::str::FromStr;
 use std::sync::Arc;
 
 use bb8::Pool;
@@ -59,6 +58,21 @@ impl From<bb8::RunError<tokio_postgres::Error>> for CatalogError {
     }
 }
 
+/// Logs why a catalog connection could not be made: the pool retries until its timeout
+/// and then reports only that it timed out.
+#[derive(Debug, Clone, Copy)]
+struct LogErrors;
+
+impl bb8::ErrorSink<tokio_postgres::Error> for LogErrors {
+    fn sink(&self, e: tokio_postgres::Error) {
+        tracing::warn!(error = %db_message(&e), "catalog connection failed");
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<tokio_postgres::Error>> {
+        Box::new(*self)
+    }
+}
+
 /// Handle to the catalog. Cheap to clone.
 #[derive(Clone)]
 pub struct Catalog {
@@ -91,15 +105,16 @@ impl Catalog {
     /// Connect (lazily) to the catalog database.
     pub async fn connect(url: &str, key: &str) -> Result<Catalog, CatalogError> {
         let key = SecretKey::from_base64(key)?;
-        let cfg = tokio_postgres::Config::from_str(url)
+        let info = super::conninfo::ConnInfo::parse(url)
+            .map_err(|e| CatalogError::Invalid(format!("catalog_url: {e}")))?;
+        let tls = info
+            .connector()
             .map_err(|e| CatalogError::Invalid(format!("catalog_url: {e}")))?;
         let pool = Pool::builder()
             .max_size(8)
             .connection_timeout(std::time::Duration::from_secs(10))
-            .build(PostgresConnectionManager::new(
-                cfg,
-                crate::backend::tls::pg_client_tls(),
-            ))
+            .error_sink(Box::new(LogErrors))
+            .build(PostgresConnectionManager::new(info.config, tls))
             .await?;
         Ok(Catalog {
             inner: Arc::new(Inner {
@@ -314,10 +329,15 @@ impl Catalog {
     }
 }
 
+/// An instance URL read, or why it cannot be used.
+pub fn instance_info(url: &str) -> Result<super::conninfo::ConnInfo, CatalogError> {
+    super::conninfo::ConnInfo::parse(url)
+        .map_err(|e| CatalogError::Invalid(format!("instance URL: {e}")))
+}
+
 /// Host, port and database of an instance URL (TCP hosts only).
 pub fn instance_address(url: &str) -> Result<(String, u16, String), CatalogError> {
-    let cfg = tokio_postgres::Config::from_str(url)
-        .map_err(|e| CatalogError::Invalid(format!("instance URL: {e}")))?;
+    let cfg = instance_info(url)?.config;
     let host = cfg
         .get_hosts()
         .iter()
@@ -336,33 +356,28 @@ pub fn instance_address(url: &str) -> Result<(String, u16, String), CatalogError
     Ok((host, port, db))
 }
 
-/// TLS to an instance as its URL asks (`sslmode`: disable, prefer or require, the values
-/// tokio-postgres parses): the proxy's own server connections follow the same mode.
+/// TLS of the proxy's server connections to an instance, as its URL asks
+/// ([`ConnInfo::pool_tls`](super::conninfo::ConnInfo::pool_tls)).
 pub fn instance_tls(url: &str) -> Result<crate::backend::tls::ServerTls, CatalogError> {
-    use crate::backend::tls::{ServerTls, SslMode};
-    let cfg = tokio_postgres::Config::from_str(url)
-        .map_err(|e| CatalogError::Invalid(format!("instance URL: {e}")))?;
-    // Without sslmode the proxy's connections stay plain, as PgBouncer's do by default
-    // (libpq would try TLS first).
-    if !url.contains("sslmode") {
-        return Ok(ServerTls::default());
-    }
-    let mode = match cfg.get_ssl_mode() {
-        tokio_postgres::config::SslMode::Disable => SslMode::Disable,
-        tokio_postgres::config::SslMode::Require => SslMode::Require,
-        _ => SslMode::Prefer,
-    };
-    Ok(ServerTls {
-        mode,
-        root_cert: String::new(),
-    })
+    Ok(instance_info(url)?.pool_tls())
 }
 
-/// The server's own message for database errors (tokio-postgres prints only "db error").
+/// The server's own message for database errors (tokio-postgres prints only "db error"),
+/// and the causes of others ("error performing TLS handshake: invalid peer certificate:
+/// UnknownIssuer", where tokio-postgres prints only the first part).
 pub fn db_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(d) => format!("{} ({})", d.message(), d.code().code()),
-        None => e.to_string(),
+        None => {
+            let mut out = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                out.push_str(": ");
+                out.push_str(&c.to_string());
+                cause = c.source();
+            }
+            out
+        }
     }
 }
 

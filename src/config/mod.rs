@@ -472,10 +472,18 @@ pub struct InstanceConfig {
 }
 
 impl InstanceConfig {
-    /// The TLS settings (`sslmode` checked by validation).
+    /// The TLS settings (`sslmode` checked by validation). Without an sslmode,
+    /// `sslrootcert = "system"` means verify-full, as in libpq.
     pub fn tls(&self) -> crate::backend::tls::ServerTls {
-        crate::backend::tls::ServerTls {
-            mode: crate::backend::tls::SslMode::parse(&self.sslmode).unwrap_or_default(),
+        use crate::backend::tls::{ServerTls, SslMode, SYSTEM_ROOTS};
+        let mode = match SslMode::parse(&self.sslmode).unwrap_or_default() {
+            SslMode::Disable if self.sslmode.is_empty() && self.sslrootcert == SYSTEM_ROOTS => {
+                SslMode::VerifyFull
+            }
+            mode => mode,
+        };
+        ServerTls {
+            mode,
             root_cert: self.sslrootcert.clone(),
         }
     }
