@@ -543,3 +543,108 @@ async fn prefer_falls_back_to_plain_when_the_handshake_fails() {
     assert_eq!(code(&e), "08006", "{e}");
     env.finish().await;
 }
+
+/// A cancel for an encrypted server connection goes encrypted too (as libpq 17 and
+/// PgBouncer send them): a relay in front of the TLS-only server records how each
+/// connection to it begins. The statement is cancelled (57014), and every connection, the
+/// cancel's included, began with an SSLRequest; a cancel sent in the clear would show as
+/// a CancelRequest code (80877102).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_requests_for_encrypted_connections_go_encrypted() {
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SSL_REQUEST: u32 = 80877103;
+    let _ = common::tracing_subscriber_init();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_ca(d, "ca");
+    make_server_cert(d, "ca");
+    let hba = "local all all trust\n\
+               hostssl all all 127.0.0.1/32 trust\n\
+               host all all 127.0.0.1/32 reject\n";
+    let (cert, key) = (d.join("server.crt"), d.join("server.key"));
+    let pg = tokio::task::spawn_blocking(move || PgInstance::start_tls(&cert, &key, hba))
+        .await
+        .unwrap();
+    superuser(&pg)
+        .await
+        .batch_execute("CREATE ROLE tg_acme LOGIN; CREATE SCHEMA acme AUTHORIZATION tg_acme;")
+        .await
+        .unwrap();
+
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_port = relay.local_addr().unwrap().port();
+    let firsts: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let (seen, pg_port) = (firsts.clone(), pg.port);
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = relay.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                // Length and code: all an SSLRequest is, the start of a CancelRequest.
+                let mut head = [0u8; 8];
+                if c.read_exact(&mut head).await.is_err() {
+                    return;
+                }
+                seen.lock()
+                    .unwrap()
+                    .push(u32::from_be_bytes(head[4..].try_into().unwrap()));
+                let mut s = tokio::net::TcpStream::connect(("127.0.0.1", pg_port))
+                    .await
+                    .unwrap();
+                s.write_all(&head).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
+            });
+        }
+    });
+
+    let cfg = Config {
+        listen: "127.0.0.1:0".into(),
+        auth: vec![AuthRule {
+            user: "*".into(),
+            address: "*".parse().unwrap(),
+            method: AuthMethod::Trust,
+        }],
+        instances: vec![instance(
+            "relayed",
+            "127.0.0.1",
+            relay_port,
+            "require",
+            Path::new(""),
+        )],
+        tenants: vec![tenant("acme", "relayed", "")],
+        ..Config::default()
+    };
+    let proxy = tenantgate::app::start(cfg, None).await.unwrap();
+    let c = client(proxy.addr.port(), "acme").await.unwrap();
+    let token = c.cancel_token();
+    let sleeper = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await });
+    // Until the statement has started and been cancelled.
+    let mut cancels = 0;
+    while !sleeper.is_finished() && cancels < 40 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        token.cancel_query(NoTls).await.unwrap();
+        cancels += 1;
+    }
+    let e = tokio::time::timeout(std::time::Duration::from_secs(10), sleeper)
+        .await
+        .expect("cancelled in time")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(code(&e), "57014", "{e}");
+    // The cancel's connection is recorded once the relay has read its first bytes.
+    assert!(
+        common::eventually(std::time::Duration::from_secs(5), || {
+            let n = firsts.lock().unwrap().len();
+            async move { n >= 2 }
+        })
+        .await,
+        "no cancel connection reached the server: {:?}",
+        firsts.lock().unwrap()
+    );
+    let firsts = firsts.lock().unwrap().clone();
+    assert!(
+        firsts.iter().all(|&code| code == SSL_REQUEST),
+        "a connection began without TLS: {firsts:?}"
+    );
+    proxy.shutdown().await;
+}

@@ -42,6 +42,41 @@ pub enum BackendError {
     Io(#[from] io::Error),
 }
 
+/// Where a CancelRequest for a server connection goes, and how: its address and key, and
+/// the TLS it was opened with. A cancel for an encrypted connection is sent encrypted
+/// too (as libpq 17 and PgBouncer send them), so the key never crosses the network in
+/// the clear and a server reachable only through TLS can be reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelKey {
+    pub addr: SocketAddr,
+    pub pid: i32,
+    pub secret: i32,
+    pub tls: Option<Arc<CancelTls>>,
+}
+
+/// The TLS settings a server connection was opened with.
+pub struct CancelTls {
+    config: Arc<ClientConfig>,
+    host: String,
+    mode: SslMode,
+}
+
+impl std::fmt::Debug for CancelTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CancelTls({} {})", self.host, self.mode.as_str())
+    }
+}
+
+impl PartialEq for CancelTls {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.config, &other.config)
+            && self.host == other.host
+            && self.mode == other.mode
+    }
+}
+
+impl Eq for CancelTls {}
+
 /// An authenticated server connection.
 #[derive(Debug)]
 pub struct ServerConn {
@@ -75,6 +110,8 @@ pub struct ServerConn {
     /// The relay's read and write buffers for this connection, kept between checkouts so
     /// a transaction does not allocate them (see `frontend::session::Attached`).
     pub relay_bufs: (BytesMut, BytesMut),
+    /// Set when the connection is encrypted: its cancel requests go the same way.
+    cancel_tls: Option<Arc<CancelTls>>,
 }
 
 /// Startup parameters for `placement`: user, database, and search_path via options.
@@ -164,7 +201,7 @@ impl ServerConn {
         let tcp = tcp_connect(&target, tcp_cfg).await?;
         let addr = tcp.peer_addr()?;
         let stream = match tls {
-            Some(config) => match negotiate_tls(tcp, config, p).await {
+            Some(config) => match negotiate_tls(tcp, config, &p.host, p.tls.mode).await {
                 // As libpq: prefer retries without TLS when the handshake fails.
                 Err(BackendError::Tls(e)) if p.tls.mode == SslMode::Prefer => {
                     tracing::debug!(%target, error = %e, "TLS failed, sslmode prefer: plain");
@@ -173,6 +210,14 @@ impl ServerConn {
                 other => other?,
             },
             None => ServerStream::Plain(tcp),
+        };
+        let cancel_tls = match (tls, stream.is_tls()) {
+            (Some(config), true) => Some(Arc::new(CancelTls {
+                config: config.clone(),
+                host: p.host.clone(),
+                mode: p.tls.mode,
+            })),
+            _ => None,
         };
         let now = Instant::now();
         let mut conn = ServerConn {
@@ -192,6 +237,7 @@ impl ServerConn {
             check_after: now,
             losses_seen: 0,
             relay_bufs: Default::default(),
+            cancel_tls,
         };
         conn.startup(p).await?;
         Ok(conn)
@@ -428,10 +474,27 @@ impl ServerConn {
         Some(crate::frontend::tls::end_point_hash(cert))
     }
 
-    /// Ask the server to cancel whatever this connection is running.
-    pub async fn cancel(addr: SocketAddr, pid: i32, secret: i32) -> io::Result<()> {
-        let mut s = TcpStream::connect(addr).await?;
-        s.write_all(&write::cancel_request(pid, secret)).await?;
+    /// Where a cancel request for this connection goes.
+    pub fn cancel_key(&self) -> CancelKey {
+        CancelKey {
+            addr: self.addr,
+            pid: self.pid,
+            secret: self.secret,
+            tls: self.cancel_tls.clone(),
+        }
+    }
+
+    /// Ask the server to cancel whatever the connection of `key` is running: over TLS
+    /// when that connection is encrypted (an SSLRequest first, as for a login).
+    pub async fn cancel(key: &CancelKey) -> Result<(), BackendError> {
+        let tcp = TcpStream::connect(key.addr).await?;
+        let mut s = match &key.tls {
+            Some(t) => negotiate_tls(tcp, &t.config, &t.host, t.mode).await?,
+            None => ServerStream::Plain(tcp),
+        };
+        s.write_all(&write::cancel_request(key.pid, key.secret))
+            .await?;
+        s.flush().await?;
         // The server closes the connection once it has read the request.
         let mut b = [0u8; 1];
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await;
@@ -460,21 +523,23 @@ async fn tcp_connect(target: &str, cfg: &TcpConfig) -> Result<TcpStream, Backend
 
 /// SSLRequest, then the TLS handshake when the server answers 'S'. A server without TLS
 /// answers 'N': a plain connection for `prefer`, an error for the modes that require it.
+/// SSLRequest and the handshake, for `sslmode` `mode` to `host`.
 async fn negotiate_tls(
     mut tcp: TcpStream,
     config: &Arc<ClientConfig>,
-    p: &Placement,
+    host: &str,
+    mode: SslMode,
 ) -> Result<ServerStream, BackendError> {
     tcp.write_all(&write::ssl_request()).await?;
     let mut answer = [0u8; 1];
     tcp.read_exact(&mut answer).await?;
     match answer[0] {
         b'S' => {}
-        b'N' if p.tls.mode == SslMode::Prefer => return Ok(ServerStream::Plain(tcp)),
+        b'N' if mode == SslMode::Prefer => return Ok(ServerStream::Plain(tcp)),
         b'N' => {
             return Err(BackendError::Tls(format!(
                 "server does not support SSL, but sslmode {} requires it",
-                p.tls.mode.as_str()
+                mode.as_str()
             )))
         }
         other => {
@@ -484,8 +549,8 @@ async fn negotiate_tls(
             )))
         }
     }
-    let name = rustls::pki_types::ServerName::try_from(p.host.clone())
-        .map_err(|e| BackendError::Tls(format!("server name {}: {e}", p.host)))?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| BackendError::Tls(format!("server name {host}: {e}")))?;
     let tls = tokio_rustls::TlsConnector::from(config.clone())
         .connect(name, tcp)
         .await

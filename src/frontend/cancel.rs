@@ -1,15 +1,14 @@
 //! Cancel keys: the BackendKeyData the proxy hands each client, mapped to whatever server
 //! connection that client is using right now.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use foldhash::HashMap;
 use parking_lot::Mutex;
 use rand::Rng;
 
-/// The server a client is currently attached to (address, server pid, server secret).
-pub type ServerKey = (SocketAddr, i32, i32);
+/// The server connection a client is currently attached to.
+pub type ServerKey = crate::backend::server::CancelKey;
 
 /// One client's cancel target; updated on every attach and release.
 #[derive(Default)]
@@ -23,7 +22,7 @@ impl CancelTarget {
     }
 
     pub fn get(&self) -> Option<ServerKey> {
-        *self.server.lock()
+        self.server.lock().clone()
     }
 }
 
@@ -86,10 +85,15 @@ mod tests {
         let (k2, _t2) = r.register(Some(42));
         assert_eq!(k2.0, 42);
         assert!(k1.0 >= 1 << 23);
-        let addr: SocketAddr = "127.0.0.1:5432".parse().unwrap();
+        let key = ServerKey {
+            addr: "127.0.0.1:5432".parse().unwrap(),
+            pid: 7,
+            secret: 8,
+            tls: None,
+        };
         assert_eq!(r.lookup(k1), None);
-        t1.set(Some((addr, 7, 8)));
-        assert_eq!(r.lookup(k1), Some((addr, 7, 8)));
+        t1.set(Some(key.clone()));
+        assert_eq!(r.lookup(k1), Some(key));
         assert_eq!(r.lookup(k2), None);
         assert_eq!(
             r.lookup((k1.0, k1.1.wrapping_add(1))),

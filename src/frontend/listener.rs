@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::deadline::LoginDeadline;
+use crate::backend::server::CancelKey;
 use crate::backend::ServerConn;
 use crate::protocol::startup::{self, StartupPacket};
 use crate::protocol::PgError;
@@ -252,9 +253,9 @@ async fn read_packet<S: AsyncRead + Unpin>(
 /// Forward a CancelRequest to the server the keyed client is using, if any.
 async fn cancel(proxy: &Proxy, pid: i32, secret: i32) {
     match proxy.cancels().lookup((pid, secret)) {
-        Some((addr, spid, ssecret)) => {
+        Some(key) => {
             debug!(pid, "forwarding cancel request");
-            if let Err(e) = ServerConn::cancel(addr, spid, ssecret).await {
+            if let Err(e) = ServerConn::cancel(&key).await {
                 warn!(error = %e, "cancel request to server failed");
             }
         }
@@ -268,7 +269,14 @@ async fn cancel(proxy: &Proxy, pid: i32, secret: i32) {
                 Some(owner) => match owner.parse() {
                     Ok(addr) => {
                         debug!(pid, %owner, "forwarding cancel request to the replica holding the session");
-                        if let Err(e) = ServerConn::cancel(addr, pid, secret).await {
+                        // The other replica's own listener, inside the deployment.
+                        let key = CancelKey {
+                            addr,
+                            pid,
+                            secret,
+                            tls: None,
+                        };
+                        if let Err(e) = ServerConn::cancel(&key).await {
                             warn!(error = %e, %owner, "cancel request to replica failed");
                         }
                     }

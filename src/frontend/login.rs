@@ -453,7 +453,7 @@ async fn start_session<S: ClientStream>(
     write::ready_for_query(&mut out, b'I');
     let server = match (mode, held) {
         (PoolMode::Session, Some(c)) => {
-            cancel.set(Some((c.addr, c.pid, c.secret)));
+            cancel.set(Some(c.cancel_key()));
             Some(Attached::new(c))
         }
         (_, Some(c)) => {

@@ -964,7 +964,7 @@ where
         metrics.checkouts.increment(1);
         metrics.pool_wait.record(waited.as_secs_f64());
         self.capture.wait_us = waited.as_micros() as u64;
-        self.cancel.set(Some((conn.addr, conn.pid, conn.secret)));
+        self.cancel.set(Some(conn.cancel_key()));
         self.server = Some(Attached::new(conn));
         Ok(())
     }
