@@ -46,7 +46,7 @@ pub enum BackendError {
 /// the TLS it was opened with. A cancel for an encrypted connection is sent encrypted
 /// too (as libpq 17 and PgBouncer send them), so the key never crosses the network in
 /// the clear and a server reachable only through TLS can be reached.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CancelKey {
     pub addr: SocketAddr,
     pub pid: i32,
@@ -66,16 +66,6 @@ impl std::fmt::Debug for CancelTls {
         write!(f, "CancelTls({} {})", self.host, self.mode.as_str())
     }
 }
-
-impl PartialEq for CancelTls {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.config, &other.config)
-            && self.host == other.host
-            && self.mode == other.mode
-    }
-}
-
-impl Eq for CancelTls {}
 
 /// An authenticated server connection.
 #[derive(Debug)]

@@ -39,6 +39,13 @@ impl SslMode {
         })
     }
 
+    /// A mode named in full (not the config's empty default), or the error listing them.
+    pub fn parse_named(s: &str) -> Result<SslMode, String> {
+        SslMode::parse(s).filter(|_| !s.is_empty()).ok_or_else(|| {
+            format!("sslmode {s:?} is not one of disable, prefer, require, verify-ca, verify-full")
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",

@@ -37,16 +37,7 @@ impl ConnInfo {
         let (mut mode, mut root_cert, mut ours) = (None, String::new(), Vec::new());
         for p in params {
             match p.key.as_str() {
-                "sslmode" => {
-                    mode = Some(SslMode::parse(&p.value).filter(|_| !p.value.is_empty()).ok_or_else(
-                        || {
-                            format!(
-                                "sslmode {:?} is not one of disable, prefer, require, verify-ca, verify-full",
-                                p.value
-                            )
-                        },
-                    )?)
-                }
+                "sslmode" => mode = Some(SslMode::parse_named(&p.value)?),
                 "sslrootcert" => root_cert = p.value,
                 _ => continue,
             }

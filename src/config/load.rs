@@ -120,11 +120,10 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
         if !names.insert(i.name.as_str()) {
             return bad(format!("instance {:?} is defined twice", i.name));
         }
-        if crate::backend::tls::SslMode::parse(&i.sslmode).is_none() {
-            return bad(format!(
-                "instance {:?}: sslmode {:?} is not one of disable, prefer, require, verify-ca, verify-full",
-                i.name, i.sslmode
-            ));
+        if !i.sslmode.is_empty() {
+            if let Err(e) = crate::backend::tls::SslMode::parse_named(&i.sslmode) {
+                return bad(format!("instance {:?}: {e}", i.name));
+            }
         }
         if let Err(e) = i.tls().check() {
             return bad(format!("instance {:?}: {e}", i.name));

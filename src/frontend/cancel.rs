@@ -91,16 +91,16 @@ mod tests {
             secret: 8,
             tls: None,
         };
-        assert_eq!(r.lookup(k1), None);
-        t1.set(Some(key.clone()));
-        assert_eq!(r.lookup(k1), Some(key));
-        assert_eq!(r.lookup(k2), None);
-        assert_eq!(
-            r.lookup((k1.0, k1.1.wrapping_add(1))),
-            None,
+        assert!(r.lookup(k1).is_none());
+        t1.set(Some(key));
+        let found = r.lookup(k1).unwrap();
+        assert_eq!((found.addr.port(), found.pid, found.secret), (5432, 7, 8));
+        assert!(r.lookup(k2).is_none());
+        assert!(
+            r.lookup((k1.0, k1.1.wrapping_add(1))).is_none(),
             "secret must match"
         );
         r.unregister(k1);
-        assert_eq!(r.lookup(k1), None);
+        assert!(r.lookup(k1).is_none());
     }
 }
