@@ -414,3 +414,98 @@ async fn a_statement_closed_between_transactions_takes_no_server_connection() {
     );
     env.finish().await;
 }
+
+/// A connection through the proxy whose connection task's end is kept: a FATAL error the
+/// proxy sends unasked ends it with that error.
+async fn watched(
+    env: &Env,
+    tenant: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    let (c, conn) = tokio_postgres::connect(
+        &env.dsn(&format!("app@{tenant}"), &format!("{tenant}-pw")),
+        NoTls,
+    )
+    .await
+    .unwrap();
+    (c, tokio::spawn(conn))
+}
+
+/// `limits.idle_transaction_timeout_ms`: a client idle inside a transaction is closed
+/// with 25P03, its transaction rolled back, and the tenant's only server connection goes
+/// to the client waiting for it. A client that keeps working inside its transaction, or
+/// idles outside one, is kept.
+#[tokio::test]
+async fn a_client_idle_in_a_transaction_is_closed_and_its_server_freed() {
+    let env = Env::with(|c| {
+        tenant_pool(c, "acme", PoolMode::Transaction, 1);
+        c.limits.idle_transaction_timeout_ms = 300;
+    })
+    .await;
+    let busy = env.client("acme").await;
+    busy.batch_execute("BEGIN").await.unwrap();
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        busy.simple_query("SELECT 1").await.unwrap();
+    }
+    busy.batch_execute("COMMIT").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    busy.simple_query("SELECT 1").await.unwrap();
+
+    let (idler, conn) = watched(&env, "acme").await;
+    idler
+        .batch_execute("BEGIN; INSERT INTO items VALUES (600, 'acme')")
+        .await
+        .unwrap();
+    // Waits for the one server connection the idler holds, and gets it once the idler is
+    // closed: the idler's row is gone with its transaction.
+    let n: i64 = common::scalar(&busy, "SELECT count(*) FROM items WHERE id = 600", &[]).await;
+    assert_eq!(n, 0, "the idle transaction was rolled back");
+    let e = tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the idle client is closed")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(code(&e), "25P03", "{e}");
+    assert!(idler.simple_query("SELECT 1").await.is_err());
+    env.finish().await;
+}
+
+/// `limits.client_idle_timeout_ms`: a client idle between statements is closed with
+/// 57P05, in transaction pooling and in session pooling (where it also gives back its
+/// server connection); one that keeps working is kept.
+#[tokio::test]
+async fn a_client_idle_past_client_idle_timeout_is_closed() {
+    let env = Env::with(|c| {
+        tenant_pool(c, "globex", PoolMode::Session, 1);
+        c.limits.client_idle_timeout_ms = 300;
+    })
+    .await;
+    let busy = env.client("acme").await;
+    let (idle, conn) = watched(&env, "acme").await;
+    idle.simple_query("SELECT 1").await.unwrap();
+    let (idle_session, session_conn) = watched(&env, "globex").await;
+    idle_session.simple_query("SELECT 1").await.unwrap();
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        busy.simple_query("SELECT 1").await.unwrap();
+    }
+    for conn in [conn, session_conn] {
+        let e = tokio::time::timeout(Duration::from_secs(5), conn)
+            .await
+            .expect("the idle client is closed")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(code(&e), "57P05", "{e}");
+    }
+    assert!(idle.simple_query("SELECT 1").await.is_err());
+    // The session-pooled client's server connection serves the next client.
+    env.client("globex")
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+    env.finish().await;
+}

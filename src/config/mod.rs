@@ -326,6 +326,12 @@ pub struct LimitsConfig {
     /// Enforce tenants' plan limits (query rate, daily quota, client connections).
     /// Default true.
     pub enforce_plans: bool,
+    /// A client idle inside a transaction this long is disconnected (25P03) and its
+    /// transaction rolled back, freeing the server connection. 0 disables. Default 0.
+    pub idle_transaction_timeout_ms: u64,
+    /// A client idle outside a transaction this long is disconnected (57P05). 0 disables.
+    /// Default 0.
+    pub client_idle_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -336,6 +342,8 @@ impl Default for LimitsConfig {
             client_login_timeout_ms: 15_000,
             shutdown_timeout_ms: 30_000,
             enforce_plans: true,
+            idle_transaction_timeout_ms: 0,
+            client_idle_timeout_ms: 0,
         }
     }
 }

@@ -263,6 +263,25 @@ impl PgError {
     }
 
     /// 57P01: the proxy is shutting down. Fatal.
+    /// 25P03, fatal: the client sat idle inside a transaction past
+    /// `limits.idle_transaction_timeout_ms` (PostgreSQL's own words and code).
+    pub fn idle_in_transaction_timeout() -> Self {
+        Self::new(
+            Severity::Fatal,
+            "25P03",
+            "terminating connection due to idle-in-transaction timeout",
+        )
+    }
+
+    /// 57P05, fatal: the client sat idle past `limits.client_idle_timeout_ms`.
+    pub fn idle_session_timeout() -> Self {
+        Self::new(
+            Severity::Fatal,
+            "57P05",
+            "terminating connection due to idle-session timeout",
+        )
+    }
+
     pub fn shutting_down() -> Self {
         Self::new(
             Severity::Fatal,

@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
 mod events;
+mod idle;
 mod limits;
 mod policy;
 mod server_side;
@@ -66,6 +67,16 @@ impl Attached {
             wrote: false,
             unflushed: false,
         })
+    }
+
+    /// The server has answered everything it was sent and nothing is in flight either way
+    /// (a transaction may be open).
+    fn settled(&self) -> bool {
+        self.t.quiet()
+            && self.sout.is_empty()
+            && self.sbuf.is_empty()
+            && self.s_remaining == 0
+            && !self.fatal_seen
     }
 
     /// The connection, with the (drained) buffers given back to it. Taken from the box
@@ -142,6 +153,8 @@ pub struct Session<R, W> {
     cfg: crate::state::ConfigCache,
     /// Facts and kind of the last Parse text.
     last_text: crate::router::facts::LastText<(TextFacts, usize)>,
+    /// The client-side idle limits' timer.
+    idle: idle::IdleTimer,
 }
 
 enum Event {
@@ -151,6 +164,7 @@ enum Event {
     ServerWrote(std::io::Result<usize>),
     Shutdown,
     Killed,
+    Idle(idle::Idle),
 }
 
 impl<R, W> Session<R, W>
@@ -203,6 +217,7 @@ where
             cache_fill: None,
             cfg,
             last_text: Default::default(),
+            idle: Default::default(),
         }
     }
 
@@ -272,6 +287,7 @@ where
                 c => c - self.cin.len(),
             };
             let chunk = self.client_chunk;
+            self.watch_idle();
             let ev = {
                 let Session {
                     cr,
@@ -279,6 +295,7 @@ where
                     cin,
                     cout,
                     server,
+                    idle,
                     ..
                 } = self;
                 let (mut ss, mut sbuf, sout, mut s_unflushed) = match server.as_mut() {
@@ -354,6 +371,9 @@ where
                     if wait_shutdown && signalled.drain() {
                         return Poll::Ready(Event::Shutdown);
                     }
+                    if let Poll::Ready(kind) = idle.poll(cx) {
+                        return Poll::Ready(Event::Idle(kind));
+                    }
                     Poll::Pending
                 })
                 .await
@@ -409,6 +429,10 @@ where
                 },
                 Event::Shutdown => return Err(PgError::shutting_down()),
                 Event::Killed => return Err(PgError::tenant_ended(self.tenant_key())),
+                Event::Idle(kind) => {
+                    tracing::info!(tenant = %self.tenant_key(), ?kind, "client idle past its limit: closed");
+                    return Err(kind.error());
+                }
             }
             if client_data {
                 if let Some(end) = self.on_client_data().await? {
@@ -1013,13 +1037,10 @@ where
         if self.mode != PoolMode::Transaction {
             return;
         }
-        let ready = self.server.as_ref().is_some_and(|a| {
-            a.t.idle()
-                && a.sout.is_empty()
-                && a.sbuf.is_empty()
-                && a.s_remaining == 0
-                && !a.fatal_seen
-        });
+        let ready = self
+            .server
+            .as_ref()
+            .is_some_and(|a| a.settled() && a.t.tx_status == b'I');
         if !ready {
             return;
         }
@@ -1032,12 +1053,7 @@ where
     fn detach_on_exit(&mut self) {
         self.cancel.set(None);
         let Some(a) = self.server.take() else { return };
-        let clean = self.c_remaining == 0
-            && a.sout.is_empty()
-            && a.sbuf.is_empty()
-            && a.s_remaining == 0
-            && a.t.quiet()
-            && !a.fatal_seen;
+        let clean = self.c_remaining == 0 && a.settled();
         if !clean {
             // Mid-query: closing the server connection is the only safe reset.
             drop(a);
