@@ -450,6 +450,8 @@ async fn a_client_idle_in_a_transaction_is_closed_and_its_server_freed() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         busy.simple_query("SELECT 1").await.unwrap();
     }
+    // A statement that runs longer than the limit is not idleness.
+    busy.simple_query("SELECT pg_sleep(0.6)").await.unwrap();
     busy.batch_execute("COMMIT").await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     busy.simple_query("SELECT 1").await.unwrap();
@@ -475,15 +477,30 @@ async fn a_client_idle_in_a_transaction_is_closed_and_its_server_freed() {
 
 /// `limits.client_idle_timeout_ms`: a client idle between statements is closed with
 /// 57P05, in transaction pooling and in session pooling (where it also gives back its
-/// server connection); one that keeps working is kept.
+/// server connection); one that keeps working, or waits for a server connection longer
+/// than the limit, is kept.
 #[tokio::test]
 async fn a_client_idle_past_client_idle_timeout_is_closed() {
     let env = Env::with(|c| {
         tenant_pool(c, "globex", PoolMode::Session, 1);
+        tenant_pool(c, "acme", PoolMode::Transaction, 2);
         c.limits.client_idle_timeout_ms = 300;
     })
     .await;
     let busy = env.client("acme").await;
+    // Both of acme's server connections held in transactions (not this limit's idleness)
+    // while a third client waits 600 ms for one.
+    let (h1, h2) = (env.client("acme").await, env.client("acme").await);
+    h1.batch_execute("BEGIN").await.unwrap();
+    h2.batch_execute("BEGIN").await.unwrap();
+    let waiting = tokio::spawn(async move {
+        busy.simple_query("SELECT 1").await.unwrap();
+        busy
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    h1.batch_execute("COMMIT").await.unwrap();
+    let busy = waiting.await.unwrap();
+    h2.batch_execute("COMMIT").await.unwrap();
     let (idle, conn) = watched(&env, "acme").await;
     idle.simple_query("SELECT 1").await.unwrap();
     let (idle_session, session_conn) = watched(&env, "globex").await;
@@ -508,4 +525,41 @@ async fn a_client_idle_past_client_idle_timeout_is_closed() {
         .await
         .unwrap();
     env.finish().await;
+}
+
+/// A reload that raises `limits.idle_transaction_timeout_ms` reaches a client already idle
+/// inside a transaction: it is kept past the old limit.
+#[tokio::test]
+async fn a_raised_idle_limit_reaches_clients_already_idle() {
+    let _ = common::tracing_subscriber_init();
+    let db = common::TestDb::new().await;
+    let mut cfg = db.config();
+    cfg.limits.idle_transaction_timeout_ms = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tenantgate.toml");
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    let proxy = tenantgate::app::start(cfg.clone(), Some(path.clone()))
+        .await
+        .unwrap();
+    let (c, conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=app@acme password=acme-pw dbname={}",
+            proxy.addr.port(),
+            db.db
+        ),
+        NoTls,
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    c.batch_execute("BEGIN").await.unwrap();
+    cfg.limits.idle_transaction_timeout_ms = 60_000;
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    proxy.proxy.reload().unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    assert!(!conn.is_finished());
+    drop(c);
+    proxy.shutdown().await;
+    db.cleanup().await;
 }

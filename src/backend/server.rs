@@ -475,20 +475,33 @@ impl ServerConn {
     }
 
     /// Ask the server to cancel whatever the connection of `key` is running: over TLS
-    /// when that connection is encrypted (an SSLRequest first, as for a login).
+    /// when that connection is encrypted (an SSLRequest first, as for a login), never
+    /// falling back to plain (under `prefer` too: that connection got TLS). Bounded by
+    /// ten seconds in all.
     pub async fn cancel(key: &CancelKey) -> Result<(), BackendError> {
-        let tcp = TcpStream::connect(key.addr).await?;
-        let mut s = match &key.tls {
-            Some(t) => negotiate_tls(tcp, &t.config, &t.host, t.mode).await?,
-            None => ServerStream::Plain(tcp),
+        let send = async {
+            let tcp = TcpStream::connect(key.addr).await?;
+            let mut s = match &key.tls {
+                Some(t) => {
+                    let mode = match t.mode {
+                        SslMode::Prefer => SslMode::Require,
+                        m => m,
+                    };
+                    negotiate_tls(tcp, &t.config, &t.host, mode).await?
+                }
+                None => ServerStream::Plain(tcp),
+            };
+            s.write_all(&write::cancel_request(key.pid, key.secret))
+                .await?;
+            s.flush().await?;
+            // The server closes the connection once it has read the request.
+            let mut b = [0u8; 1];
+            let _ = s.read(&mut b).await;
+            Ok(())
         };
-        s.write_all(&write::cancel_request(key.pid, key.secret))
-            .await?;
-        s.flush().await?;
-        // The server closes the connection once it has read the request.
-        let mut b = [0u8; 1];
-        let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await;
-        Ok(())
+        tokio::time::timeout(Duration::from_secs(10), send)
+            .await
+            .unwrap_or(Err(BackendError::Timeout))
     }
 
     /// Send Terminate and drop the connection.

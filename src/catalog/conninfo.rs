@@ -117,9 +117,20 @@ struct Param {
     span: Range<usize>,
 }
 
+/// Where a URL's query starts (its `?`): after the user part, which, as libpq reads it,
+/// runs to the first `@` before any `/`, so a password may hold a `?` unencoded.
+fn query_start(s: &str) -> Option<usize> {
+    let rest = s.find("://").map_or(0, |i| i + 3);
+    let after_user = match s[rest..].find(['@', '/']) {
+        Some(i) if s.as_bytes()[rest + i] == b'@' => rest + i + 1,
+        _ => rest,
+    };
+    s[after_user..].find('?').map(|i| after_user + i)
+}
+
 /// The query parameters of a URL, percent-decoded. A span covers its `&` or `?`.
 fn url_params(s: &str) -> Result<Vec<Param>, String> {
-    let Some(q) = s.find('?') else {
+    let Some(q) = query_start(s) else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
@@ -216,7 +227,7 @@ fn without(s: &str, cut: &[Range<usize>], url: bool) -> String {
     out.push_str(&s[at..]);
     if url {
         // The first parameter's `?` may have been cut with it: the next `&` takes its place.
-        if let Some(q) = s.find('?') {
+        if let Some(q) = query_start(s) {
             if !out[q..].starts_with('?') && out.len() > q {
                 out.replace_range(q..q + 1, "?");
             }
@@ -263,6 +274,11 @@ mod tests {
         let c = ConnInfo::parse("postgresql://h/app?sslmode=require").unwrap();
         assert_eq!(c.tls.mode, SslMode::Require);
         assert_eq!(c.config.get_dbname(), Some("app"));
+        // A `?` in the password is the password's, not the query's.
+        let c = ConnInfo::parse("postgresql://u:pa?ss@h/app?sslmode=require").unwrap();
+        assert_eq!(c.tls.mode, SslMode::Require);
+        assert_eq!(c.config.get_password(), Some(&b"pa?ss"[..]));
+        assert_eq!(c.pool_tls().mode, SslMode::Require);
         let c = ConnInfo::parse("postgresql://h/app?sslmode=require&connect_timeout=3").unwrap();
         assert_eq!(
             c.config.get_connect_timeout(),

@@ -70,6 +70,7 @@ pub async fn migrate_all(
             let tls = info.connector().map_err(CatalogError::Invalid)?;
             let pool = Pool::builder()
                 .max_size(opts.concurrency.max(1) as u32)
+                .error_sink(Box::new(super::store::LogErrors))
                 .build(PostgresConnectionManager::new(info.config, tls))
                 .await?;
             pools.insert(t.instance.clone(), pool);

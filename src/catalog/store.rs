@@ -58,14 +58,14 @@ impl From<bb8::RunError<tokio_postgres::Error>> for CatalogError {
     }
 }
 
-/// Logs why a catalog connection could not be made: the pool retries until its timeout
-/// and then reports only that it timed out.
+/// Logs why a pooled connection (catalog, migrations) could not be made: the pool
+/// retries until its timeout and then reports only that it timed out.
 #[derive(Debug, Clone, Copy)]
-struct LogErrors;
+pub(super) struct LogErrors;
 
 impl bb8::ErrorSink<tokio_postgres::Error> for LogErrors {
     fn sink(&self, e: tokio_postgres::Error) {
-        tracing::warn!(error = %db_message(&e), "catalog connection failed");
+        tracing::warn!(error = %db_message(&e), "connection from a pool failed");
     }
 
     fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<tokio_postgres::Error>> {

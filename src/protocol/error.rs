@@ -262,7 +262,6 @@ impl PgError {
         )
     }
 
-    /// 57P01: the proxy is shutting down. Fatal.
     /// 25P03, fatal: the client sat idle inside a transaction past
     /// `limits.idle_transaction_timeout_ms` (PostgreSQL's own words and code).
     pub fn idle_in_transaction_timeout() -> Self {
@@ -282,6 +281,7 @@ impl PgError {
         )
     }
 
+    /// 57P01: the proxy is shutting down. Fatal.
     pub fn shutting_down() -> Self {
         Self::new(
             Severity::Fatal,

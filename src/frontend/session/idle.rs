@@ -3,9 +3,9 @@
 //! clients may be waiting for that connection), and `limits.client_idle_timeout_ms` for
 //! one idle between transactions.
 //!
-//! One timer per session, made on first use. It is armed when the session starts waiting
-//! on its client and left alone while the wait goes on, so an enabled limit costs a timer
-//! reset per idle period; with both limits off the relay reads two config values per turn.
+//! One timer per session, made on first use (see [`IdleTimer`]); with both limits off the
+//! relay reads two config values per turn. A reload's new limits apply to idle periods
+//! already under way.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -37,38 +37,72 @@ impl Idle {
     }
 }
 
+/// The session's idle period and the timer that ends it. The timer is only ever moved
+/// earlier: a new idle period (one per transaction in transaction pooling) costs a clock
+/// read, and a timer that fires before the period's deadline (left from an earlier period,
+/// or the limit was raised by a reload) is set again then.
 #[derive(Default)]
 pub(super) struct IdleTimer {
     timer: Option<Pin<Box<Sleep>>>,
-    /// The idle period the timer runs for; `None` while the client is active.
-    armed: Option<Idle>,
+    /// When the timer fires; `None` when it is not set or has fired.
+    timer_at: Option<Instant>,
+    /// The idle period under way, when it began and its limit; `None` while active.
+    period: Option<(Idle, Instant, u64)>,
 }
 
 impl IdleTimer {
-    /// Watch for `state` (its kind and limit), keeping the deadline of an idle period
-    /// already running; `None` stops watching.
+    /// Watch for `state` (its kind and limit): a new idle period starts when the kind
+    /// changes; `None` ends it.
     fn watch(&mut self, state: Option<(Idle, u64)>) {
         let Some((kind, ms)) = state else {
-            self.armed = None;
+            self.period = None;
             return;
         };
-        if self.armed == Some(kind) {
-            return;
+        let since = match self.period {
+            Some((k, since, _)) if k == kind => since,
+            _ => Instant::now(),
+        };
+        self.period = Some((kind, since, ms));
+        let deadline = since + Duration::from_millis(ms);
+        if self.timer_at.is_none_or(|at| deadline < at) {
+            self.set(deadline);
         }
-        let deadline = Instant::now() + Duration::from_millis(ms);
-        match &mut self.timer {
-            Some(t) => t.as_mut().reset(deadline),
-            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-        }
-        self.armed = Some(kind);
     }
 
-    /// Ready with the kind of idle period whose limit has passed.
-    pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Idle> {
-        match (self.armed, self.timer.as_mut()) {
-            (Some(kind), Some(t)) => t.as_mut().poll(cx).map(|()| kind),
-            _ => Poll::Pending,
+    fn set(&mut self, at: Instant) {
+        match &mut self.timer {
+            Some(t) => t.as_mut().reset(at),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
         }
+        self.timer_at = Some(at);
+    }
+
+    /// Ready when the timer fires during an idle period; [`Self::expired`] tells whether
+    /// the period's limit has passed.
+    pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.period.is_none() || self.timer_at.is_none() {
+            return Poll::Pending;
+        }
+        let Some(t) = self.timer.as_mut() else {
+            return Poll::Pending;
+        };
+        if t.as_mut().poll(cx).is_ready() {
+            self.timer_at = None;
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    /// The idle period whose limit has passed; otherwise the timer is set for the
+    /// period's deadline.
+    fn expired(&mut self) -> Option<Idle> {
+        let (kind, since, ms) = self.period?;
+        let deadline = since + Duration::from_millis(ms);
+        if Instant::now() >= deadline {
+            return Some(kind);
+        }
+        self.set(deadline);
+        None
     }
 }
 
@@ -83,8 +117,16 @@ where
         self.idle.watch(state);
     }
 
-    /// The idle period the session is in and its limit, if one applies: nothing pending
-    /// from or to the client, and the server (if held) has answered everything.
+    /// The timer fired: the idle period whose limit (as the config says now) has passed.
+    pub(super) fn idle_expired(&mut self) -> Option<Idle> {
+        self.watch_idle();
+        self.idle.expired()
+    }
+
+    /// The idle period the session is in and its limit, if one applies: nothing owed to
+    /// the client, and the server (if held) has answered everything. A message the client
+    /// has only begun to send does not count as activity (as in PostgreSQL, whose timer
+    /// runs while a command is being read).
     fn idle_state(&mut self) -> Option<(Idle, u64)> {
         let limits = &self.cfg.load().limits;
         let (in_tx, between) = (
@@ -94,12 +136,7 @@ where
         if in_tx == 0 && between == 0 {
             return None;
         }
-        if self.terminating
-            || self.switch_waits
-            || self.c_remaining > 0
-            || !self.cin.is_empty()
-            || !self.cout.is_empty()
-        {
+        if self.terminating || self.switch_waits || self.c_remaining > 0 || !self.cout.is_empty() {
             return None;
         }
         let (kind, ms) = match &self.server {

@@ -164,7 +164,8 @@ enum Event {
     ServerWrote(std::io::Result<usize>),
     Shutdown,
     Killed,
-    Idle(idle::Idle),
+    /// The idle timer fired (the limit may not have passed: see `idle_expired`).
+    Idle,
 }
 
 impl<R, W> Session<R, W>
@@ -371,8 +372,8 @@ where
                     if wait_shutdown && signalled.drain() {
                         return Poll::Ready(Event::Shutdown);
                     }
-                    if let Poll::Ready(kind) = idle.poll(cx) {
-                        return Poll::Ready(Event::Idle(kind));
+                    if idle.poll(cx).is_ready() {
+                        return Poll::Ready(Event::Idle);
                     }
                     Poll::Pending
                 })
@@ -429,9 +430,11 @@ where
                 },
                 Event::Shutdown => return Err(PgError::shutting_down()),
                 Event::Killed => return Err(PgError::tenant_ended(self.tenant_key())),
-                Event::Idle(kind) => {
-                    tracing::info!(tenant = %self.tenant_key(), ?kind, "client idle past its limit: closed");
-                    return Err(kind.error());
+                Event::Idle => {
+                    if let Some(kind) = self.idle_expired() {
+                        tracing::info!(tenant = %self.tenant_key(), ?kind, "client idle past its limit: closed");
+                        return Err(kind.error());
+                    }
                 }
             }
             if client_data {
