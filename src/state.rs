@@ -1,7 +1,7 @@
 //! Shared proxy state: a cheap-to-clone handle passed explicitly to every task.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt};
@@ -35,6 +35,9 @@ struct Inner {
     tls: ArcSwapOption<ClientTls>,
     mock_secret: [u8; 32],
     clients: AtomicUsize,
+    /// A client idle limit is set (`limits.idle_transaction_timeout_ms` or
+    /// `client_idle_timeout_ms`): the relay's one check per turn while both are off.
+    idle_limits: AtomicBool,
     shutdown: CancellationToken,
     /// Tenants come from the catalog (reload keeps the directory).
     uses_catalog: bool,
@@ -84,6 +87,7 @@ impl Proxy {
         uses_catalog: bool,
     ) -> Result<Self, StartError> {
         let tls = load_tls(&cfg).map_err(StartError::Tls)?;
+        let idle_limits = idle_limits_set(&cfg);
         let mut mock_secret = [0u8; 32];
         rand::Rng::fill(&mut rand::thread_rng(), &mut mock_secret[..]);
         Ok(Proxy {
@@ -96,6 +100,7 @@ impl Proxy {
                 tls: ArcSwapOption::new(tls),
                 mock_secret,
                 clients: AtomicUsize::new(0),
+                idle_limits: AtomicBool::new(idle_limits),
                 shutdown: CancellationToken::new(),
                 uses_catalog,
                 sessions: Mutex::new(HashMap::new()),
@@ -111,6 +116,12 @@ impl Proxy {
 
     pub fn config(&self) -> Arc<Config> {
         self.inner.config.load_full()
+    }
+
+    /// Is a client idle limit set? (One atomic load; the limits are in the config.)
+    #[inline]
+    pub fn idle_limits_on(&self) -> bool {
+        self.inner.idle_limits.load(Ordering::Relaxed)
     }
 
     /// A handle for a reader of the config on every statement (a session): while it is
@@ -307,6 +318,9 @@ impl Proxy {
         if let Some(dir) = dir {
             self.inner.directory.store(Arc::new(dir));
         }
+        self.inner
+            .idle_limits
+            .store(idle_limits_set(&cfg), Ordering::Relaxed);
         self.inner.config.store(Arc::new(cfg));
         self.inner.tls.store(tls);
         // 4. Drain: retire pools of removed tenants and of tenants whose placement changed;
@@ -326,4 +340,8 @@ fn load_tls(cfg: &Config) -> Result<Option<Arc<ClientTls>>, String> {
         return Ok(None);
     }
     ClientTls::load(&cfg.tls).map(|t| Some(Arc::new(t)))
+}
+
+fn idle_limits_set(cfg: &Config) -> bool {
+    cfg.limits.idle_transaction_timeout_ms > 0 || cfg.limits.client_idle_timeout_ms > 0
 }

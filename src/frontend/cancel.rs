@@ -17,6 +17,7 @@ pub struct CancelTarget {
 }
 
 impl CancelTarget {
+    #[inline]
     pub fn set(&self, key: Option<ServerKey>) {
         *self.server.lock() = key;
     }

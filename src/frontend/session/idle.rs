@@ -4,7 +4,7 @@
 //! one idle between transactions.
 //!
 //! One timer per session, made on first use (see [`IdleTimer`]); with both limits off the
-//! relay reads two config values per turn. A reload's new limits apply to idle periods
+//! relay reads one flag per turn. A reload's new limits apply to idle periods
 //! already under way.
 
 use std::future::Future;
@@ -79,6 +79,7 @@ impl IdleTimer {
 
     /// Ready when the timer fires during an idle period; [`Self::expired`] tells whether
     /// the period's limit has passed.
+    #[inline]
     pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.period.is_none() || self.timer_at.is_none() {
             return Poll::Pending;
@@ -112,7 +113,12 @@ where
     W: AsyncWrite + Unpin,
 {
     /// Start or stop the idle timer for what the session is waiting on now.
+    #[inline]
     pub(super) fn watch_idle(&mut self) {
+        if !self.proxy.idle_limits_on() {
+            self.idle.period = None;
+            return;
+        }
         let state = self.idle_state();
         self.idle.watch(state);
     }
