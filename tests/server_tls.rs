@@ -71,23 +71,56 @@ async fn client(port: u16, tenant: &str) -> Result<tokio_postgres::Client, tokio
     Ok(c)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_connections_use_tls_as_each_instance_asks() {
-    let _ = common::tracing_subscriber_init();
+/// `c` runs `pg_sleep(30)` and is cancelled through the proxy (cancels are sent until the
+/// statement has started and ended): 57014.
+async fn sleep_cancelled(c: tokio_postgres::Client) {
+    let token = c.cancel_token();
+    let sleeper = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await });
+    let mut cancels = 0;
+    while !sleeper.is_finished() && cancels < 40 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        token.cancel_query(NoTls).await.unwrap();
+        cancels += 1;
+    }
+    let e = tokio::time::timeout(std::time::Duration::from_secs(10), sleeper)
+        .await
+        .expect("cancelled in time")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(code(&e), "57014", "{e}");
+}
+
+/// TCP logins only over TLS, trusted.
+const TLS_ONLY: &str = "local all all trust\n\
+                        hostssl all all 127.0.0.1/32 trust\n\
+                        host all all 127.0.0.1/32 reject\n";
+
+/// A private PostgreSQL with TLS and `hba` as its whole pg_hba.conf. Its certificate names
+/// localhost and is signed by `ca.crt` of the returned directory, which also holds an
+/// unrelated `other_ca.crt`.
+async fn tls_server(hba: &'static str) -> (tempfile::TempDir, PgInstance) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     make_ca(d, "ca");
     make_ca(d, "other_ca");
     make_server_cert(d, "ca");
+    let (cert, key) = (d.join("server.crt"), d.join("server.key"));
+    let pg = tokio::task::spawn_blocking(move || PgInstance::start_tls(&cert, &key, hba))
+        .await
+        .unwrap();
+    (dir, pg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_connections_use_tls_as_each_instance_asks() {
+    let _ = common::tracing_subscriber_init();
     // TCP logins only over TLS; the tenant's role only with SCRAM (channel binding offered).
     let hba = "local all all trust\n\
                hostssl all tg_acme 127.0.0.1/32 scram-sha-256\n\
                hostssl all all 127.0.0.1/32 trust\n\
                host all all 127.0.0.1/32 reject\n";
-    let (cert, key) = (d.join("server.crt"), d.join("server.key"));
-    let tls_pg = tokio::task::spawn_blocking(move || PgInstance::start_tls(&cert, &key, hba))
-        .await
-        .unwrap();
+    let (dir, tls_pg) = tls_server(hba).await;
+    let d = dir.path();
     let plain_pg = tokio::task::spawn_blocking(PgInstance::start)
         .await
         .unwrap();
@@ -262,16 +295,7 @@ async fn server_connections_use_tls_as_each_instance_asks() {
     .expect("the COPY's last bytes reached the server");
     assert_eq!(copied, 0, "the trigger keeps the rows out");
     // A cancel reaches the statement running on the encrypted connection.
-    let token = c.cancel_token();
-    let sleeper = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    token.cancel_query(NoTls).await.unwrap();
-    let e = tokio::time::timeout(std::time::Duration::from_secs(10), sleeper)
-        .await
-        .expect("cancelled in time")
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(code(&e), "57014", "{e}");
+    sleep_cancelled(c).await;
     // The server refuses non-TLS logins: a plain connection is turned away (08004, the
     // server rejected the proxy's login).
     let Err(e) = client(port, "off").await else {
@@ -360,18 +384,8 @@ async fn catalog_urls_verify_the_server_certificate_as_libpq() {
     use tenantgate::catalog::provision::NewTenant;
     use tenantgate::catalog::Catalog;
     let _ = common::tracing_subscriber_init();
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, pg) = tls_server(TLS_ONLY).await;
     let d = dir.path();
-    make_ca(d, "ca");
-    make_ca(d, "other_ca");
-    make_server_cert(d, "ca");
-    let hba = "local all all trust\n\
-               hostssl all all 127.0.0.1/32 trust\n\
-               host all all 127.0.0.1/32 reject\n";
-    let (cert, key) = (d.join("server.crt"), d.join("server.key"));
-    let pg = tokio::task::spawn_blocking(move || PgInstance::start_tls(&cert, &key, hba))
-        .await
-        .unwrap();
     let url = |host: &str, query: String| {
         format!("postgresql://postgres@{host}:{}/postgres?{query}", pg.port)
     };
@@ -417,21 +431,7 @@ async fn catalog_urls_verify_the_server_certificate_as_libpq() {
         .await
         .unwrap();
 
-    let cfg = Config {
-        listen: "127.0.0.1:0".into(),
-        catalog_url: verified.clone(),
-        catalog_key: secret.clone(),
-        auth: vec![AuthRule {
-            user: "*".into(),
-            address: "*".parse().unwrap(),
-            method: AuthMethod::ScramSha256,
-        }],
-        telemetry: tenantgate::config::TelemetryConfig {
-            dir: d.join("telemetry").display().to_string(),
-            ..Default::default()
-        },
-        ..Config::default()
-    };
+    let cfg = common::catalog_db::proxy_config(&verified, &secret, "tls_catalog");
     let proxy = tenantgate::app::start(cfg, None).await.unwrap();
     let port = proxy.addr.port();
     let c = client(port, &t.key).await.unwrap();
@@ -555,17 +555,7 @@ async fn cancel_requests_for_encrypted_connections_go_encrypted() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const SSL_REQUEST: u32 = 80877103;
     let _ = common::tracing_subscriber_init();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    make_ca(d, "ca");
-    make_server_cert(d, "ca");
-    let hba = "local all all trust\n\
-               hostssl all all 127.0.0.1/32 trust\n\
-               host all all 127.0.0.1/32 reject\n";
-    let (cert, key) = (d.join("server.crt"), d.join("server.key"));
-    let pg = tokio::task::spawn_blocking(move || PgInstance::start_tls(&cert, &key, hba))
-        .await
-        .unwrap();
+    let (_dir, pg) = tls_server(TLS_ONLY).await;
     superuser(&pg)
         .await
         .batch_execute("CREATE ROLE tg_acme LOGIN; CREATE SCHEMA acme AUTHORIZATION tg_acme;")
@@ -616,21 +606,7 @@ async fn cancel_requests_for_encrypted_connections_go_encrypted() {
     };
     let proxy = tenantgate::app::start(cfg, None).await.unwrap();
     let c = client(proxy.addr.port(), "acme").await.unwrap();
-    let token = c.cancel_token();
-    let sleeper = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await });
-    // Until the statement has started and been cancelled.
-    let mut cancels = 0;
-    while !sleeper.is_finished() && cancels < 40 {
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        token.cancel_query(NoTls).await.unwrap();
-        cancels += 1;
-    }
-    let e = tokio::time::timeout(std::time::Duration::from_secs(10), sleeper)
-        .await
-        .expect("cancelled in time")
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(code(&e), "57014", "{e}");
+    sleep_cancelled(c).await;
     // The cancel's connection is recorded once the relay has read its first bytes.
     assert!(
         common::eventually(std::time::Duration::from_secs(5), || {
