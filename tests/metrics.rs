@@ -37,8 +37,12 @@ async fn metrics_endpoint_counts_queries_logins_and_refusals() {
         c.metrics.listen = format!("127.0.0.1:{port}");
         c.telemetry.top_tenants = 1;
         c.telemetry.flush_ms = 50;
+        c.limits.idle_transaction_timeout_ms = 200;
     })
     .await;
+    // A client left idle in a transaction, closed by the limit by the time of the scrape.
+    let idler = env.client("acme").await;
+    idler.batch_execute("BEGIN").await.unwrap();
     let c = env.client("acme").await;
     for _ in 0..5 {
         c.simple_query("SELECT 1").await.unwrap();
@@ -59,7 +63,21 @@ async fn metrics_endpoint_counts_queries_logins_and_refusals() {
         .await
         .unwrap();
     env.proxy.proxy.telemetry().unwrap().flush().await;
+    assert!(
+        common::eventually(std::time::Duration::from_secs(5), || async {
+            idler.is_closed()
+        })
+        .await
+    );
     let text = scrape(port).await;
+    assert_eq!(
+        value(
+            &text,
+            "tenantgate_client_idle_timeouts_total{kind=\"transaction\"}"
+        ),
+        1.0,
+        "{text}"
+    );
     // Telemetry: events by plan and kind, by tenant for the busiest only, and the writer.
     assert!(
         value(
@@ -76,8 +94,9 @@ async fn metrics_endpoint_counts_queries_logins_and_refusals() {
         "{text}"
     );
     assert_eq!(
+        // The idler's BEGIN and c's eight statements.
         value(&text, "tenantgate_tenant_queries_total{tenant=\"acme\"}"),
-        8.0,
+        9.0,
         "{text}"
     );
     assert_eq!(

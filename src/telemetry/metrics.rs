@@ -17,6 +17,7 @@ pub const QUERY_ERRORS: &str = "tenantgate_query_errors_total";
 pub const TRANSACTIONS: &str = "tenantgate_server_checkouts_total";
 pub const POOL_WAIT: &str = "tenantgate_pool_wait_seconds";
 pub const POOL_TIMEOUTS: &str = "tenantgate_pool_timeouts_total";
+pub const IDLE_TIMEOUTS: &str = "tenantgate_client_idle_timeouts_total";
 pub const GUARD_REFUSED: &str = "tenantgate_guard_refused_total";
 pub const GUARD_UNPARSED: &str = "tenantgate_guard_unparsed_total";
 pub const SESSIONS_ENDED: &str = "tenantgate_tenant_sessions_ended_total";
@@ -70,6 +71,10 @@ pub fn describe_all() {
     describe_counter!(
         POOL_TIMEOUTS,
         "Clients that gave up waiting for a server connection (53300)."
+    );
+    describe_counter!(
+        IDLE_TIMEOUTS,
+        "Clients closed by an idle limit: kind=transaction (25P03), kind=session (57P05)."
     );
     describe_counter!(GUARD_REFUSED, "Statements refused by the isolation guard.");
     describe_counter!(
@@ -181,6 +186,8 @@ pub struct Metrics {
     pub checkouts: Counter,
     pub pool_wait: Histogram,
     pub pool_timeouts: Counter,
+    /// Clients closed by an idle limit: `[transaction, session]`.
+    pub idle_timeouts: [Counter; 2],
     pub guard_refused: Counter,
     pub guard_unparsed: Counter,
     /// Statement latency by kind; the last entry is `extended`.
@@ -199,6 +206,8 @@ impl Metrics {
             checkouts: metrics::counter!(TRANSACTIONS),
             pool_wait: metrics::histogram!(POOL_WAIT),
             pool_timeouts: metrics::counter!(POOL_TIMEOUTS),
+            idle_timeouts: ["transaction", "session"]
+                .map(|k| metrics::counter!(IDLE_TIMEOUTS, "kind" => k)),
             guard_refused: metrics::counter!(GUARD_REFUSED),
             guard_unparsed: metrics::counter!(GUARD_UNPARSED),
             query_seconds: std::array::from_fn(

@@ -28,6 +28,14 @@ pub(super) enum Idle {
 }
 
 impl Idle {
+    /// Index of its `tenantgate_client_idle_timeouts_total` counter.
+    pub(super) fn metric(self) -> usize {
+        match self {
+            Idle::Transaction => 0,
+            Idle::Session => 1,
+        }
+    }
+
     /// The error the client is closed with.
     pub(super) fn error(self) -> PgError {
         match self {

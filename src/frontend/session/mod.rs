@@ -433,6 +433,7 @@ where
                 Event::Idle => {
                     if let Some(kind) = self.idle_expired() {
                         tracing::info!(tenant = %self.tenant_key(), ?kind, "client idle past its limit: closed");
+                        self.proxy.metrics().idle_timeouts[kind.metric()].increment(1);
                         return Err(kind.error());
                     }
                 }
