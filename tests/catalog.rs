@@ -606,10 +606,7 @@ async fn tenant_on_another_instance() {
     let p = cat.catalog.create_tenant(&req).await.unwrap();
     assert_eq!(p.instance, "big1");
     // the schema lives on the other server, not on the catalog's
-    let (remote, conn) = tokio_postgres::connect(&pg.url("postgres"), NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let remote = common::connect_dsn(&pg.url("postgres")).await;
     let n: i64 = remote
         .query_one(
             "SELECT count(*) FROM pg_tables WHERE schemaname = $1",

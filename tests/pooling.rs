@@ -279,15 +279,12 @@ async fn unreachable_server_is_a_clear_error_and_recovers() {
     let dead_port = dead.local_addr().unwrap().port();
     drop(dead);
     let env = Env::with(|c| {
-        c.instances.push(tenantgate::config::InstanceConfig {
-            name: "down".into(),
-            host: "127.0.0.1".into(),
-            port: dead_port,
-            dbname: "postgres".into(),
-            password: String::new(),
-            sslmode: String::new(),
-            sslrootcert: String::new(),
-        });
+        c.instances.push(common::instance_config(
+            "down",
+            "127.0.0.1",
+            dead_port,
+            "postgres",
+        ));
         c.tenants[1].instance = "down".into();
     })
     .await;

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use common::pg_instance::PgInstance;
 use common::{code, eventually};
-use tenantgate::config::{
-    AuthMethod, AuthRule, Config, InstanceConfig, LoginUserConfig, TenantConfig,
-};
+use tenantgate::config::{AuthMethod, AuthRule, Config, TenantConfig};
 use tokio_postgres::NoTls;
 
 async fn setup_with(f: impl FnOnce(&mut Config)) -> (PgInstance, tenantgate::app::Running) {
@@ -17,10 +15,7 @@ async fn setup_with(f: impl FnOnce(&mut Config)) -> (PgInstance, tenantgate::app
     let pg = tokio::task::spawn_blocking(PgInstance::start)
         .await
         .unwrap();
-    let (c, conn) = tokio_postgres::connect(&pg.url("postgres"), NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let c = common::connect_dsn(&pg.url("postgres")).await;
     c.batch_execute(
         "CREATE ROLE tg_acme LOGIN; CREATE SCHEMA acme AUTHORIZATION tg_acme;
          CREATE TABLE acme.items (id int); GRANT ALL ON acme.items TO tg_acme;
@@ -35,33 +30,15 @@ async fn setup_with(f: impl FnOnce(&mut Config)) -> (PgInstance, tenantgate::app
             address: "*".parse().unwrap(),
             method: AuthMethod::Trust,
         }],
-        instances: vec![InstanceConfig {
-            name: "primary".into(),
-            host: "127.0.0.1".into(),
-            port: pg.port,
-            dbname: "postgres".into(),
-            password: String::new(),
-            sslmode: String::new(),
-            sslrootcert: String::new(),
-        }],
+        instances: vec![common::instance_config(
+            "primary",
+            "127.0.0.1",
+            pg.port,
+            "postgres",
+        )],
         tenants: vec![TenantConfig {
-            key: "acme".into(),
-            instance: "primary".into(),
-            schema: "acme".into(),
-            database: String::new(),
-            backend_user: "tg_acme".into(),
-            backend_password: String::new(),
-            pool_mode: String::new(),
             pool_size: 2,
-            plan: "default".into(),
-            queries_per_second: 0,
-            queries_per_day: 0,
-            max_connections: 0,
-            users: vec![LoginUserConfig {
-                name: "app".into(),
-                password: "x".into(),
-                scram_verifier: String::new(),
-            }],
+            ..common::tenant_config("acme", "primary", "acme", "tg_acme", "x")
         }],
         ..Config::default()
     };

@@ -11,9 +11,7 @@ use common::certs::{make_ca, make_server_cert};
 use common::code;
 use common::pg_instance::PgInstance;
 use futures_util::SinkExt;
-use tenantgate::config::{
-    AuthMethod, AuthRule, Config, InstanceConfig, LoginUserConfig, TenantConfig,
-};
+use tenantgate::config::{AuthMethod, AuthRule, Config, InstanceConfig, TenantConfig};
 use tokio_postgres::NoTls;
 
 async fn superuser(pg: &PgInstance) -> tokio_postgres::Client {
@@ -25,39 +23,22 @@ async fn superuser(pg: &PgInstance) -> tokio_postgres::Client {
 
 fn instance(name: &str, host: &str, port: u16, mode: &str, root: &Path) -> InstanceConfig {
     InstanceConfig {
-        name: name.into(),
-        host: host.into(),
-        port,
-        dbname: "postgres".into(),
-        password: String::new(),
         sslmode: mode.into(),
         sslrootcert: if root.as_os_str().is_empty() {
             String::new()
         } else {
             root.display().to_string()
         },
+        ..common::instance_config(name, host, port, "postgres")
     }
 }
 
+/// Tenant `key` in schema `acme` of `instance`, as role `tg_acme` with `password`.
 fn tenant(key: &str, instance: &str, password: &str) -> TenantConfig {
     TenantConfig {
-        key: key.into(),
-        instance: instance.into(),
-        schema: "acme".into(),
-        database: String::new(),
-        backend_user: "tg_acme".into(),
         backend_password: password.into(),
-        pool_mode: String::new(),
         pool_size: 2,
-        plan: "default".into(),
-        queries_per_second: 0,
-        queries_per_day: 0,
-        max_connections: 0,
-        users: vec![LoginUserConfig {
-            name: "app".into(),
-            password: "x".into(),
-            scram_verifier: String::new(),
-        }],
+        ..common::tenant_config(key, instance, "acme", "tg_acme", "x")
     }
 }
 
@@ -134,10 +115,7 @@ async fn server_connections_use_tls_as_each_instance_asks() {
         )
         .await
         .unwrap();
-    let (c, conn) = tokio_postgres::connect(&plain_pg.url("postgres"), NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let c = common::connect_dsn(&plain_pg.url("postgres")).await;
     c.batch_execute(
         "CREATE ROLE tg_acme LOGIN; CREATE SCHEMA acme AUTHORIZATION tg_acme;
          CREATE TABLE acme.items (id int); GRANT ALL ON acme.items TO tg_acme;

@@ -22,6 +22,50 @@ pub const PG_HOST: &str = "127.0.0.1";
 pub const PG_PORT: u16 = 5432;
 pub const TENANTS: [&str; 2] = ["acme", "globex"];
 
+/// An `[[instances]]` entry: plain TCP, no password.
+pub fn instance_config(name: &str, host: &str, port: u16, dbname: &str) -> InstanceConfig {
+    InstanceConfig {
+        name: name.into(),
+        host: host.into(),
+        port,
+        dbname: dbname.into(),
+        password: String::new(),
+        sslmode: String::new(),
+        sslrootcert: String::new(),
+    }
+}
+
+/// A `[[tenants]]` entry: schema `schema` of `instance`'s database, backend role
+/// `backend_user` without a password, login user `app` with `app_password`, the default
+/// plan without limits, the default pool.
+pub fn tenant_config(
+    key: &str,
+    instance: &str,
+    schema: &str,
+    backend_user: &str,
+    app_password: &str,
+) -> TenantConfig {
+    TenantConfig {
+        key: key.into(),
+        instance: instance.into(),
+        schema: schema.into(),
+        database: String::new(),
+        backend_user: backend_user.into(),
+        backend_password: String::new(),
+        pool_mode: String::new(),
+        pool_size: 0,
+        plan: "default".into(),
+        queries_per_second: 0,
+        queries_per_day: 0,
+        max_connections: 0,
+        users: vec![LoginUserConfig {
+            name: "app".into(),
+            password: app_password.into(),
+            scram_verifier: String::new(),
+        }],
+    }
+}
+
 /// A free port held until released: bound (not listening, so connections to it are
 /// refused) so that no other test is given it meanwhile. A port found free and let go at
 /// once can be handed to the next test that asks, whose server then answers in its place.
@@ -140,40 +184,14 @@ impl TestDb {
                 address: "*".parse().unwrap(),
                 method: AuthMethod::ScramSha256,
             }],
-            instances: vec![InstanceConfig {
-                name: "primary".into(),
-                host: PG_HOST.into(),
-                port: PG_PORT,
-                dbname: self.db.clone(),
-                password: String::new(),
-                sslmode: String::new(),
-                sslrootcert: String::new(),
-            }],
+            instances: vec![instance_config("primary", PG_HOST, PG_PORT, &self.db)],
             ..Config::default()
         };
         c.pool.query_wait_timeout_ms = 3000;
         c.telemetry.dir = scratch_dir(&self.db);
         c.tenants = TENANTS
             .iter()
-            .map(|t| TenantConfig {
-                key: t.to_string(),
-                instance: "primary".into(),
-                schema: t.to_string(),
-                database: String::new(),
-                backend_user: self.role(t),
-                backend_password: String::new(),
-                pool_mode: String::new(),
-                pool_size: 0,
-                plan: "default".into(),
-                queries_per_second: 0,
-                queries_per_day: 0,
-                max_connections: 0,
-                users: vec![LoginUserConfig {
-                    name: "app".into(),
-                    password: format!("{t}-pw"),
-                    scram_verifier: String::new(),
-                }],
-            })
+            .map(|t| tenant_config(t, "primary", t, &self.role(t), &format!("{t}-pw")))
             .collect();
         c
     }
