@@ -54,10 +54,12 @@ pub struct CancelKey {
     pub tls: Option<Arc<CancelTls>>,
 }
 
-/// The TLS settings a server connection was opened with.
+/// The TLS settings a server connection was opened with, as its cancels use them.
 pub struct CancelTls {
     config: Arc<ClientConfig>,
     host: String,
+    /// The connection's sslmode, `prefer` taken as `require`: that connection got TLS,
+    /// so its cancel never falls back to plain.
     mode: SslMode,
 }
 
@@ -205,7 +207,10 @@ impl ServerConn {
             (Some(config), true) => Some(Arc::new(CancelTls {
                 config: config.clone(),
                 host: p.host.clone(),
-                mode: p.tls.mode,
+                mode: match p.tls.mode {
+                    SslMode::Prefer => SslMode::Require,
+                    m => m,
+                },
             })),
             _ => None,
         };
@@ -476,19 +481,12 @@ impl ServerConn {
 
     /// Ask the server to cancel whatever the connection of `key` is running: over TLS
     /// when that connection is encrypted (an SSLRequest first, as for a login), never
-    /// falling back to plain (under `prefer` too: that connection got TLS). Bounded by
-    /// ten seconds in all.
+    /// falling back to plain. Bounded by ten seconds in all.
     pub async fn cancel(key: &CancelKey) -> Result<(), BackendError> {
         let send = async {
             let tcp = TcpStream::connect(key.addr).await?;
             let mut s = match &key.tls {
-                Some(t) => {
-                    let mode = match t.mode {
-                        SslMode::Prefer => SslMode::Require,
-                        m => m,
-                    };
-                    negotiate_tls(tcp, &t.config, &t.host, mode).await?
-                }
+                Some(t) => negotiate_tls(tcp, &t.config, &t.host, t.mode).await?,
                 None => ServerStream::Plain(tcp),
             };
             s.write_all(&write::cancel_request(key.pid, key.secret))

@@ -77,7 +77,7 @@ impl ConnInfo {
 
     /// The TLS connector for tokio-postgres, checking what [`ConnInfo::tls`] asks for.
     /// Reads the root file, if any.
-    pub fn connector(&self) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    fn connector(&self) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
         let config = match self.tls.client_config()? {
             Some(c) => c,
             // tokio-postgres does not ask for TLS with sslmode disable.
@@ -87,22 +87,30 @@ impl ConnInfo {
             rustls::ClientConfig::clone(&config),
         ))
     }
+}
 
-    /// Connect, the connection driven by a task of its own.
-    pub async fn connect(&self) -> Result<tokio_postgres::Client, super::CatalogError> {
-        let tls = self.connector().map_err(super::CatalogError::Invalid)?;
-        let (client, conn) = self.config.connect(tls).await?;
-        tokio::spawn(conn);
-        Ok(client)
-    }
+/// What tokio-postgres needs to connect as `s` asks: its config and TLS connector (the
+/// root file, if any, read).
+pub fn client_parts(
+    s: &str,
+) -> Result<
+    (
+        tokio_postgres::Config,
+        tokio_postgres_rustls::MakeRustlsConnect,
+    ),
+    String,
+> {
+    let info = ConnInfo::parse(s)?;
+    let tls = info.connector()?;
+    Ok((info.config, tls))
 }
 
 /// Read `url` and connect, the connection driven by a task of its own.
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, super::CatalogError> {
-    ConnInfo::parse(url)
-        .map_err(super::CatalogError::Invalid)?
-        .connect()
-        .await
+    let (config, tls) = client_parts(url).map_err(super::CatalogError::Invalid)?;
+    let (client, conn) = config.connect(tls).await?;
+    tokio::spawn(conn);
+    Ok(client)
 }
 
 fn is_url(s: &str) -> bool {

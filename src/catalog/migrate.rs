@@ -66,12 +66,12 @@ pub async fn migrate_all(
     for t in &targets {
         if !pools.contains_key(&t.instance) {
             let url = catalog.instance_url(&t.instance).await?;
-            let info = super::store::instance_info(&url)?;
-            let tls = info.connector().map_err(CatalogError::Invalid)?;
+            let (config, tls) = super::conninfo::client_parts(&url)
+                .map_err(|e| CatalogError::Invalid(format!("instance URL: {e}")))?;
             let pool = Pool::builder()
                 .max_size(opts.concurrency.max(1) as u32)
                 .error_sink(Box::new(super::store::LogErrors))
-                .build(PostgresConnectionManager::new(info.config, tls))
+                .build(PostgresConnectionManager::new(config, tls))
                 .await?;
             pools.insert(t.instance.clone(), pool);
         }

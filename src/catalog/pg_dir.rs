@@ -80,10 +80,9 @@ impl CatalogDirectory {
         on_change: &OnChange,
         stop: &CancellationToken,
     ) -> Result<(), CatalogError> {
-        let info =
-            super::conninfo::ConnInfo::parse(self.catalog.url()).map_err(CatalogError::Invalid)?;
-        let tls = info.connector().map_err(CatalogError::Invalid)?;
-        let (client, mut conn) = info.config.connect(tls).await?;
+        let (config, tls) =
+            super::conninfo::client_parts(self.catalog.url()).map_err(CatalogError::Invalid)?;
+        let (client, mut conn) = config.connect(tls).await?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
         let driver = tokio::spawn(async move {

@@ -105,16 +105,13 @@ impl Catalog {
     /// Connect (lazily) to the catalog database.
     pub async fn connect(url: &str, key: &str) -> Result<Catalog, CatalogError> {
         let key = SecretKey::from_base64(key)?;
-        let info = super::conninfo::ConnInfo::parse(url)
-            .map_err(|e| CatalogError::Invalid(format!("catalog_url: {e}")))?;
-        let tls = info
-            .connector()
+        let (config, tls) = super::conninfo::client_parts(url)
             .map_err(|e| CatalogError::Invalid(format!("catalog_url: {e}")))?;
         let pool = Pool::builder()
             .max_size(8)
             .connection_timeout(std::time::Duration::from_secs(10))
             .error_sink(Box::new(LogErrors))
-            .build(PostgresConnectionManager::new(info.config, tls))
+            .build(PostgresConnectionManager::new(config, tls))
             .await?;
         Ok(Catalog {
             inner: Arc::new(Inner {
