@@ -60,13 +60,10 @@ async fn serves_a_new_client(port: u16) {
 }
 
 async fn client(port: u16, extra: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (c, conn) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={port} user=app@acme dbname=x {extra}"),
-        NoTls,
-    )
-    .await?;
-    tokio::spawn(conn);
-    Ok(c)
+    common::try_connect(&format!(
+        "host=127.0.0.1 port={port} user=app@acme dbname=x {extra}"
+    ))
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,13 +43,10 @@ fn tenant(key: &str, instance: &str, password: &str) -> TenantConfig {
 }
 
 async fn client(port: u16, tenant: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (c, conn) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={port} user=app@{tenant} password=x dbname=postgres"),
-        NoTls,
-    )
-    .await?;
-    tokio::spawn(conn);
-    Ok(c)
+    common::try_connect(&format!(
+        "host=127.0.0.1 port={port} user=app@{tenant} password=x dbname=postgres"
+    ))
+    .await
 }
 
 /// `c` runs `pg_sleep(30)` and is cancelled through the proxy (cancels are sent until the

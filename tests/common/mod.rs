@@ -109,11 +109,16 @@ pub fn unique() -> String {
 
 /// A client for `dsn` (its connection driven by a task); panics when it cannot connect.
 pub async fn connect_dsn(dsn: &str) -> Client {
-    let (c, conn) = tokio_postgres::connect(dsn, NoTls)
+    try_connect(dsn)
         .await
-        .unwrap_or_else(|e| panic!("connect {dsn}: {e}"));
+        .unwrap_or_else(|e| panic!("connect {dsn}: {e}"))
+}
+
+/// A plain connection to `dsn`, its connection driven by a task of its own.
+pub async fn try_connect(dsn: &str) -> Result<Client, tokio_postgres::Error> {
+    let (c, conn) = tokio_postgres::connect(dsn, NoTls).await?;
     tokio::spawn(conn);
-    c
+    Ok(c)
 }
 
 /// Superuser connection to `db` on the real server.
@@ -282,9 +287,7 @@ impl Env {
         user: &str,
         password: &str,
     ) -> Result<Client, tokio_postgres::Error> {
-        let (c, conn) = tokio_postgres::connect(&self.dsn(user, password), NoTls).await?;
-        tokio::spawn(conn);
-        Ok(c)
+        try_connect(&self.dsn(user, password)).await
     }
 
     /// The proxy's pool of `tenant` as SHOW POOLS reports it (all zero before its first
