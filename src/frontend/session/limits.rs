@@ -17,28 +17,15 @@ use crate::limits::{FlagsCache, Limits, TenantState};
 use crate::protocol::{frame, write, PgError};
 use crate::router::readonly::{self, Violation};
 
-/// An admission [`Session::admit_quick`] could not decide in place.
+/// How the tenant's limits take a statement ([`Session::admit_quick`]).
 pub enum Admission {
+    /// Decided in place: admitted, or refused with this error.
     Decided(Result<(), PgError>),
     /// The statement is counted; a token must come from the shared bucket in Redis.
     Shared(Pin<Box<dyn Future<Output = Result<(), PgError>> + Send>>),
     /// The limits context must be loaded first ([`Session::admit`]).
     Stale,
 }
-
-/// Admit the session's next statement under its tenant's rate and quota: decided in
-/// place in the common case, awaiting only when it must (each async fn between the
-/// relay and the counters was a future built and polled per statement).
-macro_rules! admit {
-    ($session:expr) => {
-        match $session.admit_quick() {
-            $crate::frontend::session::limits::Admission::Decided(r) => r,
-            $crate::frontend::session::limits::Admission::Shared(wait) => wait.await,
-            $crate::frontend::session::limits::Admission::Stale => $session.admit().await,
-        }
-    };
-}
-pub(super) use admit;
 
 /// The limits of the tenant the session runs for.
 pub struct LimCtx {
@@ -246,7 +233,7 @@ where
     }
 
     /// [`Self::admit`] decided in place when the limits context is current (the common
-    /// case: no future is built, see [`admit!`]); otherwise what to wait for.
+    /// case: no future is built); otherwise what to wait for (`super::inbound::Wait`).
     pub(super) fn admit_quick(&self) -> Admission {
         if self.lim_stale() {
             return Admission::Stale;

@@ -13,15 +13,16 @@ use tracing::{debug, warn};
 
 mod events;
 mod idle;
+mod inbound;
 mod limits;
 mod policy;
 mod server_side;
 
 use super::cancel::CancelTarget;
 use super::relay::{self, Statements, Tracker};
-use crate::backend::pool::{PoolError, Pooled, TenantPool};
+use crate::backend::pool::{Pooled, TenantPool};
 use crate::config::PoolMode;
-use crate::protocol::{frame, write, PgError};
+use crate::protocol::{frame, PgError};
 use crate::router::facts::TextFacts;
 use crate::state::Proxy;
 
@@ -249,8 +250,9 @@ where
         let mut c_unflushed = false;
         // Anything the client pipelined behind its startup packet.
         if !self.cin.is_empty() {
-            if let Some(end) = self.on_client_data().await? {
-                return Ok(end);
+            if let Some(wait) = self.on_client_data()? {
+                // Boxed: the rare case, kept out of the relay's own future.
+                Box::pin(self.resume(wait)).await?;
             }
         }
         loop {
@@ -439,8 +441,8 @@ where
                 }
             }
             if client_data {
-                if let Some(end) = self.on_client_data().await? {
-                    return Ok(end);
+                if let Some(wait) = self.on_client_data()? {
+                    Box::pin(self.resume(wait)).await?;
                 }
                 if let Some(a) = self.server.as_mut() {
                     write_now(&mut a.conn.stream, &mut a.sout)
@@ -477,280 +479,6 @@ where
         self.server
             .as_ref()
             .is_none_or(|a| a.sout.is_empty() && (a.t.quiet() || a.t.awaits_client()))
-    }
-
-    /// Process complete client messages in `cin`.
-    async fn on_client_data(&mut self) -> Result<Option<End>, PgError> {
-        loop {
-            if self.terminating {
-                // Nothing after Terminate is read.
-                self.cin.clear();
-                return Ok(None);
-            }
-            if self.c_remaining > 0 {
-                let n = self.c_remaining.min(self.cin.len());
-                if n == 0 {
-                    return Ok(None);
-                }
-                let chunk = self.cin.split_to(n);
-                if let Some(a) = self.server.as_mut() {
-                    a.sout.extend_from_slice(&chunk);
-                    a.t.log.add_in(n);
-                }
-                self.c_remaining -= n;
-                continue;
-            }
-            let h = match frame::peek_header(&self.cin) {
-                Ok(Some(h)) => h,
-                Ok(None) => return Ok(None),
-                Err(e) => return Err(PgError::protocol_violation(e.to_string())),
-            };
-            if h.tag == b'd' {
-                // CopyData is streamed, never buffered whole.
-                let n = h.total().min(self.cin.len());
-                let chunk = self.cin.split_to(n);
-                if let Some(a) = self.server.as_mut() {
-                    a.sout.extend_from_slice(&chunk);
-                    a.t.log.add_in(n);
-                }
-                self.c_remaining = h.total() - n;
-                if self.server.is_none() {
-                    let skip = self.c_remaining.min(self.cin.len());
-                    self.cin.advance(skip);
-                    self.c_remaining -= skip;
-                }
-                continue;
-            }
-            if h.total() > self.max_message {
-                return Err(PgError::message_too_large(h.total(), self.max_message));
-            }
-            if self.cin.len() < h.total() {
-                self.cin.reserve(h.total() - self.cin.len());
-                return Ok(None);
-            }
-            tracing::trace!(tag = %(h.tag as char), len = h.total(), "client message");
-            // The Bind/Describe/Execute/Sync of an attached client (an Execute once
-            // admitted) go to the server from where they were read: not split off one by
-            // one (a reference count each), and without the per-message future of the rest.
-            let direct = if h.tag == b'E' && self.server.is_some() && !self.skip_until_sync {
-                Some(limits::admit!(self))
-            } else {
-                self.forwards_directly(h.tag).then_some(Ok(()))
-            };
-            if let Some(admitted) = direct {
-                let cin = std::mem::take(&mut self.cin);
-                match admitted {
-                    Ok(()) => self.forward(h.tag, &cin[..h.total()], None),
-                    Err(err) => self.refuse_execute(&cin[..h.total()], err),
-                }
-                self.cin = cin;
-                self.cin.advance(h.total());
-                continue;
-            }
-            if self.defers_switch(h.tag, &self.cin[..h.total()]) {
-                self.switch_waits = true;
-                return Ok(None);
-            }
-            // The common case is one whole message: taken as it is, not split off (a
-            // split turns the buffer into a shared one, an allocation).
-            let msg = if self.cin.len() == h.total() {
-                std::mem::take(&mut self.cin)
-            } else {
-                self.cin.split_to(h.total())
-            };
-            if let Some(end) = self.on_client_message(h.tag, msg).await? {
-                return Ok(Some(end));
-            }
-        }
-    }
-
-    async fn on_client_message(&mut self, tag: u8, msg: BytesMut) -> Result<Option<End>, PgError> {
-        if tag == b'X' {
-            self.terminating = true;
-            return Ok(None);
-        }
-        if self.skip_until_sync {
-            if tag == b'S' {
-                self.skip_until_sync = false;
-                let status = self.server.as_ref().map_or(b'I', |a| a.t.tx_status);
-                write::ready_for_query(&mut self.cout, status);
-            }
-            return Ok(None);
-        }
-        if self.server.is_none() && self.mode == PoolMode::Transaction {
-            // Between transactions a Close and a Sync need no server (drivers close a
-            // statement they are done with in the background: a checkout each, before).
-            match tag {
-                b'C' => {
-                    // A portal does not outlive its transaction; closing a missing one is
-                    // no error, as in PostgreSQL.
-                    match frame::parse_target(&msg[frame::HEADER_LEN..]) {
-                        Some((b'S', name)) => self.stmts.forget(name),
-                        Some((b'P', _)) => {}
-                        // As PostgreSQL answers it: an error, then nothing until Sync.
-                        _ => {
-                            PgError::protocol_violation("invalid Close message")
-                                .recoverable()
-                                .encode(&mut self.cout);
-                            self.skip_until_sync = true;
-                            return Ok(None);
-                        }
-                    }
-                    write::empty(&mut self.cout, b'3');
-                    return Ok(None);
-                }
-                b'S' => {
-                    write::ready_for_query(&mut self.cout, b'I');
-                    return Ok(None);
-                }
-                _ => {}
-            }
-        }
-        // The statement guard, before anything reaches a server.
-        let mut msg = msg;
-        // Where the text is, and what the checks (and `forward`) need from it: read once.
-        let mut span = policy::text_span(tag, &msg);
-        let mut facts = None;
-        if tag == b'Q' || tag == b'P' || tag == b'F' {
-            // Tenant header routing, logical-schema rewriting, then the statement guard.
-            // A FunctionCall names its function by OID (set_config, lo_import, ...), which
-            // the guard cannot vet: refused while the guard is on.
-            let routed = self.route(&msg[span.clone()]);
-            if routed.is_ok() && self.lim_stale() {
-                // The flags checked below are the tenant's this statement runs for.
-                self.lim_ctx().await;
-            }
-            let mut refused = match routed {
-                _ if tag == b'F' => self.proxy.config().guard.enabled.then(|| {
-                    PgError::guard_refused(&super::guard::refusal_message(
-                        "FunctionCall messages are not allowed; call the function with SQL",
-                    ))
-                }),
-                Err(e) => Some(e),
-                Ok(()) => {
-                    let read =
-                        |t: &[u8]| (TextFacts::of(t), crate::telemetry::metrics::kind_index(t));
-                    // Parse texts repeat (drivers re-parse the unnamed statement per
-                    // execution); Query texts mostly carry their literals and do not, so
-                    // keeping them would cost a copy per statement for nothing.
-                    let mut found = if tag == b'P' {
-                        self.last_text.get(&msg[span.clone()], read)
-                    } else {
-                        read(&msg[span.clone()])
-                    };
-                    if let Some(m) = self.rewrite(tag, &msg, &msg[span.clone()], &found.0) {
-                        msg = m;
-                        span = policy::text_span(tag, &msg);
-                        found = read(&msg[span.clone()]);
-                    }
-                    facts = Some(found);
-                    let (text, f) = (&msg[span.clone()], found.0);
-                    self.refusal(text, &f)
-                        .map(|reason| {
-                            PgError::guard_refused(&super::guard::refusal_message(&reason))
-                        })
-                        .or_else(|| self.flag_violation(text))
-                }
-            };
-            if refused.is_none() && tag == b'Q' {
-                refused = limits::admit!(self).err();
-                let ttl = refused
-                    .is_none()
-                    .then(|| crate::limits::cache::requested_ttl(&msg[span.clone()]))
-                    .flatten();
-                if let Some(ttl) = ttl {
-                    if self.try_cache(&msg[span.clone()], ttl).await? {
-                        self.record_local(tag, &msg, None);
-                        return Ok(None);
-                    }
-                }
-            }
-            if let Some(err) = refused {
-                if self.server.is_none() {
-                    // Nothing pending: answer directly.
-                    self.record_local(tag, &msg, Some(&err));
-                    err.encode(&mut self.cout);
-                    match tag {
-                        b'Q' | b'F' => write::ready_for_query(&mut self.cout, b'I'),
-                        _ => self.skip_until_sync = true,
-                    }
-                    return Ok(None);
-                }
-                // Replies are pending: let the server raise it, in order.
-                facts = None;
-                let body = &msg[frame::HEADER_LEN..];
-                msg = match tag {
-                    b'Q' | b'F' => super::guard::rewrite_query(&err),
-                    _ => match super::guard::rewrite_parse(body) {
-                        Some(m) => {
-                            if let Some(a) = self.server.as_mut() {
-                                a.refusals.push_back(err);
-                            }
-                            m
-                        }
-                        None => return Err(PgError::protocol_violation("malformed Parse message")),
-                    },
-                };
-            }
-        }
-        // Extended protocol: each Execute is admitted under the tenant's rate and quota.
-        if tag == b'E' {
-            if let Err(err) = limits::admit!(self) {
-                self.refuse_execute(&msg, err);
-                return Ok(None);
-            }
-        }
-        if self.server.is_none() {
-            match tag {
-                // Nothing to flush and no COPY in progress without a server.
-                b'H' | b'c' | b'f' => return Ok(None),
-                _ => {}
-            }
-            if let Err(e) = self.attach().await {
-                self.cache_fill = None;
-                self.record_local(tag, &msg, Some(&e));
-                e.encode(&mut self.cout);
-                match tag {
-                    b'Q' | b'F' | b'S' => write::ready_for_query(&mut self.cout, b'I'),
-                    _ => self.skip_until_sync = true,
-                }
-                return Ok(None);
-            }
-        }
-        self.forward(tag, &msg, facts);
-        Ok(None)
-    }
-
-    /// An Execute refused by the tenant's limits: the client gets `err` in its place.
-    fn refuse_execute(&mut self, msg: &[u8], err: PgError) {
-        self.record_local(b'E', msg, Some(&err));
-        match self.server.as_mut() {
-            None => {
-                err.encode(&mut self.cout);
-                self.skip_until_sync = true;
-            }
-            Some(a) => {
-                // Replies are pending: the server fails a marker Parse in order
-                // (skipping to Sync) and the relay swaps in this error.
-                a.refusals.push_back(err);
-                a.sout.extend_from_slice(&super::guard::marker_parse());
-                a.t.pending.push_back(relay::Pending::Parse {
-                    server_name: None,
-                    client_name: None,
-                    swallow: false,
-                });
-                a.t.unsynced = true;
-            }
-        }
-    }
-
-    /// Does a message go straight to [`Self::forward`]? Nothing to check, admit or attach:
-    /// the common extended-protocol messages of an attached client skip building the
-    /// (large) future of [`Self::on_client_message`], which was moved twice per message.
-    fn forwards_directly(&self, tag: u8) -> bool {
-        matches!(tag, b'B' | b'D' | b'C' | b'S' | b'H' | b'c' | b'f')
-            && self.server.is_some()
-            && !self.skip_until_sync
     }
 
     /// Queue a client message for the attached server, tracking what it will answer and
@@ -905,125 +633,6 @@ where
                 a.t.unsynced = true;
             }
             _ => a.sout.extend_from_slice(msg),
-        }
-    }
-
-    /// Get a server connection for this client and bring its settings in line.
-    async fn attach(&mut self) -> Result<(), PgError> {
-        // A pool retired while we waited (a tenant move) is replaced and tried again.
-        for _ in 0..3 {
-            match self.attach_once().await {
-                Err(None) => continue,
-                Err(Some(e)) => return Err(e),
-                Ok(()) => return Ok(()),
-            }
-        }
-        Err(PgError::server_unavailable(self.tenant_key()))
-    }
-
-    async fn attach_once(&mut self) -> Result<(), Option<PgError>> {
-        let mut pool = self.pool.clone().ok_or_else(PgError::no_tenant)?;
-        if pool.is_retired() {
-            // The tenant's placement or secret changed: use its current pool.
-            let key = pool.tenant.key.clone();
-            let t = self
-                .proxy
-                .directory()
-                .tenant(&key)
-                .ok_or_else(|| PgError::unknown_tenant(&key))?;
-            pool = self.proxy.pools().for_tenant(&t);
-            self.pool = Some(pool.clone());
-        }
-        if self.trusted {
-            let dir = self.proxy.directory();
-            match dir.tenant(&pool.tenant.key) {
-                Some(t) if t.status.may_connect() => {}
-                Some(t) => {
-                    return Err(Some(
-                        PgError::tenant_unavailable(&t.key, t.status.as_str()).recoverable(),
-                    ))
-                }
-                None => return Err(Some(PgError::unknown_tenant(&pool.tenant.key))),
-            }
-        }
-        // An idle connection at once (no clock read), else wait for one.
-        let (mut conn, waited) = match pool.try_acquire() {
-            Some(c) => (c, std::time::Duration::ZERO),
-            None => {
-                let started = std::time::Instant::now();
-                // Boxed: waiting and connecting are the rare case.
-                let acquired = self
-                    .unless_client_leaves(Box::pin(pool.acquire()))
-                    .await
-                    .ok_or_else(PgError::client_left)?;
-                let c = acquired.map_err(|e| match e {
-                    PoolError::Timeout(ms) => {
-                        self.proxy.metrics().pool_timeouts.increment(1);
-                        Some(PgError::pool_timeout(&pool.tenant.key, ms))
-                    }
-                    PoolError::Retired => None,
-                    PoolError::Backend(e) => {
-                        warn!(tenant = %pool.tenant.key, error = %e, "server connection failed");
-                        Some(PgError::server_unavailable(&pool.tenant.key))
-                    }
-                })?;
-                (c, started.elapsed())
-            }
-        };
-        if self.lim_stale() {
-            self.lim_ctx().await;
-        }
-        let flags = self.flags();
-        let synced = if flags.settings.is_empty() {
-            if conn.is_synced(&self.settings) {
-                Ok(())
-            } else {
-                conn.sync_settings(&self.settings).await
-            }
-        } else {
-            conn.sync_settings(&flags.merge_settings(&self.settings))
-                .await
-        };
-        if let Err(e) = synced {
-            warn!(tenant = %pool.tenant.key, error = %e, "could not apply client settings");
-            return Err(Some(PgError::server_unavailable(&pool.tenant.key)));
-        }
-        let metrics = self.proxy.metrics();
-        metrics.checkouts.increment(1);
-        metrics.pool_wait.record(waited.as_secs_f64());
-        self.capture.wait_us = waited.as_micros() as u64;
-        self.cancel.set(Some(conn.cancel_key()));
-        self.server = Some(Attached::new(conn));
-        Ok(())
-    }
-
-    /// Wait for `fut` while watching the client: one that hangs up leaves the line at once
-    /// (`None`), so its statement never runs and the waiters behind it move up. A client
-    /// that said goodbye first (Terminate, then closed) is still served what it sent before,
-    /// as PostgreSQL would. What the client sends meanwhile is kept in `cin`, in order, up
-    /// to the usual high-water mark.
-    async fn unless_client_leaves<T>(
-        &mut self,
-        fut: impl std::future::Future<Output = T>,
-    ) -> Option<T> {
-        tokio::pin!(fut);
-        let chunk = self.client_chunk;
-        let mut watching = !self.terminating;
-        loop {
-            let Session { cr, cin, .. } = self;
-            let watch = watching && cin.len() < HIGH_WATER;
-            tokio::select! {
-                biased;
-                r = &mut fut => return Some(r),
-                r = std::future::poll_fn(|cx| poll_read_client(cr, cin, chunk, cx)), if watch => {
-                    if !matches!(r, Ok(n) if n > 0) {
-                        if !frame::holds_terminate(cin) {
-                            return None;
-                        }
-                        watching = false;
-                    }
-                }
-            }
         }
     }
 
