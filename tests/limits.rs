@@ -150,6 +150,46 @@ async fn daily_quota_is_shared_and_exhausted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_executes_are_admitted_in_order_under_the_shared_rate() {
+    // Extended protocol, pipelined: each Execute is admitted in the order sent, those
+    // after the first through the shared bucket in Redis while the client holds a server
+    // connection with replies pending.
+    let prefix = common::unique();
+    let env = Env::with(|c| {
+        shared(&prefix)(c);
+        limit(c, "acme", 3, 0, 0);
+    })
+    .await;
+    let a = env.client("acme").await;
+    let st = a.prepare("SELECT $1::int").await.unwrap();
+    let results = futures_util::future::join_all((0..8i32).map(|i| {
+        let (a, st) = (&a, &st);
+        async move { a.query(st, &[&i]).await }
+    }))
+    .await;
+    // A second's burst, and the few tokens the rate adds while the batch runs.
+    let admitted = results.iter().take_while(|r| r.is_ok()).count();
+    assert!((3..=4).contains(&admitted), "{admitted} admitted");
+    for (i, r) in results.iter().enumerate() {
+        match r {
+            Ok(rows) => assert_eq!(rows[0].get::<_, i32>(0), i as i32),
+            Err(e) if i >= admitted => assert_eq!(code(e), "53400", "{e}"),
+            Err(e) => panic!("execute {i}: {e}"),
+        }
+    }
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        admitted,
+        "admitted in order"
+    );
+    // A refusal keeps the connection: it runs once the rate allows.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let rows = a.query(&st, &[&42i32]).await.unwrap();
+    assert_eq!(rows[0].get::<_, i32>(0), 42);
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_cap_holds_across_replicas_and_frees_on_disconnect() {
     let prefix = common::unique();
     let setup = |c: &mut Config| {
