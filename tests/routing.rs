@@ -180,6 +180,56 @@ async fn md5_trust_and_reject_rules() {
 }
 
 #[tokio::test]
+async fn a_setting_changed_by_set_follows_its_client_across_checkouts() {
+    // One server connection for the tenant: every transaction of every client below runs
+    // on it, so each checkout must bring it in line with that client's settings.
+    let env = Env::with(|c| {
+        c.tenants
+            .iter_mut()
+            .find(|t| t.key == "acme")
+            .unwrap()
+            .pool_size = 1;
+    })
+    .await;
+    let connect = |app: &str| {
+        let dsn = env.dsn("app@acme", "acme-pw") + &format!(" application_name={app}");
+        async move {
+            let (c, conn) = tokio_postgres::connect(&dsn, NoTls).await.unwrap();
+            tokio::spawn(conn);
+            c
+        }
+    };
+    let a = connect("first").await;
+    let b = connect("second").await;
+    async fn current(c: &tokio_postgres::Client) -> String {
+        c.query_one("SELECT current_setting('application_name')", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+    assert_eq!(current(&a).await, "first");
+    a.batch_execute("SET application_name = 'renamed'")
+        .await
+        .unwrap();
+    assert_eq!(current(&a).await, "renamed");
+    assert_eq!(current(&b).await, "second");
+    assert_eq!(current(&a).await, "renamed");
+    // A new client with the list the first one started with gets that list, not the
+    // first client's changed one.
+    let c = connect("first").await;
+    assert_eq!(current(&c).await, "first");
+    assert_eq!(current(&a).await, "renamed");
+    // Back to its startup value: the same list as the third client's.
+    a.batch_execute("SET application_name = 'first'")
+        .await
+        .unwrap();
+    assert_eq!(current(&c).await, "first");
+    assert_eq!(current(&a).await, "first");
+    assert_eq!(current(&b).await, "second");
+    env.finish().await;
+}
+
+#[tokio::test]
 async fn startup_settings_apply_and_bad_ones_are_refused() {
     let env = Env::new().await;
     let dsn = env.dsn("app@acme", "acme-pw")

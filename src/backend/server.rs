@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::prepared::PreparedCache;
+use super::settings::ClientSettings;
 use super::stream::ServerStream;
 use super::tls::SslMode;
 use crate::catalog::Placement;
@@ -83,10 +84,10 @@ pub struct ServerConn {
     startup_settings: HashMap<String, String>,
     /// Settings the proxy applied for a client (lower-case name → value).
     applied: HashMap<String, String>,
-    /// The client settings list `settings` and `applied` were last brought in line with:
-    /// the next client with the same list skips the comparison (one slice compare instead
-    /// of a map lookup per setting). Forgotten whenever either map changes.
-    synced: Option<Vec<(String, String)>>,
+    /// The id of the client settings list `settings` and `applied` were last brought in
+    /// line with ([`ClientSettings::id`]): the next client with the same list skips the
+    /// comparison. 0 (none) whenever either map changes.
+    synced: u64,
     /// Statements the proxy prepared here (transaction pooling).
     pub prepared: PreparedCache,
     /// Session state changed by a client that must be reset before reuse.
@@ -224,7 +225,7 @@ impl ServerConn {
             settings: HashMap::new(),
             startup_settings: HashMap::new(),
             applied: HashMap::new(),
-            synced: None,
+            synced: 0,
             prepared: PreparedCache::new(prepared_cap),
             dirty: false,
             created: now,
@@ -335,7 +336,7 @@ impl ServerConn {
     /// after every statement has been answered, so the connection stays in sync.
     pub async fn run(&mut self, statements: &[&str]) -> Result<(), BackendError> {
         // Any statement may change settings.
-        self.synced = None;
+        self.synced = 0;
         let mut out = BytesMut::new();
         for s in statements {
             frame::write_query(&mut out, s);
@@ -368,26 +369,26 @@ impl ServerConn {
 
     /// Make the server's settings match `wanted` (client settings, lower-case names):
     /// SET what differs, RESET what an earlier client had applied and this one did not ask for.
-    pub async fn sync_settings(&mut self, wanted: &[(String, String)]) -> Result<(), BackendError> {
+    pub async fn sync_settings(&mut self, wanted: &ClientSettings) -> Result<(), BackendError> {
         if self.is_synced(wanted) {
             return Ok(());
         }
         if self.settings_differ(wanted) {
             Box::pin(self.apply_settings(wanted)).await?;
         }
-        self.synced = Some(wanted.to_vec());
+        self.synced = wanted.id();
         Ok(())
     }
 
     /// Last brought in line with `wanted` and unchanged since: [`Self::sync_settings`] has
     /// nothing to do (checked first by the relay, which then builds no future for it).
-    pub fn is_synced(&self, wanted: &[(String, String)]) -> bool {
-        self.synced.as_deref() == Some(wanted)
+    pub fn is_synced(&self, wanted: &ClientSettings) -> bool {
+        wanted.id() != 0 && self.synced == wanted.id()
     }
 
     /// A setting the server reported (ParameterStatus) while relaying a client's statements.
     pub fn note_parameter(&mut self, name: String, value: String) {
-        self.synced = None;
+        self.synced = 0;
         self.settings.insert(name, value);
     }
 
@@ -444,7 +445,7 @@ impl ServerConn {
         self.prepared.clear();
         self.settings = self.startup_settings.clone();
         self.applied.clear();
-        self.synced = None;
+        self.synced = 0;
         self.dirty = false;
         res
     }

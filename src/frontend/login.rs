@@ -14,6 +14,7 @@ use super::deadline::LoginDeadline;
 use super::session::{Attached, End, Session};
 use super::stream::{read_message, ClientStream};
 use crate::backend::pool::PoolError;
+use crate::backend::settings::ClientSettings;
 use crate::backend::BackendError;
 use crate::catalog::{LoginUser, Tenant};
 use crate::config::{AuthMethod, PoolMode};
@@ -30,7 +31,7 @@ struct LoggedIn {
     /// `None` for a service user that named no tenant at login.
     tenant: Option<Arc<Tenant>>,
     login_user: String,
-    settings: Vec<(String, String)>,
+    settings: ClientSettings,
     /// A trusted service user.
     trusted: bool,
 }
@@ -226,7 +227,7 @@ async fn authenticate<S: ClientStream>(
     Ok(LoggedIn {
         tenant,
         login_user: user.name.clone(),
-        settings: r.settings,
+        settings: ClientSettings::new(r.settings),
         trusted,
     })
 }
@@ -392,9 +393,9 @@ async fn start_session<S: ClientStream>(
         let merged = lim_state
             .as_ref()
             .filter(|ts| !ts.flags().settings.is_empty())
-            .map(|ts| ts.flags().merge_settings(&who.settings));
+            .map(|ts| ClientSettings::unnamed(ts.flags().merge_settings(&who.settings)));
         if let Err(e) = conn
-            .sync_settings(merged.as_deref().unwrap_or(&who.settings))
+            .sync_settings(merged.as_ref().unwrap_or(&who.settings))
             .await
         {
             let err = match e {

@@ -19,6 +19,7 @@ use tracing::warn;
 use super::limits::Admission;
 use super::{policy, poll_read_client, Attached, Session, HIGH_WATER};
 use crate::backend::pool::{PoolError, Pooled};
+use crate::backend::settings::ClientSettings;
 use crate::config::PoolMode;
 use crate::protocol::{frame, write, PgError};
 use crate::router::facts::TextFacts;
@@ -69,8 +70,9 @@ where
     W: AsyncWrite + Unpin,
 {
     /// Process the complete client messages in `cin` until they run out (`None`) or one
-    /// must wait.
-    pub(super) fn on_client_data(&mut self) -> Result<Option<Wait>, PgError> {
+    /// must wait. The wait is boxed: the relay's future holds the result of every call,
+    /// and a `Wait` in place would be copied into it each time (168 bytes).
+    pub(super) fn on_client_data(&mut self) -> Result<Option<Box<Wait>>, PgError> {
         loop {
             if self.terminating {
                 // Nothing after Terminate is read.
@@ -127,7 +129,7 @@ where
                     Admission::Decided(r) => Some(r),
                     admission => {
                         let msg = self.cin.split_to(h.total());
-                        return Ok(Some(Wait::Execute { msg, admission }));
+                        return Ok(Some(Box::new(Wait::Execute { msg, admission })));
                     }
                 }
             } else {
@@ -155,20 +157,21 @@ where
                 self.cin.split_to(h.total())
             };
             if let Some(wait) = self.on_client_message(h.tag, msg)? {
-                return Ok(Some(wait));
+                return Ok(Some(Box::new(wait)));
             }
         }
     }
 
     /// Finish a message that had to wait, then go on with the messages behind it.
-    pub(super) async fn resume(&mut self, mut wait: Wait) -> Result<(), PgError> {
+    pub(super) async fn resume(&mut self, wait: Box<Wait>) -> Result<(), PgError> {
+        let mut wait = *wait;
         loop {
             if let Some(next) = self.finish(wait).await? {
                 wait = next;
                 continue;
             }
             match self.on_client_data()? {
-                Some(next) => wait = next,
+                Some(next) => wait = *next,
                 None => return Ok(()),
             }
         }
@@ -615,8 +618,8 @@ where
         let synced = if flags.settings.is_empty() {
             conn.sync_settings(&self.settings).await
         } else {
-            conn.sync_settings(&flags.merge_settings(&self.settings))
-                .await
+            let merged = ClientSettings::unnamed(flags.merge_settings(&self.settings));
+            conn.sync_settings(&merged).await
         };
         if let Err(e) = synced {
             warn!(tenant = %pool.tenant.key, error = %e, "could not apply client settings");

@@ -198,7 +198,7 @@ where
                     .as_bytes(),
             );
         }
-        for (k, v) in &self.settings {
+        for (k, v) in self.settings.iter() {
             if k != "application_name" {
                 h.update(k.as_bytes());
                 h.update(b"=");

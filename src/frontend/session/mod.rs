@@ -21,6 +21,7 @@ mod server_side;
 use super::cancel::CancelTarget;
 use super::relay::{self, Statements, Tracker};
 use crate::backend::pool::{Pooled, TenantPool};
+use crate::backend::settings::ClientSettings;
 use crate::config::PoolMode;
 use crate::protocol::{frame, PgError};
 use crate::router::facts::TextFacts;
@@ -121,7 +122,7 @@ pub struct Session<R, W> {
     /// A trusted service user: may name the tenant per transaction.
     pub trusted: bool,
     /// Settings the client asked for (startup params, options, later SETs).
-    pub settings: Vec<(String, String)>,
+    pub settings: ClientSettings,
     stmts: Statements,
     pub server: Option<Box<Attached>>,
     pub cancel: Arc<CancelTarget>,
@@ -182,7 +183,7 @@ where
         cin: BytesMut,
         pool: Option<Arc<TenantPool>>,
         mode: PoolMode,
-        settings: Vec<(String, String)>,
+        settings: ClientSettings,
         cancel: Arc<CancelTarget>,
         server: Option<Box<Attached>>,
         signal: Arc<crate::frontend::signal::SessionSignal>,

@@ -166,10 +166,7 @@ where
                             *ev_ctx = None;
                         }
                         if relay::is_carried_setting(&k) {
-                            match settings.iter_mut().find(|(sk, _)| *sk == k) {
-                                Some(s) => s.1 = v.to_owned(),
-                                None => settings.push((k.clone(), v.to_owned())),
-                            }
+                            settings.set(&k, v);
                         }
                         a.conn.note_parameter(k, v.to_owned());
                     }
