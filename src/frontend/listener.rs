@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::deadline::LoginDeadline;
+use super::login::SessionRun;
 use crate::backend::server::CancelKey;
 use crate::backend::ServerConn;
 use crate::protocol::startup::{self, StartupPacket};
@@ -57,7 +58,9 @@ pub async fn run(proxy: Proxy, listener: TcpListener, tracker: TaskTracker) {
                 let _ = sock.write_all(&out).await;
                 return;
             }
-            handle(proxy.clone(), sock, peer).await;
+            if let Some(session) = handle(proxy.clone(), sock, peer).await {
+                session.await;
+            }
             proxy.client_leave();
         };
         tracker.spawn(fut);
@@ -81,7 +84,8 @@ enum Negotiated {
 
 /// Each step is boxed and freed when it ends: a task lives as long as its client, and
 /// its own future is sized by its largest state, so it holds only the session's box.
-async fn handle(proxy: Proxy, sock: TcpStream, peer: SocketAddr) {
+/// The session itself is handed back for the task to run (see [`SessionRun`]).
+async fn handle(proxy: Proxy, sock: TcpStream, peer: SocketAddr) -> Option<SessionRun> {
     match Box::pin(negotiate(&proxy, sock, peer)).await {
         Negotiated::Plain(sock, params, deadline, cin) => {
             Box::pin(super::login::serve(
@@ -92,7 +96,7 @@ async fn handle(proxy: Proxy, sock: TcpStream, peer: SocketAddr) {
         Negotiated::Tls(tls, deadline, cert_hash) => {
             Box::pin(after_tls(proxy, *tls, peer, deadline, cert_hash)).await
         }
-        Negotiated::Done => {}
+        Negotiated::Done => None,
     }
 }
 
@@ -185,7 +189,7 @@ async fn after_tls(
     peer: SocketAddr,
     mut deadline: LoginDeadline,
     cert_hash: std::sync::Arc<[u8]>,
-) {
+) -> Option<SessionRun> {
     let mut buf = BytesMut::with_capacity(STARTUP_READ);
     match deadline.run(read_packet(&mut tls, &mut buf)).await {
         Some(Ok(StartupPacket::Startup(params))) => {
@@ -200,16 +204,26 @@ async fn after_tls(
             ))
             .await
         }
-        Some(Ok(StartupPacket::Cancel { pid, secret })) => cancel(&proxy, pid, secret).await,
+        Some(Ok(StartupPacket::Cancel { pid, secret })) => {
+            cancel(&proxy, pid, secret).await;
+            None
+        }
         Some(Ok(_)) => {
             refuse(
                 &mut tls,
                 PgError::protocol_violation("unexpected negotiation inside TLS"),
             )
-            .await
+            .await;
+            None
         }
-        Some(Err(e)) => refuse(&mut tls, e).await,
-        None => refuse(&mut tls, PgError::login_timeout()).await,
+        Some(Err(e)) => {
+            refuse(&mut tls, e).await;
+            None
+        }
+        None => {
+            refuse(&mut tls, PgError::login_timeout()).await;
+            None
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! From a decoded StartupMessage to a running session: resolve the tenant, authenticate,
 //! attach pools, send ParameterStatus/BackendKeyData/ReadyForQuery, then relay.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -11,7 +13,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use super::auth::{self, ScramError, ScramServer, ScramVerifier};
 use super::cancel::CancelTarget;
 use super::deadline::LoginDeadline;
-use super::session::{Attached, End, Session};
+use super::session::{Attached, Session};
 use super::stream::{read_message, ClientStream};
 use crate::backend::pool::PoolError;
 use crate::backend::settings::ClientSettings;
@@ -36,8 +38,16 @@ struct LoggedIn {
     trusted: bool,
 }
 
-/// Run a client from its StartupMessage to the end of its session. `cert_hash`: over TLS,
-/// the channel-binding data of the certificate its handshake used.
+/// A logged-in client's session, for the client's task to run to its end. Handed back
+/// rather than awaited where it is made: the task polls its future on every wake-up,
+/// through each async fn between the task and the relay, and each level's state was
+/// read from memory gone cold since the client's last statement (callgrind, 32 clients:
+/// two levels fewer saved about 4 first-level cache misses per transaction).
+pub type SessionRun = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Take a client from its StartupMessage to its session (`None`: the login failed, or an
+/// admin session ran here). `cert_hash`: over TLS, the channel-binding data of the
+/// certificate its handshake used.
 pub async fn serve<S: ClientStream>(
     proxy: Proxy,
     mut stream: S,
@@ -46,7 +56,7 @@ pub async fn serve<S: ClientStream>(
     mut deadline: LoginDeadline,
     mut cin: BytesMut,
     cert_hash: Option<Arc<[u8]>>,
-) {
+) -> Option<SessionRun> {
     let mut out = BytesMut::with_capacity(512);
     if params.minor != 0 || !params.protocol_options.is_empty() {
         write::negotiate_protocol_version(&mut out, 0, &params.protocol_options);
@@ -54,10 +64,11 @@ pub async fn serve<S: ClientStream>(
     if params.get("database") == Some(ADMIN_DATABASE) {
         // Boxed, like the other one-off steps below: the task of a client lives as long
         // as the client, and its future is as large as its largest state.
-        return Box::pin(admin_login(
+        Box::pin(admin_login(
             proxy, stream, params, cin, out, deadline, cert_hash,
         ))
         .await;
+        return None;
     }
     let login = deadline
         .run(Box::pin(authenticate(
@@ -74,8 +85,14 @@ pub async fn serve<S: ClientStream>(
     drop(deadline);
     let who = match login {
         Some(Ok(w)) => w,
-        Some(Err(e)) => return fail(&mut stream, out, e).await,
-        None => return fail(&mut stream, out, PgError::login_timeout()).await,
+        Some(Err(e)) => {
+            fail(&mut stream, out, e).await;
+            return None;
+        }
+        None => {
+            fail(&mut stream, out, PgError::login_timeout()).await;
+            return None;
+        }
     };
     let span = info_span!(
         "client",
@@ -84,16 +101,17 @@ pub async fn serve<S: ClientStream>(
         user = %who.login_user,
         trusted = who.trusted
     );
-    // Not one async block for both awaits: a block's captures are stored apart from the
-    // future it awaits, so the session's state was held twice in the client's task.
-    // Boxed where it is made: the session's future is large, and each move of it (into
-    // the span's wrapper, into this future, this future into its box) was a copy.
-    match Box::pin(start_session(&proxy, who, stream, cin, out, peer))
+    // Boxed where it is made: the session's setup future is large, and each move of it
+    // (into the span's wrapper, into this future) was a copy.
+    match Box::pin(start_session(&proxy, who, stream, cin, out, peer, &span))
         .instrument(span.clone())
         .await
     {
-        Ok(end) => span.in_scope(|| debug!(?end, "client left")),
-        Err((mut stream, out, e)) => fail(&mut stream, out, e).instrument(span).await,
+        Ok(run) => Some(run),
+        Err((mut stream, out, e)) => {
+            fail(&mut stream, out, e).instrument(span).await;
+            None
+        }
     }
 }
 
@@ -345,7 +363,9 @@ fn login_pool_error(tenant: &str, e: PoolError) -> PgError {
 
 type Failed<S> = (S, BytesMut, PgError);
 
-/// Attach pools and cancel keys, greet the client, and relay.
+/// Attach pools and cancel keys and greet the client: the session, relaying until the
+/// client leaves and then letting go of what it registered, is the future returned (in
+/// `span`; boxed where it is made, as each move of it is a copy).
 async fn start_session<S: ClientStream>(
     proxy: &Proxy,
     who: LoggedIn,
@@ -353,7 +373,8 @@ async fn start_session<S: ClientStream>(
     cin: BytesMut,
     mut out: BytesMut,
     peer: SocketAddr,
-) -> Result<End, Failed<S>> {
+    span: &tracing::Span,
+) -> Result<SessionRun, Failed<S>> {
     let pool = who.tenant.as_ref().map(|t| proxy.pools().for_tenant(t));
     // A service user without a tenant gets the parameters of some tenant's server.
     let params_pool = pool.clone().or_else(|| {
@@ -483,16 +504,22 @@ async fn start_session<S: ClientStream>(
     if let (Some(l), Some(ts)) = (limits.clone(), lim_state.clone()) {
         session.set_limits(l, ts);
     }
-    let end = session.run().await;
-    proxy.session_leave(sid);
-    if let (Some(l), Some(ts), Some(id)) = (&limits, &lim_state, &registered) {
-        let capped = who
-            .tenant
-            .as_ref()
-            .is_some_and(|t| t.limits.max_connections > 0);
-        Box::pin(l.sessions().leave(l, ts, id, capped)).await;
-    }
-    proxy.cancels().unregister(ckey);
-    S::close(session.cr, session.cw);
-    Ok(end)
+    let capped = who
+        .tenant
+        .as_ref()
+        .is_some_and(|t| t.limits.max_connections > 0);
+    let proxy = proxy.clone();
+    Ok(Box::pin(
+        async move {
+            let end = session.run().await;
+            proxy.session_leave(sid);
+            if let (Some(l), Some(ts), Some(id)) = (&limits, &lim_state, &registered) {
+                Box::pin(l.sessions().leave(l, ts, id, capped)).await;
+            }
+            proxy.cancels().unregister(ckey);
+            S::close(session.cr, session.cw);
+            debug!(?end, "client left");
+        }
+        .instrument(span.clone()),
+    ))
 }
