@@ -19,9 +19,38 @@ const INTERNED_MAX: usize = 4096;
 
 type List = Arc<[(String, String)]>;
 
-/// Lists seen, by content.
-static INTERNED: LazyLock<Mutex<HashMap<List, u64, foldhash::fast::RandomState>>> =
-    LazyLock::new(Default::default);
+/// Lists seen, by content, each with its id; at most `max` of them.
+struct Interned {
+    lists: HashMap<List, u64, foldhash::fast::RandomState>,
+    max: usize,
+}
+
+impl Interned {
+    fn new(max: usize) -> Self {
+        Interned {
+            lists: HashMap::default(),
+            max,
+        }
+    }
+
+    /// The id and shared copy of `list`: the ones given to an equal list before, else new.
+    fn intern(&mut self, list: Vec<(String, String)>) -> (u64, List) {
+        if let Some((list, &id)) = self.lists.get_key_value(list.as_slice()) {
+            return (id, list.clone());
+        }
+        if self.lists.len() >= self.max {
+            self.lists.clear();
+        }
+        let list: List = list.into();
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        self.lists.insert(list.clone(), id);
+        (id, list)
+    }
+}
+
+static INTERNED: LazyLock<Mutex<Interned>> =
+    LazyLock::new(|| Mutex::new(Interned::new(INTERNED_MAX)));
+/// Ids of all tables (never reused, so no two lists ever had the same one).
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A client's settings. Two with the same non-zero id are the same list.
@@ -35,19 +64,7 @@ pub struct ClientSettings {
 impl ClientSettings {
     /// The list under the id of every equal list seen before (once per login).
     pub fn new(list: Vec<(String, String)>) -> Self {
-        let mut interned = INTERNED.lock();
-        if let Some((list, &id)) = interned.get_key_value(list.as_slice()) {
-            return ClientSettings {
-                id,
-                list: list.clone(),
-            };
-        }
-        if interned.len() >= INTERNED_MAX {
-            interned.clear();
-        }
-        let list: List = list.into();
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        interned.insert(list.clone(), id);
+        let (id, list) = INTERNED.lock().intern(list);
         ClientSettings { id, list }
     }
 
@@ -138,14 +155,17 @@ mod tests {
 
     #[test]
     fn a_full_table_starts_over_with_fresh_ids() {
-        let first = ClientSettings::new(list(&[("application_name", "settings-test-full")]));
-        for i in 0..INTERNED_MAX {
-            ClientSettings::new(list(&[("application_name", &format!("settings-fill-{i}"))]));
+        // A table of its own: clearing the process's table here would race the other
+        // tests, which intern the same list twice.
+        let mut t = Interned::new(4);
+        let (first, _) = t.intern(list(&[("application_name", "x")]));
+        assert_eq!(t.intern(list(&[("application_name", "x")])).0, first);
+        for i in 0..4 {
+            t.intern(list(&[("application_name", &format!("fill-{i}"))]));
         }
-        let again = ClientSettings::new(list(&[("application_name", "settings-test-full")]));
-        // Either still remembered (same id) or seen anew (a higher id): never another
-        // list's id.
-        assert!(again.id() == first.id() || again.id() > first.id());
-        assert_eq!(&*again, &*first);
+        // Forgotten when the table filled: seen anew, under an id no list had before.
+        let (again, shared) = t.intern(list(&[("application_name", "x")]));
+        assert!(again > first, "{again} after {first}");
+        assert_eq!(&*shared, &list(&[("application_name", "x")])[..]);
     }
 }

@@ -232,22 +232,19 @@ mod tests {
         };
         assert!(validate(&c).is_err());
         let mut c = Config::default();
-        c.tenants.push(crate::config::TenantConfig {
-            key: "Bad Key".into(),
-            instance: "primary".into(),
-            schema: String::new(),
-            database: String::new(),
-            backend_user: "x".into(),
-            backend_password: String::new(),
-            pool_mode: String::new(),
-            pool_size: 0,
-            plan: "default".into(),
-            queries_per_second: 0,
-            queries_per_day: 0,
-            max_connections: 0,
-            users: vec![],
-        });
+        c.tenants
+            .push(crate::config::TenantConfig::new("Bad Key", "x"));
         assert!(validate(&c).is_err());
+    }
+
+    #[test]
+    fn a_new_tenant_config_is_what_the_file_gives_with_its_defaults() {
+        let parsed: crate::config::TenantConfig =
+            toml::from_str("key = \"acme\"\nbackend_user = \"tenant_acme\"").unwrap();
+        assert_eq!(
+            crate::config::TenantConfig::new("acme", "tenant_acme"),
+            parsed
+        );
     }
 
     #[test]

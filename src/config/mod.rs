@@ -545,6 +545,28 @@ pub struct TenantConfig {
     pub users: Vec<LoginUserConfig>,
 }
 
+impl TenantConfig {
+    /// A tenant as the file would give it with only `key` and `backend_user` set: on the
+    /// `primary` instance, plan `default`, no schema, limits or login users.
+    pub fn new(key: &str, backend_user: &str) -> Self {
+        TenantConfig {
+            key: key.into(),
+            instance: primary(),
+            schema: String::new(),
+            database: String::new(),
+            backend_user: backend_user.into(),
+            backend_password: String::new(),
+            pool_mode: String::new(),
+            pool_size: 0,
+            plan: default_plan(),
+            queries_per_second: 0,
+            queries_per_day: 0,
+            max_connections: 0,
+            users: Vec::new(),
+        }
+    }
+}
+
 fn default_plan() -> String {
     "default".into()
 }

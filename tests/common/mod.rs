@@ -46,23 +46,14 @@ pub fn tenant_config(
     app_password: &str,
 ) -> TenantConfig {
     TenantConfig {
-        key: key.into(),
         instance: instance.into(),
         schema: schema.into(),
-        database: String::new(),
-        backend_user: backend_user.into(),
-        backend_password: String::new(),
-        pool_mode: String::new(),
-        pool_size: 0,
-        plan: "default".into(),
-        queries_per_second: 0,
-        queries_per_day: 0,
-        max_connections: 0,
         users: vec![LoginUserConfig {
             name: "app".into(),
             password: app_password.into(),
             scram_verifier: String::new(),
         }],
+        ..TenantConfig::new(key, backend_user)
     }
 }
 

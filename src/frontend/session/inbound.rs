@@ -520,7 +520,8 @@ where
         let Some(pool) = self.pool.as_ref() else {
             return Err(None);
         };
-        if pool.is_retired() || (self.trusted && !self.tenant_may_connect()) {
+        if pool.is_retired() || (self.trusted && self.tenant_may_connect(&pool.tenant.key).is_err())
+        {
             return Err(None);
         }
         let conn = pool.try_acquire().ok_or(None)?;
@@ -531,15 +532,14 @@ where
         Ok(())
     }
 
-    /// The session's tenant is in the directory and may take connections (checked per
-    /// transaction for service users, whose tenant can change between statements).
-    fn tenant_may_connect(&self) -> bool {
-        self.pool.as_ref().is_some_and(|pool| {
-            self.proxy
-                .directory()
-                .tenant(&pool.tenant.key)
-                .is_some_and(|t| t.status.may_connect())
-        })
+    /// A service user's tenant (`key`) is in the directory and may take connections:
+    /// checked per transaction, as its tenant can change between statements.
+    fn tenant_may_connect(&self, key: &str) -> Result<(), PgError> {
+        match self.proxy.directory().tenant(key) {
+            Some(t) if t.status.may_connect() => Ok(()),
+            Some(t) => Err(PgError::tenant_unavailable(&t.key, t.status.as_str()).recoverable()),
+            None => Err(PgError::unknown_tenant(key)),
+        }
     }
 
     /// Get a server connection for this client and bring its settings in line; `taken`
@@ -573,17 +573,7 @@ where
                     self.pool = Some(pool.clone());
                 }
                 if self.trusted {
-                    let dir = self.proxy.directory();
-                    match dir.tenant(&pool.tenant.key) {
-                        Some(t) if t.status.may_connect() => {}
-                        Some(t) => {
-                            return Err(Some(
-                                PgError::tenant_unavailable(&t.key, t.status.as_str())
-                                    .recoverable(),
-                            ))
-                        }
-                        None => return Err(Some(PgError::unknown_tenant(&pool.tenant.key))),
-                    }
+                    self.tenant_may_connect(&pool.tenant.key)?;
                 }
                 // An idle connection at once (no clock read), else wait for one.
                 match pool.try_acquire() {
