@@ -497,15 +497,20 @@ async fn a_client_idle_past_client_idle_timeout_is_closed() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     h1.batch_execute("COMMIT").await.unwrap();
     let busy = waiting.await.unwrap();
+    // From here on the busy client is never idle for long: it keeps querying while the
+    // others log in (about 100 ms each in a debug build) and sit idle past the limit.
+    let keep_busy = tokio::spawn(async move {
+        for _ in 0..12 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            busy.simple_query("SELECT 1").await.unwrap();
+        }
+    });
     h2.batch_execute("COMMIT").await.unwrap();
     let (idle, conn) = watched(&env, "acme").await;
     idle.simple_query("SELECT 1").await.unwrap();
     let (idle_session, session_conn) = watched(&env, "globex").await;
     idle_session.simple_query("SELECT 1").await.unwrap();
-    for _ in 0..8 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        busy.simple_query("SELECT 1").await.unwrap();
-    }
+    keep_busy.await.expect("the busy client is not closed");
     for conn in [conn, session_conn] {
         let e = tokio::time::timeout(Duration::from_secs(5), conn)
             .await
