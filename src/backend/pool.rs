@@ -873,6 +873,14 @@ impl Pooled {
     pub fn pool(&self) -> &Arc<TenantPool> {
         &self.pool
     }
+
+    /// The connection and its pool, borrowed together.
+    pub fn parts_mut(&mut self) -> (&mut ServerConn, &Arc<TenantPool>) {
+        (
+            self.conn.as_mut().expect("present until release/drop"),
+            &self.pool,
+        )
+    }
 }
 
 impl std::ops::Deref for Pooled {

@@ -100,9 +100,9 @@ pub struct ServerConn {
     pub check_after: Instant,
     /// Its instance's count of lost connections when it was last put back in the pool.
     pub losses_seen: u64,
-    /// The relay's read and write buffers for this connection, kept between checkouts so
-    /// a transaction does not allocate them (see `frontend::session::Attached`).
-    pub relay_bufs: (BytesMut, BytesMut),
+    /// The client relay's state for this connection (buffers, replies owed), kept here
+    /// between checkouts so a transaction neither allocates nor builds it.
+    pub relay: crate::frontend::relay::ConnRelay,
     /// Set when the connection is encrypted: its cancel requests go the same way.
     cancel_tls: Option<Arc<CancelTls>>,
 }
@@ -232,7 +232,7 @@ impl ServerConn {
             last_used: now,
             check_after: now,
             losses_seen: 0,
-            relay_bufs: Default::default(),
+            relay: Default::default(),
             cancel_tls,
         };
         conn.startup(p).await?;

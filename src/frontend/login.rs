@@ -13,7 +13,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use super::auth::{self, ScramError, ScramServer, ScramVerifier};
 use super::cancel::CancelTarget;
 use super::deadline::LoginDeadline;
-use super::session::{Attached, Session};
+use super::session::Session;
 use super::stream::{read_message, ClientStream};
 use crate::backend::pool::PoolError;
 use crate::backend::settings::ClientSettings;
@@ -476,7 +476,7 @@ async fn start_session<S: ClientStream>(
     let server = match (mode, held) {
         (PoolMode::Session, Some(c)) => {
             cancel.set(Some(c.cancel_key()));
-            Some(Attached::new(c))
+            Some(c)
         }
         (_, Some(c)) => {
             c.release();

@@ -17,6 +17,7 @@ use foldhash::HashMap;
 use super::stmt_log::StmtLog;
 use crate::backend::prepared::PreparedCache;
 use crate::protocol::frame::{self, ParseMsg};
+use crate::protocol::PgError;
 
 /// A server reply the proxy is waiting for, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +61,99 @@ pub fn server_statement_name(m: &ParseMsg<'_>) -> Arc<str> {
     Arc::from(format!("tg_{:016x}", h.finish()))
 }
 
+/// Read buffer growth for a server connection.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// The relay's state for one server connection: its buffers and what the server still
+/// owes. It lives in the connection ([`crate::backend::server::ServerConn::relay`]), so a
+/// checkout neither allocates nor builds it, and is made ready for the next client by
+/// [`ConnRelay::recycle`] when the connection goes back to its pool.
+#[derive(Debug)]
+pub struct ConnRelay {
+    /// Read from the server, not yet forwarded.
+    pub sbuf: BytesMut,
+    /// Queued for the server.
+    pub sout: BytesMut,
+    /// Bytes of a streamed server message still to forward.
+    pub s_remaining: usize,
+    pub t: Tracker,
+    /// The server sent a FATAL error; its connection is ending.
+    pub fatal_seen: bool,
+    /// Errors of refused Parses sent as failing marker Parses, oldest first.
+    pub refusals: VecDeque<PgError>,
+    /// A write completed in the open transaction (result cache invalidation at its end).
+    pub wrote: bool,
+    /// Written to a TLS stream and maybe not sent yet: flushed when nothing else is queued.
+    pub unflushed: bool,
+}
+
+impl Default for ConnRelay {
+    fn default() -> Self {
+        ConnRelay {
+            sbuf: BytesMut::new(),
+            sout: BytesMut::new(),
+            s_remaining: 0,
+            t: Tracker::new(),
+            fatal_seen: false,
+            refusals: VecDeque::new(),
+            wrote: false,
+            unflushed: false,
+        }
+    }
+}
+
+impl ConnRelay {
+    /// The server has answered everything it was sent and nothing is in flight either way
+    /// (a transaction may be open).
+    pub fn settled(&self) -> bool {
+        self.t.quiet()
+            && self.sout.is_empty()
+            && self.sbuf.is_empty()
+            && self.s_remaining == 0
+            && !self.fatal_seen
+    }
+
+    /// Ready for the next client: as new, keeping the buffers' memory unless a large
+    /// result grew them (the pool does not keep that).
+    pub fn recycle(&mut self) {
+        let ConnRelay {
+            sbuf,
+            sout,
+            s_remaining,
+            t,
+            fatal_seen,
+            refusals,
+            wrote,
+            unflushed,
+        } = self;
+        for b in [sbuf, sout] {
+            b.clear();
+            if b.capacity() > 4 * READ_CHUNK {
+                *b = BytesMut::new();
+            }
+        }
+        *s_remaining = 0;
+        t.reset();
+        *fatal_seen = false;
+        // Empty after a transaction that ended normally; clearing them anyway walks them.
+        if !refusals.is_empty() {
+            refusals.clear();
+        }
+        *wrote = false;
+        *unflushed = false;
+    }
+
+    /// Nothing of a previous client is left (checked when a client attaches).
+    pub fn is_fresh(&self) -> bool {
+        self.settled()
+            && self.t.tx_status == b'I'
+            && self.t.pending.is_empty()
+            && self.t.log.is_empty()
+            && self.refusals.is_empty()
+            && !self.wrote
+    }
+}
+
 /// Protocol state of one attachment of a client to a server connection.
 #[derive(Debug, Default)]
 pub struct Tracker {
@@ -90,6 +184,32 @@ impl Tracker {
             pending: VecDeque::with_capacity(4),
             ..Default::default()
         }
+    }
+
+    /// As new (the queue keeps its memory).
+    fn reset(&mut self) {
+        let Tracker {
+            outstanding,
+            unsynced,
+            tx_status,
+            pending,
+            copy_ends_sent,
+            copy_ins_seen,
+            in_copy,
+            batch,
+            log,
+        } = self;
+        *outstanding = 0;
+        *unsynced = false;
+        *tx_status = b'I';
+        if !pending.is_empty() {
+            pending.clear();
+        }
+        *copy_ends_sent = 0;
+        *copy_ins_seen = 0;
+        *in_copy = false;
+        *batch = None;
+        log.reset();
     }
 
     /// True when the server has answered everything and no transaction is open.
@@ -426,6 +546,45 @@ mod tests {
         b.push(0);
         b.extend_from_slice(&[0, 0]);
         b
+    }
+
+    #[test]
+    fn a_recycled_relay_state_is_as_new_and_drops_what_a_large_result_grew() {
+        let mut r = ConnRelay::default();
+        assert!(r.is_fresh());
+        r.sbuf.reserve(READ_CHUNK);
+        let kept = r.sbuf.capacity();
+        r.sbuf.extend_from_slice(b"left over");
+        r.sout.reserve(8 * READ_CHUNK);
+        r.sout.extend_from_slice(b"queued");
+        r.s_remaining = 3;
+        r.t.sent_sync(true);
+        r.t.copy_in_started();
+        r.t.tx_status = b'E';
+        r.fatal_seen = true;
+        r.refusals.push_back(PgError::protocol_violation("refused"));
+        r.wrote = true;
+        r.unflushed = true;
+        assert!(!r.is_fresh());
+
+        r.recycle();
+        assert!(r.is_fresh(), "{r:?}");
+        assert!(!r.unflushed && r.t.quiet() && r.t.copy_ins_seen == 0);
+        assert_eq!(r.t.completion_limit(), 0);
+        assert_eq!(
+            r.sbuf.capacity(),
+            kept,
+            "a read chunk is kept for the next client"
+        );
+        assert_eq!(
+            r.sout.capacity(),
+            0,
+            "a large buffer is not kept by the pool"
+        );
+        // The next client's Sync is answered as its own.
+        r.t.sent_sync(false);
+        assert_eq!(r.t.outstanding, 1);
+        assert_eq!(r.t.pending.len(), 1);
     }
 
     #[test]

@@ -47,6 +47,27 @@ pub struct StmtLog {
 }
 
 impl StmtLog {
+    /// As new, for the next attachment (the queue keeps its memory).
+    pub fn reset(&mut self) {
+        let StmtLog {
+            open,
+            opened,
+            out_bytes,
+            out_mark,
+        } = self;
+        if !open.is_empty() {
+            open.clear();
+        }
+        *opened = 0;
+        *out_bytes = 0;
+        *out_mark = 0;
+    }
+
+    /// No statement is awaiting completion.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
     /// Statements opened so far (a Sync records it to know which are its own).
     pub fn opened(&self) -> u64 {
         self.opened

@@ -92,7 +92,7 @@ where
         let Some(done) = self
             .server
             .as_mut()
-            .map(|a| a.t.log.abandon())
+            .map(|a| a.relay.t.log.abandon())
             .filter(|d| !d.is_empty())
         else {
             return;

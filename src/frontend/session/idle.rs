@@ -155,8 +155,8 @@ where
         }
         let (kind, ms) = match &self.server {
             None => (Idle::Session, between),
-            Some(a) if !a.settled() => return None,
-            Some(a) if a.t.tx_status != b'I' => (Idle::Transaction, in_tx),
+            Some(a) if !a.relay.settled() => return None,
+            Some(a) if a.relay.t.tx_status != b'I' => (Idle::Transaction, in_tx),
             Some(_) => (Idle::Session, between),
         };
         (ms > 0).then_some((kind, ms))

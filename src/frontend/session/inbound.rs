@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::warn;
 
 use super::limits::Admission;
-use super::{policy, poll_read_client, Attached, Session, HIGH_WATER};
+use super::{policy, poll_read_client, Session, HIGH_WATER};
 use crate::backend::pool::{PoolError, Pooled};
 use crate::backend::settings::ClientSettings;
 use crate::config::PoolMode;
@@ -85,9 +85,9 @@ where
                     return Ok(None);
                 }
                 let chunk = self.cin.split_to(n);
-                if let Some(a) = self.server.as_mut() {
-                    a.sout.extend_from_slice(&chunk);
-                    a.t.log.add_in(n);
+                if let Some(a) = self.server.as_deref_mut() {
+                    a.relay.sout.extend_from_slice(&chunk);
+                    a.relay.t.log.add_in(n);
                 }
                 self.c_remaining -= n;
                 continue;
@@ -101,9 +101,9 @@ where
                 // CopyData is streamed, never buffered whole.
                 let n = h.total().min(self.cin.len());
                 let chunk = self.cin.split_to(n);
-                if let Some(a) = self.server.as_mut() {
-                    a.sout.extend_from_slice(&chunk);
-                    a.t.log.add_in(n);
+                if let Some(a) = self.server.as_deref_mut() {
+                    a.relay.sout.extend_from_slice(&chunk);
+                    a.relay.t.log.add_in(n);
                 }
                 self.c_remaining = h.total() - n;
                 if self.server.is_none() {
@@ -250,7 +250,7 @@ where
         if self.skip_until_sync {
             if tag == b'S' {
                 self.skip_until_sync = false;
-                let status = self.server.as_ref().map_or(b'I', |a| a.t.tx_status);
+                let status = self.server.as_ref().map_or(b'I', |a| a.relay.t.tx_status);
                 write::ready_for_query(&mut self.cout, status);
             }
             return Ok(None);
@@ -414,8 +414,8 @@ where
             b'Q' | b'F' => super::super::guard::rewrite_query(&err),
             _ => match super::super::guard::rewrite_parse(body) {
                 Some(m) => {
-                    if let Some(a) = self.server.as_mut() {
-                        a.refusals.push_back(err);
+                    if let Some(a) = self.server.as_deref_mut() {
+                        a.relay.refusals.push_back(err);
                     }
                     m
                 }
@@ -480,7 +480,7 @@ where
     /// An Execute refused by the tenant's limits: the client gets `err` in its place.
     pub(super) fn refuse_execute(&mut self, msg: &[u8], err: PgError) {
         self.record_local(b'E', msg, Some(&err));
-        match self.server.as_mut() {
+        match self.server.as_deref_mut() {
             None => {
                 err.encode(&mut self.cout);
                 self.skip_until_sync = true;
@@ -488,16 +488,19 @@ where
             Some(a) => {
                 // Replies are pending: the server fails a marker Parse in order
                 // (skipping to Sync) and the relay swaps in this error.
-                a.refusals.push_back(err);
-                a.sout
+                a.relay.refusals.push_back(err);
+                a.relay
+                    .sout
                     .extend_from_slice(&super::super::guard::marker_parse());
-                a.t.pending
+                a.relay
+                    .t
+                    .pending
                     .push_back(crate::frontend::relay::Pending::Parse {
                         server_name: None,
                         client_name: None,
                         swallow: false,
                     });
-                a.t.unsynced = true;
+                a.relay.t.unsynced = true;
             }
         }
     }
@@ -626,7 +629,11 @@ where
         metrics.pool_wait.record(waited.as_secs_f64());
         self.capture.wait_us = waited.as_micros() as u64;
         self.cancel.set(Some(conn.cancel_key()));
-        self.server = Some(Attached::new(conn));
+        debug_assert!(
+            conn.relay.is_fresh(),
+            "a pooled connection's relay state is reset"
+        );
+        self.server = Some(conn);
     }
 
     /// Wait for `fut` while watching the client: one that hangs up leaves the line at once

@@ -277,7 +277,7 @@ where
     async fn try_cache_requested(&mut self, sql: &[u8], ttl: Duration) -> Result<bool, PgError> {
         let idle = match &self.server {
             None => true,
-            Some(a) => a.t.idle() && a.sout.is_empty(),
+            Some(a) => a.relay.t.idle() && a.relay.sout.is_empty(),
         };
         if !idle || !self.flags().query_cache {
             return Ok(false);
@@ -303,7 +303,7 @@ where
         let gen = state.cache_gen.load(std::sync::atomic::Ordering::Acquire);
         if let Some(hit) = lim.cache_get(&state, sql, salt).await {
             self.cout.extend_from_slice(&hit);
-            let status = self.server.as_ref().map_or(b'I', |a| a.t.tx_status);
+            let status = self.server.as_ref().map_or(b'I', |a| a.relay.t.tx_status);
             write::ready_for_query(&mut self.cout, status);
             return Ok(true);
         }

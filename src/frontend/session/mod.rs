@@ -19,7 +19,7 @@ mod policy;
 mod server_side;
 
 use super::cancel::CancelTarget;
-use super::relay::{self, Statements, Tracker};
+use super::relay::{self, Statements, READ_CHUNK};
 use crate::backend::pool::{Pooled, TenantPool};
 use crate::backend::settings::ClientSettings;
 use crate::config::PoolMode;
@@ -29,75 +29,9 @@ use crate::state::Proxy;
 
 /// Stop reading a side while this much is queued for the other.
 const HIGH_WATER: usize = 256 * 1024;
-/// Read buffer growth for a server connection.
-const READ_CHUNK: usize = 16 * 1024;
 /// Client read buffers start small (idle clients are cheap) and grow while reads fill them.
 const CLIENT_CHUNK_MIN: usize = 2 * 1024;
 const CLIENT_CHUNK_MAX: usize = 64 * 1024;
-
-/// A client's server connection and what it still owes.
-pub struct Attached {
-    pub conn: Pooled,
-    sbuf: BytesMut,
-    sout: BytesMut,
-    /// Bytes of a streamed server message still to forward.
-    s_remaining: usize,
-    t: Tracker,
-    /// The server sent a FATAL error; its connection is ending.
-    fatal_seen: bool,
-    /// Errors of refused Parses sent as failing marker Parses, oldest first.
-    refusals: std::collections::VecDeque<PgError>,
-    /// A write completed in the open transaction (result cache invalidation at its end).
-    wrote: bool,
-    /// Written to a TLS stream and maybe not sent yet: flushed when nothing else is queued.
-    unflushed: bool,
-}
-
-impl Attached {
-    /// Boxed: a session holds one only while it has a server, so an idle client's session
-    /// stays small. The buffers are the connection's own, kept between checkouts.
-    pub fn new(mut conn: Pooled) -> Box<Self> {
-        let (sbuf, sout) = std::mem::take(&mut conn.relay_bufs);
-        Box::new(Attached {
-            conn,
-            sbuf,
-            sout,
-            s_remaining: 0,
-            t: Tracker::new(),
-            fatal_seen: false,
-            refusals: Default::default(),
-            wrote: false,
-            unflushed: false,
-        })
-    }
-
-    /// The server has answered everything it was sent and nothing is in flight either way
-    /// (a transaction may be open).
-    fn settled(&self) -> bool {
-        self.t.quiet()
-            && self.sout.is_empty()
-            && self.sbuf.is_empty()
-            && self.s_remaining == 0
-            && !self.fatal_seen
-    }
-
-    /// The connection, with the (drained) buffers given back to it. Taken from the box
-    /// field by field: moving the whole state out first would copy all of it.
-    fn into_conn(mut self: Box<Self>) -> Pooled {
-        let mut sbuf = std::mem::take(&mut self.sbuf);
-        let mut sout = std::mem::take(&mut self.sout);
-        let mut conn = self.conn;
-        for b in [&mut sbuf, &mut sout] {
-            b.clear();
-            // Memory a large result needed once is not kept by the pool.
-            if b.capacity() > 4 * READ_CHUNK {
-                *b = BytesMut::new();
-            }
-        }
-        conn.relay_bufs = (sbuf, sout);
-        conn
-    }
-}
 
 /// Why the relay ended.
 #[derive(Debug)]
@@ -124,7 +58,7 @@ pub struct Session<R, W> {
     /// Settings the client asked for (startup params, options, later SETs).
     pub settings: ClientSettings,
     stmts: Statements,
-    pub server: Option<Box<Attached>>,
+    pub server: Option<Pooled>,
     pub cancel: Arc<CancelTarget>,
     skip_until_sync: bool,
     /// A service user's statement for another tenant waits at the head of `cin` until
@@ -185,7 +119,7 @@ where
         mode: PoolMode,
         settings: ClientSettings,
         cancel: Arc<CancelTarget>,
-        server: Option<Box<Attached>>,
+        server: Option<Pooled>,
         signal: Arc<crate::frontend::signal::SessionSignal>,
     ) -> Self {
         let max_message = proxy.config().limits.max_message_bytes;
@@ -272,14 +206,16 @@ where
             }
             let at_boundary = match &self.server {
                 None => true,
-                Some(a) => self.mode == PoolMode::Session && a.t.idle() && self.cin.is_empty(),
+                Some(a) => {
+                    self.mode == PoolMode::Session && a.relay.t.idle() && self.cin.is_empty()
+                }
             };
             let read_client = !self.terminating
                 && self.cout.len() < HIGH_WATER
                 && self
                     .server
                     .as_ref()
-                    .is_none_or(|a| a.sout.len() < HIGH_WATER);
+                    .is_none_or(|a| a.relay.sout.len() < HIGH_WATER);
             let read_server = attached && self.cout.len() < HIGH_WATER;
             if self.cin.capacity() != 0
                 && self.cin.capacity() - self.cin.len() < self.client_chunk / 2
@@ -302,16 +238,16 @@ where
                     idle,
                     ..
                 } = self;
-                let (mut ss, mut sbuf, sout, mut s_unflushed) = match server.as_mut() {
+                let (mut ss, mut sbuf, sout, mut s_unflushed) = match server.as_deref_mut() {
                     Some(a) => {
-                        if a.sbuf.capacity() - a.sbuf.len() < 1024 {
-                            a.sbuf.reserve(READ_CHUNK);
+                        if a.relay.sbuf.capacity() - a.relay.sbuf.len() < 1024 {
+                            a.relay.sbuf.reserve(READ_CHUNK);
                         }
                         (
-                            Some(&mut a.conn.stream),
-                            Some(&mut a.sbuf),
-                            Some(&mut a.sout),
-                            Some(&mut a.unflushed),
+                            Some(&mut a.stream),
+                            Some(&mut a.relay.sbuf),
+                            Some(&mut a.relay.sout),
+                            Some(&mut a.relay.unflushed),
                         )
                     }
                     None => (None, None, None, None),
@@ -388,9 +324,9 @@ where
             match ev {
                 Event::ServerWrote(r) => {
                     let n = r.map_err(|_| PgError::server_lost())?;
-                    let a = self.server.as_mut().expect("attached");
-                    a.sout.advance(n);
-                    a.unflushed = a.conn.stream.is_tls();
+                    let a = self.server.as_deref_mut().expect("attached");
+                    a.relay.sout.advance(n);
+                    a.relay.unflushed = a.stream.is_tls();
                     self.maybe_release();
                 }
                 Event::ClientWrote(r) => match r {
@@ -414,7 +350,9 @@ where
                         }
                         c_unflushed = true;
                         self.maybe_release();
-                        if self.switch_waits && self.server.as_ref().is_none_or(|a| a.t.quiet()) {
+                        if self.switch_waits
+                            && self.server.as_ref().is_none_or(|a| a.relay.t.quiet())
+                        {
                             self.switch_waits = false;
                             client_data = true;
                         }
@@ -445,10 +383,10 @@ where
                 if let Some(wait) = self.on_client_data()? {
                     Box::pin(self.resume(wait)).await?;
                 }
-                if let Some(a) = self.server.as_mut() {
-                    write_now(&mut a.conn.stream, &mut a.sout)
+                if let Some(a) = self.server.as_deref_mut() {
+                    write_now(&mut a.stream, &mut a.relay.sout)
                         .map_err(|_| PgError::server_lost())?;
-                    a.unflushed = a.conn.stream.is_tls();
+                    a.relay.unflushed = a.stream.is_tls();
                 }
                 self.maybe_release();
             }
@@ -461,9 +399,9 @@ where
         let a = self.server.take().expect("attached");
         self.cancel.set(None);
         warn!(tenant = %self.tenant_key(), "server connection lost while in use");
-        let fatal_seen = a.fatal_seen;
+        let fatal_seen = a.relay.fatal_seen;
         if !fatal_seen {
-            a.conn.pool().server_lost();
+            a.pool().server_lost();
         }
         drop(a);
         if fatal_seen {
@@ -477,9 +415,9 @@ where
     /// everything sent, or it cannot finish without more from the client (no Sync yet,
     /// or COPY FROM STDIN).
     fn server_settled(&self) -> bool {
-        self.server
-            .as_ref()
-            .is_none_or(|a| a.sout.is_empty() && (a.t.quiet() || a.t.awaits_client()))
+        self.server.as_ref().is_none_or(|a| {
+            a.relay.sout.is_empty() && (a.relay.t.quiet() || a.relay.t.awaits_client())
+        })
     }
 
     /// Queue a client message for the attached server, tracking what it will answer and
@@ -497,7 +435,7 @@ where
             ..
         } = self;
         let metrics = proxy.metrics();
-        let a = server.as_mut().expect("attached above");
+        let a = server.as_deref_mut().expect("attached above");
         let body = &msg[frame::HEADER_LEN..];
         // Latency: a batch starts with the first message forwarded after a Sync.
         let (facts, kind) = match (text, tag) {
@@ -514,11 +452,11 @@ where
             ),
             _ => (None, None),
         };
-        a.wrote |= wrote_text;
+        a.relay.wrote |= wrote_text;
         if !matches!(tag, b'd' | b'c' | b'f') {
-            a.t.begin(kind);
+            a.relay.t.begin(kind);
             if tele.is_some() {
-                capture.on_message(tag, msg, &mut a.t.log);
+                capture.on_message(tag, msg, &mut a.relay.t.log);
             }
         }
         match tag {
@@ -533,18 +471,18 @@ where
                         .dirties()
                 };
                 if transaction_mode && (tag == b'F' || dirties()) {
-                    a.conn.dirty = true;
+                    a.dirty = true;
                 }
-                a.sout.extend_from_slice(msg);
-                a.t.sent_sync(true);
+                a.relay.sout.extend_from_slice(msg);
+                a.relay.t.sent_sync(true);
             }
             b'S' => {
-                a.sout.extend_from_slice(msg);
-                a.t.sent_sync(false);
+                a.relay.sout.extend_from_slice(msg);
+                a.relay.t.sent_sync(false);
             }
             b'c' | b'f' => {
-                a.sout.extend_from_slice(msg);
-                a.t.copy_ends_sent += 1;
+                a.relay.sout.extend_from_slice(msg);
+                a.relay.t.copy_ends_sent += 1;
             }
             b'P' => {
                 let named = body.first().is_some_and(|&b| b != 0);
@@ -556,27 +494,26 @@ where
                     }
                 };
                 if transaction_mode && dirties() {
-                    a.conn.dirty = true;
+                    a.dirty = true;
                 }
-                let conn = &mut *a.conn;
                 if !(transaction_mode
                     && named
                     && relay::forward_named_parse(
                         body,
                         stmts,
-                        &mut conn.prepared,
-                        &mut a.t,
-                        &mut a.sout,
+                        &mut a.prepared,
+                        &mut a.relay.t,
+                        &mut a.relay.sout,
                     ))
                 {
-                    a.sout.extend_from_slice(msg);
-                    a.t.pending.push_back(relay::Pending::Parse {
+                    a.relay.sout.extend_from_slice(msg);
+                    a.relay.t.pending.push_back(relay::Pending::Parse {
                         server_name: None,
                         client_name: None,
                         swallow: false,
                     });
                 }
-                a.t.unsynced = true;
+                a.relay.t.unsynced = true;
             }
             b'B' => {
                 let mapped = transaction_mode
@@ -588,14 +525,24 @@ where
                 match mapped {
                     Some((portal, s, rest)) => {
                         if s.dirties {
-                            a.conn.dirty = true;
+                            a.dirty = true;
                         }
-                        relay::ensure_prepared(&s, &mut a.conn.prepared, &mut a.t, &mut a.sout);
-                        frame::write_bind(&mut a.sout, portal, s.server_name.as_bytes(), rest);
+                        relay::ensure_prepared(
+                            &s,
+                            &mut a.prepared,
+                            &mut a.relay.t,
+                            &mut a.relay.sout,
+                        );
+                        frame::write_bind(
+                            &mut a.relay.sout,
+                            portal,
+                            s.server_name.as_bytes(),
+                            rest,
+                        );
                     }
-                    None => a.sout.extend_from_slice(msg),
+                    None => a.relay.sout.extend_from_slice(msg),
                 }
-                a.t.unsynced = true;
+                a.relay.t.unsynced = true;
             }
             b'D' | b'C' => {
                 let target = frame::parse_target(body).filter(|(k, n)| *k == b'S' && !n.is_empty());
@@ -603,37 +550,49 @@ where
                 if let (true, Some((_, name))) = (transaction_mode, target) {
                     if tag == b'D' {
                         if let Some(s) = stmts.get(name).cloned() {
-                            relay::ensure_prepared(&s, &mut a.conn.prepared, &mut a.t, &mut a.sout);
-                            frame::write_target(&mut a.sout, b'D', b'S', s.server_name.as_bytes());
+                            relay::ensure_prepared(
+                                &s,
+                                &mut a.prepared,
+                                &mut a.relay.t,
+                                &mut a.relay.sout,
+                            );
+                            frame::write_target(
+                                &mut a.relay.sout,
+                                b'D',
+                                b'S',
+                                s.server_name.as_bytes(),
+                            );
                             done = true;
                         }
                     } else {
                         done = relay::forward_named_close(
                             name,
                             stmts,
-                            &mut a.conn.prepared,
-                            &mut a.t,
-                            &mut a.sout,
+                            &mut a.prepared,
+                            &mut a.relay.t,
+                            &mut a.relay.sout,
                         );
                     }
                 }
                 if !done {
-                    a.sout.extend_from_slice(msg);
+                    a.relay.sout.extend_from_slice(msg);
                     if tag == b'C' {
-                        a.t.pending
+                        a.relay
+                            .t
+                            .pending
                             .push_back(relay::Pending::Close { swallow: false });
                     }
                 }
-                a.t.unsynced = true;
+                a.relay.t.unsynced = true;
             }
             b'E' | b'H' => {
                 if tag == b'E' {
                     metrics.executes.increment(1);
                 }
-                a.sout.extend_from_slice(msg);
-                a.t.unsynced = true;
+                a.relay.sout.extend_from_slice(msg);
+                a.relay.t.unsynced = true;
             }
-            _ => a.sout.extend_from_slice(msg),
+            _ => a.relay.sout.extend_from_slice(msg),
         }
     }
 
@@ -654,28 +613,31 @@ where
         let ready = self
             .server
             .as_ref()
-            .is_some_and(|a| a.settled() && a.t.tx_status == b'I');
+            .is_some_and(|a| a.relay.settled() && a.relay.t.tx_status == b'I');
         if !ready {
             return;
         }
-        let a = self.server.take().expect("checked");
+        let mut conn = self.server.take().expect("checked");
         self.cancel.set(None);
-        checkin(a.into_conn(), false);
+        conn.relay.recycle();
+        checkin(conn, false);
     }
 
     /// On exit, return a clean server or close it.
     fn detach_on_exit(&mut self) {
         self.cancel.set(None);
-        let Some(a) = self.server.take() else { return };
-        let clean = self.c_remaining == 0 && a.settled();
+        let Some(mut conn) = self.server.take() else {
+            return;
+        };
+        let clean = self.c_remaining == 0 && conn.relay.settled();
         if !clean {
             // Mid-query: closing the server connection is the only safe reset.
-            drop(a);
+            drop(conn);
             return;
         }
-        let in_transaction = a.t.tx_status != b'I';
+        let in_transaction = conn.relay.t.tx_status != b'I';
         let force_reset = self.mode == PoolMode::Session || in_transaction;
-        let mut conn = a.into_conn();
+        conn.relay.recycle();
         if force_reset {
             conn.dirty = true;
         }

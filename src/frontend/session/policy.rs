@@ -96,7 +96,7 @@ where
         let Some(a) = self.server.as_ref() else {
             return false;
         };
-        if a.t.quiet() || a.t.unsynced || a.t.in_copy {
+        if a.relay.t.quiet() || a.relay.t.unsynced || a.relay.t.in_copy {
             return false;
         }
         let text = &msg[text_span(tag, msg)];

@@ -45,7 +45,7 @@ where
         let lim = &*lim;
         let metrics = proxy.metrics();
         let query_errors = &metrics.query_errors;
-        let a = server.as_mut().expect("attached");
+        let (a, pool) = server.as_mut().expect("attached").parts_mut();
         // Replies are forwarded from where they were read: `pos` is how far `sbuf` has
         // been looked at, and `run` the bytes before it still to send. A run ends at a
         // message the client must not see (a swallowed reply, a swapped error) and is
@@ -54,21 +54,21 @@ where
         let mut pos = 0;
         let mut run = 0..0;
         let result = loop {
-            if a.s_remaining > 0 {
-                let n = a.s_remaining.min(a.sbuf.len() - pos);
+            if a.relay.s_remaining > 0 {
+                let n = a.relay.s_remaining.min(a.relay.sbuf.len() - pos);
                 if n == 0 {
                     break Ok(());
                 }
                 if let Some(f) = cache_fill.as_mut() {
-                    f.add(&a.sbuf[pos..pos + n]);
+                    f.add(&a.relay.sbuf[pos..pos + n]);
                 }
-                extend_run(&mut run, pos, n, &a.sbuf, cout);
+                extend_run(&mut run, pos, n, &a.relay.sbuf, cout);
                 pos += n;
-                a.s_remaining -= n;
-                a.t.log.sent_out(n);
+                a.relay.s_remaining -= n;
+                a.relay.t.log.sent_out(n);
                 continue;
             }
-            let h = match frame::peek_header(&a.sbuf[pos..]) {
+            let h = match frame::peek_header(&a.relay.sbuf[pos..]) {
                 Ok(Some(h)) => h,
                 Ok(None) => break Ok(()),
                 Err(_) => break Err(PgError::server_lost()),
@@ -78,37 +78,37 @@ where
                 b'Z' | b'1' | b'3' | b'C' | b'S' | b'E' | b'G' | b'W' | b'I' | b's'
             );
             if !inspect {
-                let n = h.total().min(a.sbuf.len() - pos);
-                a.t.log.sent_out(n);
+                let n = h.total().min(a.relay.sbuf.len() - pos);
+                a.relay.t.log.sent_out(n);
                 if let Some(f) = cache_fill.as_mut() {
-                    f.add(&a.sbuf[pos..pos + n]);
+                    f.add(&a.relay.sbuf[pos..pos + n]);
                 }
-                extend_run(&mut run, pos, n, &a.sbuf, cout);
+                extend_run(&mut run, pos, n, &a.relay.sbuf, cout);
                 pos += n;
-                a.s_remaining = h.total() - n;
+                a.relay.s_remaining = h.total() - n;
                 continue;
             }
-            if a.sbuf.len() - pos < h.total() {
+            if a.relay.sbuf.len() - pos < h.total() {
                 break Ok(());
             }
             let msg = pos..pos + h.total();
-            let body = &a.sbuf[msg.start + frame::HEADER_LEN..msg.end];
+            let body = &a.relay.sbuf[msg.start + frame::HEADER_LEN..msg.end];
             let forward = match h.tag {
                 b'Z' => {
                     let status = body.first().copied().unwrap_or(b'I');
                     if let Some((started, kind)) =
-                        relay::on_ready(status, &mut a.t, stmts, &mut a.conn.prepared)
+                        relay::on_ready(status, &mut a.relay.t, stmts, &mut a.prepared)
                     {
                         // One clock read: the statement's latency and the connection's
                         // last use (the pool's idle and liveness checks go by it).
                         let now = std::time::Instant::now();
-                        a.conn.last_used = now;
+                        a.last_used = now;
                         metrics.query_seconds[kind]
                             .record(now.saturating_duration_since(started).as_secs_f64());
                     }
                     // Marker Parses skipped by an earlier error never answer.
-                    if a.t.quiet() {
-                        a.refusals.clear();
+                    if a.relay.t.quiet() {
+                        a.relay.refusals.clear();
                     }
                     if let Some(l) = lim {
                         if let Some(f) = cache_fill.take().filter(|f| !f.spoiled) {
@@ -122,37 +122,37 @@ where
                             );
                         }
                         // Writes are visible to others once their transaction ends.
-                        if a.wrote && status == b'I' {
-                            a.wrote = false;
+                        if a.relay.wrote && status == b'I' {
+                            a.relay.wrote = false;
                             l.limits.cache_invalidate(&l.state);
                         }
                     }
                     true
                 }
-                b'1' | b'3' => relay::on_complete(h.tag, &mut a.t) == Reply::Forward,
+                b'1' | b'3' => relay::on_complete(h.tag, &mut a.relay.t) == Reply::Forward,
                 b'G' | b'W' => {
-                    a.t.copy_in_started();
+                    a.relay.t.copy_in_started();
                     true
                 }
                 b'C' => {
                     let tag = frame::command_tag(body);
                     if tele.is_some() {
-                        a.t.log.sent_out(h.total());
-                        let done = a.t.log.complete(a.t.completion_limit());
+                        a.relay.t.log.sent_out(h.total());
+                        let done = a.relay.t.log.complete(a.relay.t.completion_limit());
                         events::record(tele, &ctx, done, event::tag_rows(tag), None, slow_ms);
                     }
                     if query_cache && super::limits::tag_writes(tag) {
                         if let Some(l) = lim {
                             l.limits.cache_invalidate(&l.state);
-                            a.wrote = true;
+                            a.relay.wrote = true;
                         }
                     }
                     if transaction_mode {
                         match relay::tag_effect(tag) {
-                            TagEffect::Dirty => a.conn.dirty = true,
+                            TagEffect::Dirty => a.dirty = true,
                             TagEffect::DroppedStatements => {
-                                a.conn.dirty = true;
-                                a.conn.prepared.clear();
+                                a.dirty = true;
+                                a.prepared.clear();
                             }
                             TagEffect::None => {}
                         }
@@ -168,7 +168,7 @@ where
                         if relay::is_carried_setting(&k) {
                             settings.set(&k, v);
                         }
-                        a.conn.note_parameter(k, v.to_owned());
+                        a.note_parameter(k, v.to_owned());
                     }
                     true
                 }
@@ -178,21 +178,21 @@ where
                     if matches!(sev, Some(b"FATAL") | Some(b"PANIC")) {
                         // Before the client hears of it: what ended this connection (a
                         // shutdown, a restart) has likely ended idle ones too.
-                        if !a.fatal_seen {
-                            a.conn.pool().server_lost();
+                        if !a.relay.fatal_seen {
+                            pool.server_lost();
                         }
-                        a.fatal_seen = true;
+                        a.relay.fatal_seen = true;
                     }
-                    let refusal = if !a.refusals.is_empty()
+                    let refusal = if !a.relay.refusals.is_empty()
                         && crate::frontend::guard::is_marker_error(body)
                     {
-                        a.refusals.pop_front()
+                        a.relay.refusals.pop_front()
                     } else {
                         None
                     };
                     if tele.is_some() {
-                        a.t.log.sent_out(h.total());
-                        let done = a.t.log.complete(a.t.completion_limit());
+                        a.relay.t.log.sent_out(h.total());
+                        let done = a.relay.t.log.complete(a.relay.t.completion_limit());
                         let code = refusal.as_ref().map_or(code, |e| Some(e.code.as_bytes()));
                         events::record(tele, &ctx, done, 0, code, slow_ms);
                     }
@@ -202,7 +202,7 @@ where
                     match refusal {
                         Some(err) => {
                             // After what came before it.
-                            queue_run(&mut run, msg.end, &a.sbuf, cout);
+                            queue_run(&mut run, msg.end, &a.relay.sbuf, cout);
                             err.encode(cout);
                             false
                         }
@@ -211,8 +211,8 @@ where
                 }
                 b'I' | b's' => {
                     if tele.is_some() {
-                        a.t.log.sent_out(h.total());
-                        let done = a.t.log.complete(a.t.completion_limit());
+                        a.relay.t.log.sent_out(h.total());
+                        let done = a.relay.t.log.complete(a.relay.t.completion_limit());
                         events::record(tele, &ctx, done, 0, None, slow_ms);
                     }
                     true
@@ -221,25 +221,25 @@ where
             };
             if forward {
                 if !matches!(h.tag, b'C' | b'E' | b'I' | b's') {
-                    a.t.log.sent_out(h.total());
+                    a.relay.t.log.sent_out(h.total());
                 }
                 if h.tag != b'Z' {
                     if let Some(f) = cache_fill.as_mut() {
-                        f.add(&a.sbuf[msg.clone()]);
+                        f.add(&a.relay.sbuf[msg.clone()]);
                     }
                 }
-                extend_run(&mut run, pos, h.total(), &a.sbuf, cout);
+                extend_run(&mut run, pos, h.total(), &a.relay.sbuf, cout);
             }
             pos = msg.end;
         };
         // A message cut short waits in `sbuf` for the rest, with room for it.
-        let unread = a.sbuf.len() - pos;
-        super::send_client(cw, cout, &a.sbuf[run]);
-        a.sbuf.advance(pos);
-        if result.is_ok() && a.s_remaining == 0 {
-            if let Ok(Some(h)) = frame::peek_header(&a.sbuf) {
+        let unread = a.relay.sbuf.len() - pos;
+        super::send_client(cw, cout, &a.relay.sbuf[run]);
+        a.relay.sbuf.advance(pos);
+        if result.is_ok() && a.relay.s_remaining == 0 {
+            if let Ok(Some(h)) = frame::peek_header(&a.relay.sbuf) {
                 if h.total() > unread {
-                    a.sbuf.reserve(h.total() - unread);
+                    a.relay.sbuf.reserve(h.total() - unread);
                 }
             }
         }
