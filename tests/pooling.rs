@@ -484,12 +484,13 @@ async fn a_client_idle_past_client_idle_timeout_is_closed() {
         c.limits.client_idle_timeout_ms = 300;
     })
     .await;
-    let busy = env.client("acme").await;
     // Both of acme's server connections held in transactions (not this limit's idleness)
-    // while a third client waits 600 ms for one.
+    // while a third client waits 600 ms for one. That client logs in last and asks at
+    // once: a login takes about 100 ms in a debug build, near the 300 ms under test.
     let (h1, h2) = (env.client("acme").await, env.client("acme").await);
     h1.batch_execute("BEGIN").await.unwrap();
     h2.batch_execute("BEGIN").await.unwrap();
+    let busy = env.client("acme").await;
     let waiting = tokio::spawn(async move {
         busy.simple_query("SELECT 1").await.unwrap();
         busy
@@ -561,6 +562,60 @@ async fn a_raised_idle_limit_reaches_clients_already_idle() {
     tokio::time::sleep(Duration::from_millis(900)).await;
     c.simple_query("SELECT 1").await.unwrap();
     assert!(!conn.is_finished());
+    drop(c);
+    proxy.shutdown().await;
+    db.cleanup().await;
+}
+
+/// A reload that shortens `pool.lifetime_ms` reaches the connections already pooled: the
+/// one that served the client before is closed at its next checkin, not kept for the old
+/// lifetime.
+#[tokio::test]
+async fn a_shortened_server_lifetime_reaches_pooled_connections() {
+    let _ = common::tracing_subscriber_init();
+    let db = common::TestDb::new().await;
+    let mut cfg = db.config();
+    cfg.pool.lifetime_ms = 3_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tenantgate.toml");
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    let proxy = tenantgate::app::start(cfg.clone(), Some(path.clone()))
+        .await
+        .unwrap();
+    let (c, conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=app@acme password=acme-pw dbname={}",
+            proxy.addr.port(),
+            db.db
+        ),
+        NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let pid = || async {
+        c.query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0)
+    };
+    let first = pid().await;
+    assert_eq!(
+        pid().await,
+        first,
+        "one pooled connection serves the client"
+    );
+    cfg.pool.lifetime_ms = 200;
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    proxy.proxy.reload().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Past the new lifetime: closed at this checkin (or by the reaper before it).
+    pid().await;
+    assert_ne!(
+        pid().await,
+        first,
+        "the connection outlived the reloaded lifetime"
+    );
     drop(c);
     proxy.shutdown().await;
     db.cleanup().await;
