@@ -567,21 +567,29 @@ async fn a_raised_idle_limit_reaches_clients_already_idle() {
     db.cleanup().await;
 }
 
-/// A reload that shortens `pool.lifetime_ms` reaches the connections already pooled: the
-/// one that served the client before is closed at its next checkin, not kept for the old
-/// lifetime.
+/// A reload that shortens `pool.lifetime_ms` reaches the connections already pooled, at
+/// both ends: a connection past the new lifetime is closed at its next checkin, and is not
+/// handed out by the next checkout once `pool.server_check_delay_ms` (reloaded too) asks
+/// for a check. Each wait happens under the long lifetime and each check right after the
+/// reload, so the reaper (every second, reading the reloaded config) has no time to close the
+/// connection first and hide a checkout or checkin that missed the reload.
 #[tokio::test]
 async fn a_shortened_server_lifetime_reaches_pooled_connections() {
     let _ = common::tracing_subscriber_init();
     let db = common::TestDb::new().await;
     let mut cfg = db.config();
     cfg.pool.lifetime_ms = 3_600_000;
+    cfg.pool.server_check_delay_ms = 60_000;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tenantgate.toml");
     std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
     let proxy = tenantgate::app::start(cfg.clone(), Some(path.clone()))
         .await
         .unwrap();
+    let reload = |cfg: &tenantgate::config::Config| {
+        std::fs::write(&path, toml::to_string(cfg).unwrap()).unwrap();
+        proxy.proxy.reload().unwrap();
+    };
     let (c, conn) = tokio_postgres::connect(
         &format!(
             "host=127.0.0.1 port={} user=app@acme password=acme-pw dbname={}",
@@ -593,11 +601,13 @@ async fn a_shortened_server_lifetime_reaches_pooled_connections() {
     .await
     .unwrap();
     tokio::spawn(conn);
+    // One transaction, so one checkout and one checkin, per call (an extended-protocol
+    // query would take two: its prepare and its execution).
     let pid = || async {
-        c.query_one("SELECT pg_backend_pid()", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0)
+        match &c.simple_query("SELECT pg_backend_pid()").await.unwrap()[1] {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).unwrap().to_owned(),
+            m => panic!("not a row: {m:?}"),
+        }
     };
     let first = pid().await;
     assert_eq!(
@@ -605,17 +615,26 @@ async fn a_shortened_server_lifetime_reaches_pooled_connections() {
         first,
         "one pooled connection serves the client"
     );
-    cfg.pool.lifetime_ms = 200;
-    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
-    proxy.proxy.reload().unwrap();
+
+    // Checkin: handed out unchecked (the check delay is long), closed when it comes back.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // Past the new lifetime: closed at this checkin (or by the reaper before it).
+    cfg.pool.lifetime_ms = 200;
+    reload(&cfg);
     pid().await;
-    assert_ne!(
-        pid().await,
-        first,
-        "the connection outlived the reloaded lifetime"
-    );
+    let second = pid().await;
+    assert_ne!(second, first, "kept past the reloaded lifetime at checkin");
+
+    // Checkout: with no check delay (set at its next checkin), a connection of the same
+    // age is checked, and not handed out, at the checkout after the second reload.
+    cfg.pool.lifetime_ms = 3_600_000;
+    cfg.pool.server_check_delay_ms = 0;
+    reload(&cfg);
+    assert_eq!(pid().await, second);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cfg.pool.lifetime_ms = 200;
+    reload(&cfg);
+    assert_ne!(pid().await, second, "handed out past the reloaded lifetime");
+
     drop(c);
     proxy.shutdown().await;
     db.cleanup().await;

@@ -135,10 +135,7 @@ impl ConnRelay {
         *s_remaining = 0;
         t.reset();
         *fatal_seen = false;
-        // Empty after a transaction that ended normally; clearing them anyway walks them.
-        if !refusals.is_empty() {
-            refusals.clear();
-        }
+        clear_queue(refusals);
         *wrote = false;
         *unflushed = false;
     }
@@ -146,11 +143,24 @@ impl ConnRelay {
     /// Nothing of a previous client is left (checked when a client attaches).
     pub fn is_fresh(&self) -> bool {
         self.settled()
-            && self.t.tx_status == b'I'
-            && self.t.pending.is_empty()
-            && self.t.log.is_empty()
+            && self.t.is_fresh()
             && self.refusals.is_empty()
             && !self.wrote
+            && !self.unflushed
+    }
+}
+
+/// Queues kept with a pooled connection hold a few entries per transaction; one a deep
+/// pipeline grew is not kept at that size.
+const QUEUE_KEEP: usize = 64;
+
+/// Empty `q` for the next client, keeping its memory unless a deep pipeline grew it.
+/// Empty already after a transaction that ended normally: clearing it anyway walks it.
+pub(crate) fn clear_queue<T>(q: &mut VecDeque<T>) {
+    if q.capacity() > QUEUE_KEEP {
+        *q = VecDeque::new();
+    } else if !q.is_empty() {
+        q.clear();
     }
 }
 
@@ -202,14 +212,23 @@ impl Tracker {
         *outstanding = 0;
         *unsynced = false;
         *tx_status = b'I';
-        if !pending.is_empty() {
-            pending.clear();
-        }
+        clear_queue(pending);
         *copy_ends_sent = 0;
         *copy_ins_seen = 0;
         *in_copy = false;
         *batch = None;
         log.reset();
+    }
+
+    /// As [`Tracker::new`] made it (the queue's memory aside).
+    fn is_fresh(&self) -> bool {
+        self.quiet()
+            && self.tx_status == b'I'
+            && self.pending.is_empty()
+            && self.copy_ends_sent == 0
+            && self.copy_ins_seen == 0
+            && self.batch.is_none()
+            && self.log.is_fresh()
     }
 
     /// True when the server has answered everything and no transaction is open.
@@ -558,8 +577,14 @@ mod tests {
         r.sout.reserve(8 * READ_CHUNK);
         r.sout.extend_from_slice(b"queued");
         r.s_remaining = 3;
+        r.t.begin(Some(0));
         r.t.sent_sync(true);
         r.t.copy_in_started();
+        r.t.copy_ends_sent = 2;
+        r.t.unsynced = true;
+        r.t.begin(None);
+        r.t.log.sent_out(10);
+        r.t.pending.reserve(4 * QUEUE_KEEP);
         r.t.tx_status = b'E';
         r.fatal_seen = true;
         r.refusals.push_back(PgError::protocol_violation("refused"));
@@ -570,7 +595,12 @@ mod tests {
         r.recycle();
         assert!(r.is_fresh(), "{r:?}");
         assert!(!r.unflushed && r.t.quiet() && r.t.copy_ins_seen == 0);
+        assert!(r.t.copy_ends_sent == 0 && r.t.batch.is_none());
         assert_eq!(r.t.completion_limit(), 0);
+        assert!(
+            r.t.pending.capacity() <= QUEUE_KEEP,
+            "a deep queue is not kept"
+        );
         assert_eq!(
             r.sbuf.capacity(),
             kept,

@@ -55,17 +55,15 @@ impl StmtLog {
             out_bytes,
             out_mark,
         } = self;
-        if !open.is_empty() {
-            open.clear();
-        }
+        super::relay::clear_queue(open);
         *opened = 0;
         *out_bytes = 0;
         *out_mark = 0;
     }
 
-    /// No statement is awaiting completion.
-    pub fn is_empty(&self) -> bool {
-        self.open.is_empty()
+    /// As new: nothing opened, awaited or counted.
+    pub fn is_fresh(&self) -> bool {
+        self.open.is_empty() && self.opened == 0 && self.out_bytes == 0 && self.out_mark == 0
     }
 
     /// Statements opened so far (a Sync records it to know which are its own).
