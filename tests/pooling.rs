@@ -538,27 +538,14 @@ async fn a_raised_idle_limit_reaches_clients_already_idle() {
     let db = common::TestDb::new().await;
     let mut cfg = db.config();
     cfg.limits.idle_transaction_timeout_ms = 400;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tenantgate.toml");
-    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
-    let proxy = tenantgate::app::start(cfg.clone(), Some(path.clone()))
+    let file = ConfigFile::new(&cfg);
+    let proxy = tenantgate::app::start(cfg.clone(), Some(file.path.clone()))
         .await
         .unwrap();
-    let (c, conn) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} user=app@acme password=acme-pw dbname={}",
-            proxy.addr.port(),
-            db.db
-        ),
-        NoTls,
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
+    let (c, conn) = acme_client(&proxy, &db).await;
     c.batch_execute("BEGIN").await.unwrap();
     cfg.limits.idle_transaction_timeout_ms = 60_000;
-    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
-    proxy.proxy.reload().unwrap();
+    file.reload(&proxy, &cfg);
     tokio::time::sleep(Duration::from_millis(900)).await;
     c.simple_query("SELECT 1").await.unwrap();
     assert!(!conn.is_finished());
@@ -580,27 +567,12 @@ async fn a_shortened_server_lifetime_reaches_pooled_connections() {
     let mut cfg = db.config();
     cfg.pool.lifetime_ms = 3_600_000;
     cfg.pool.server_check_delay_ms = 60_000;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tenantgate.toml");
-    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
-    let proxy = tenantgate::app::start(cfg.clone(), Some(path.clone()))
+    let file = ConfigFile::new(&cfg);
+    let proxy = tenantgate::app::start(cfg.clone(), Some(file.path.clone()))
         .await
         .unwrap();
-    let reload = |cfg: &tenantgate::config::Config| {
-        std::fs::write(&path, toml::to_string(cfg).unwrap()).unwrap();
-        proxy.proxy.reload().unwrap();
-    };
-    let (c, conn) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} user=app@acme password=acme-pw dbname={}",
-            proxy.addr.port(),
-            db.db
-        ),
-        NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let reload = |cfg: &tenantgate::config::Config| file.reload(&proxy, cfg);
+    let (c, _conn) = acme_client(&proxy, &db).await;
     // One transaction, so one checkout and one checkin, per call (an extended-protocol
     // query would take two: its prepare and its execution).
     let pid = || async {
@@ -638,4 +610,46 @@ async fn a_shortened_server_lifetime_reaches_pooled_connections() {
     drop(c);
     proxy.shutdown().await;
     db.cleanup().await;
+}
+
+/// A config file a test rewrites and reloads (removed with it).
+struct ConfigFile {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl ConfigFile {
+    fn new(cfg: &tenantgate::config::Config) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tenantgate.toml");
+        std::fs::write(&path, toml::to_string(cfg).unwrap()).unwrap();
+        ConfigFile { _dir: dir, path }
+    }
+
+    /// Write `cfg` and have `proxy` reload it.
+    fn reload(&self, proxy: &tenantgate::app::Running, cfg: &tenantgate::config::Config) {
+        std::fs::write(&self.path, toml::to_string(cfg).unwrap()).unwrap();
+        proxy.proxy.reload().unwrap();
+    }
+}
+
+/// A client of tenant acme through `proxy`, with its connection's task.
+async fn acme_client(
+    proxy: &tenantgate::app::Running,
+    db: &common::TestDb,
+) -> (
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    let (c, conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=app@acme password=acme-pw dbname={}",
+            proxy.addr.port(),
+            db.db
+        ),
+        NoTls,
+    )
+    .await
+    .unwrap();
+    (c, tokio::spawn(conn))
 }
