@@ -287,11 +287,14 @@ impl Pools {
     /// certificates (read again) take effect for new connections.
     pub fn reconfigure(&self, config: PoolConfig, tcp: TcpConfig) {
         let cap = config.instance_max_connections;
-        let i = &self.inner;
-        i.lifetime_ms.store(config.lifetime_ms, Ordering::Relaxed);
-        i.check_delay_ms
+        let inner = &self.inner;
+        inner
+            .lifetime_ms
+            .store(config.lifetime_ms, Ordering::Relaxed);
+        inner
+            .check_delay_ms
             .store(config.server_check_delay_ms, Ordering::Relaxed);
-        i.config.store(Arc::new(config));
+        inner.config.store(Arc::new(config));
         self.inner.tcp.store(Arc::new(tcp));
         // Root certificate files are read again (a renewed CA) for new connections.
         self.inner.tls.lock().clear();
