@@ -413,8 +413,7 @@ async fn start_session<S: ClientStream>(
         };
         let merged = lim_state
             .as_ref()
-            .filter(|ts| !ts.flags().settings.is_empty())
-            .map(|ts| ClientSettings::unnamed(ts.flags().merge_settings(&who.settings)));
+            .and_then(|ts| ts.flags().merge_settings(&who.settings));
         if let Err(e) = conn
             .sync_settings(merged.as_ref().unwrap_or(&who.settings))
             .await

@@ -9,6 +9,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::backend::settings::ClientSettings;
+
 /// A tenant's flags, parsed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Flags {
@@ -90,15 +92,20 @@ impl Flags {
         f
     }
 
-    /// Client settings plus the flags' settings (which win).
-    pub fn merge_settings(&self, client: &[(String, String)]) -> Vec<(String, String)> {
+    /// Client settings plus the flags' settings (which win), made for one checkout (so
+    /// unnamed: see [`ClientSettings::unnamed`]); `None` when the flags set nothing and
+    /// the client's own list applies as it is.
+    pub fn merge_settings(&self, client: &[(String, String)]) -> Option<ClientSettings> {
+        if self.settings.is_empty() {
+            return None;
+        }
         let mut out: Vec<(String, String)> = client
             .iter()
             .filter(|(k, _)| !self.settings.iter().any(|(f, _)| f == k))
             .cloned()
             .collect();
         out.extend(self.settings.iter().cloned());
-        out
+        Some(ClientSettings::unnamed(out))
     }
 }
 
@@ -115,15 +122,26 @@ mod tests {
         let f = Flags::from_map(m);
         assert!(f.read_only && !f.query_cache);
         assert_eq!(f.max_statement_ms, 250);
-        let merged = f.merge_settings(&[
-            ("statement_timeout".into(), "0".into()),
-            ("application_name".into(), "x".into()),
-        ]);
+        let merged = f
+            .merge_settings(&[
+                ("statement_timeout".into(), "0".into()),
+                ("application_name".into(), "x".into()),
+            ])
+            .expect("the flags set settings");
         assert!(merged.contains(&("statement_timeout".into(), "250".into())));
         assert!(!merged.contains(&("statement_timeout".into(), "0".into())));
         assert!(merged.contains(&("tenantgate.beta_ui".into(), "on".into())));
         assert!(merged.contains(&("default_transaction_read_only".into(), "on".into())));
         assert!(merged.contains(&("application_name".into(), "x".into())));
+        let no_flags = Flags::from_map(BTreeMap::new());
+        assert!(no_flags
+            .merge_settings(&[("a".into(), "b".into())])
+            .is_none());
+        let custom = Flags::from_map(BTreeMap::from([("beta_ui".into(), "on".into())]));
+        assert!(
+            custom.merge_settings(&[]).is_some(),
+            "a custom flag is a setting"
+        );
     }
 
     #[test]

@@ -19,7 +19,6 @@ use tracing::warn;
 use super::limits::Admission;
 use super::{policy, poll_read_client, Session, HIGH_WATER};
 use crate::backend::pool::{PoolError, Pooled};
-use crate::backend::settings::ClientSettings;
 use crate::config::PoolMode;
 use crate::protocol::{frame, write, PgError};
 use crate::router::facts::TextFacts;
@@ -607,13 +606,10 @@ where
         if self.lim_stale() {
             self.lim_ctx().await;
         }
-        let flags = self.flags();
-        let synced = if flags.settings.is_empty() {
-            conn.sync_settings(&self.settings).await
-        } else {
-            let merged = ClientSettings::unnamed(flags.merge_settings(&self.settings));
-            conn.sync_settings(&merged).await
-        };
+        let merged = self.flags().merge_settings(&self.settings);
+        let synced = conn
+            .sync_settings(merged.as_ref().unwrap_or(&self.settings))
+            .await;
         if let Err(e) = synced {
             warn!(tenant = %pool.tenant.key, error = %e, "could not apply client settings");
             return Err(Some(PgError::server_unavailable(&pool.tenant.key)));
