@@ -249,7 +249,7 @@ where
         if self.skip_until_sync {
             if tag == b'S' {
                 self.skip_until_sync = false;
-                let status = self.server.as_ref().map_or(b'I', |a| a.relay.t.tx_status);
+                let status = self.tx_status();
                 write::ready_for_query(&mut self.cout, status);
             }
             return Ok(None);

@@ -303,7 +303,7 @@ where
         let gen = state.cache_gen.load(std::sync::atomic::Ordering::Acquire);
         if let Some(hit) = lim.cache_get(&state, sql, salt).await {
             self.cout.extend_from_slice(&hit);
-            let status = self.server.as_ref().map_or(b'I', |a| a.relay.t.tx_status);
+            let status = self.tx_status();
             write::ready_for_query(&mut self.cout, status);
             return Ok(true);
         }

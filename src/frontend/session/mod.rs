@@ -596,6 +596,12 @@ where
         }
     }
 
+    /// The status a ReadyForQuery the proxy writes itself reports: the held server's
+    /// transaction status, `I` when none is held.
+    fn tx_status(&self) -> u8 {
+        self.server.as_ref().map_or(b'I', |c| c.relay.t.tx_status)
+    }
+
     /// In transaction pooling, give the server back once the transaction is over.
     fn maybe_release(&mut self) {
         if (!self.cin.is_empty() && !self.switch_waits) || self.c_remaining > 0 {
