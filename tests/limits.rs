@@ -46,6 +46,11 @@ async fn connect(port: u16, db: &str, tenant: &str) -> Result<Client, tokio_post
     Ok(c)
 }
 
+/// The first value `sql` returns.
+async fn show(c: &Client, sql: &str) -> String {
+    first_value(&c.simple_query(sql).await.unwrap())
+}
+
 fn first_value(msgs: &[SimpleQueryMessage]) -> String {
     msgs.iter()
         .find_map(|m| match m {
@@ -319,6 +324,130 @@ async fn flags_reach_the_other_replica_and_are_honoured() {
     );
     assert!(la.set_flag("acme", "read_only", "maybe").await.is_err());
     b.shutdown().await;
+    env.finish().await;
+}
+
+/// The settings behind `read_only` and `max_statement_ms` can be read, reach clients
+/// connected before the flag changed, and survive `RESET ALL` and `DISCARD ALL` in both
+/// pool modes: the proxy refuses them, except `DISCARD ALL` of a read-only tenant in
+/// transaction pooling (`acme`), after which the next checkout applies the setting again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_settings_can_be_read_and_survive_reset_all_and_discard_all() {
+    let prefix = common::unique();
+    let env = Env::with(|c| {
+        shared(&prefix)(c);
+        common::tenant_pool(c, "globex", tenantgate::config::PoolMode::Session, 2);
+    })
+    .await;
+    let tenants = ["acme", "globex"];
+    for t in tenants {
+        env.client(t)
+            .await
+            .simple_query(
+                "CREATE FUNCTION bump() RETURNS int LANGUAGE sql AS
+                 'INSERT INTO items VALUES (200, current_schema()) RETURNING id'",
+            )
+            .await
+            .unwrap();
+    }
+    // Clients connected before a flag changes see the change too, in both modes.
+    let early: Vec<Client> = futures_util::future::join_all(tenants.map(|t| env.client(t))).await;
+    let l = env.proxy.proxy.limits().unwrap();
+    for t in tenants {
+        l.set_flag(t, "read_only", "on").await.unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            tenants.iter().all(|t| l.flags(t).read_only)
+        })
+        .await
+    );
+    for (t, c) in tenants.iter().zip(&early) {
+        assert_eq!(
+            show(c, "SHOW default_transaction_read_only").await,
+            "on",
+            "{t}"
+        );
+        let e = c.simple_query("SELECT bump()").await.unwrap_err();
+        assert_eq!(code(&e), "25006", "{t}: {e}");
+    }
+    for t in tenants {
+        let c = env.client(t).await;
+        assert_eq!(show(&c, "SHOW default_transaction_read_only").await, "on");
+        assert_eq!(
+            show(
+                &c,
+                "SELECT current_setting('transaction_read_only') || 1 AS read_only"
+            )
+            .await,
+            "on1"
+        );
+        let e = c.simple_query("RESET ALL").await.unwrap_err();
+        assert_eq!(
+            (code(&e), e.as_db_error().unwrap().message()),
+            (
+                "25006".into(),
+                &*format!("cannot execute RESET ALL: tenant \"{t}\" is read-only")
+            ),
+            "{t}"
+        );
+        // The setting's name as a bind parameter: the statement guard refuses a computed
+        // set_config name before the flags are checked.
+        let e = c
+            .query(
+                "SELECT set_config($1, 'off', false)",
+                &[&"default_transaction_read_only"],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), "42501", "{t}: {e}");
+        let discarded = c.simple_query("DISCARD ALL").await;
+        match t {
+            "acme" => assert!(discarded.is_ok(), "{discarded:?}"),
+            _ => assert_eq!(code(&discarded.unwrap_err()), "25006"),
+        }
+        assert_eq!(
+            show(&c, "SHOW default_transaction_read_only").await,
+            "on",
+            "{t}"
+        );
+        let e = c.simple_query("SELECT bump()").await.unwrap_err();
+        assert_eq!(code(&e), "25006", "{t}: {e}");
+    }
+    for t in tenants {
+        l.unset_flag(t, "read_only").await.unwrap();
+        l.set_flag(t, "max_statement_ms", "300").await.unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            tenants.iter().all(|t| {
+                let f = l.flags(t);
+                !f.read_only && f.max_statement_ms == 300
+            })
+        })
+        .await
+    );
+    for (t, c) in tenants.iter().zip(&early) {
+        assert_eq!(
+            show(c, "SHOW default_transaction_read_only").await,
+            "off",
+            "{t}"
+        );
+        assert_eq!(show(c, "SHOW statement_timeout").await, "300ms", "{t}");
+    }
+    for t in tenants {
+        let c = env.client(t).await;
+        assert_eq!(show(&c, "SHOW statement_timeout").await, "300ms", "{t}");
+        // Both are refused in either mode: statements pipelined after a DISCARD ALL
+        // would run without the limit.
+        for sql in ["RESET ALL", "DISCARD ALL"] {
+            let e = c.simple_query(sql).await.unwrap_err();
+            assert_eq!(code(&e), "42501", "{t}: {e}");
+        }
+        let e = c.simple_query("SELECT pg_sleep(2)").await.unwrap_err();
+        assert_eq!(code(&e), "57014", "{t}: {e}");
+        c.simple_query("SELECT bump()").await.unwrap();
+    }
     env.finish().await;
 }
 

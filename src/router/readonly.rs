@@ -10,50 +10,193 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, Tokenizer};
 
+/// The settings the proxy holds on a tenant's server sessions, and how long a client's
+/// own session lasts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    /// `read_only`: `default_transaction_read_only = on`.
+    pub read_only: bool,
+    /// `max_statement_ms`: `statement_timeout`.
+    pub statement_timeout: bool,
+    /// The client keeps its server session (session pooling), so a `DISCARD ALL` lasts
+    /// past its transaction. In transaction pooling the proxy discards the connection's
+    /// state and applies the held settings again when the connection goes back to the
+    /// pool, and `DISCARD ALL` runs in a transaction of its own whose read-only mode it
+    /// cannot change; it is still refused while `statement_timeout` is held, as it would
+    /// lift the limit for the statements pipelined after it.
+    pub session_mode: bool,
+}
+
+impl Held {
+    /// Does the proxy hold any setting (is there anything to check)?
+    pub fn any(self) -> bool {
+        self.read_only || self.statement_timeout
+    }
+
+    /// Is `name` (a setting name, any case) one the proxy holds?
+    fn holds(self, name: &str) -> bool {
+        let name = name.trim();
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        (self.read_only && (is("default_transaction_read_only") || is("transaction_read_only")))
+            || (self.statement_timeout && is("statement_timeout"))
+    }
+}
+
 /// What a statement would do against a tenant's limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Violation {
-    /// It writes (or may write) while the tenant is read-only.
-    Write(String),
-    /// It changes a setting the proxy holds for the tenant.
-    Setting(&'static str),
+    /// The tenant is read-only and the statement writes (or may write), or would switch
+    /// read-only mode off; names what it would execute (`INSERT`, `READ WRITE`, `RESET ALL`).
+    ReadOnly(String),
+    /// It changes (or may change) `statement_timeout`, which the proxy holds for the
+    /// tenant; `by` names a statement that resets every setting.
+    Setting {
+        name: &'static str,
+        by: Option<&'static str>,
+    },
 }
 
-/// Check `sql` for a tenant with `read_only` and/or a statement time limit.
-pub fn check(sql: &str, read_only: bool, timeout_held: bool) -> Option<Violation> {
-    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
-        .tokenize()
-        .unwrap_or_default();
-    let words: Vec<String> = tokens
-        .iter()
-        .filter_map(|t| match t {
-            Token::Word(w) => Some(w.value.to_ascii_lowercase()),
-            Token::SingleQuotedString(s) | Token::EscapedStringLiteral(s) => {
-                Some(s.to_ascii_lowercase())
+/// Check `sql` against the settings the proxy holds for its tenant.
+///
+/// Reading a held setting is allowed (`SHOW statement_timeout`, `current_setting(...)`, a
+/// column that happens to be called `read_only`). Refused: a statement other than a read
+/// that names a held setting or `READ WRITE` (`SET`, `RESET`, `BEGIN READ WRITE`, `SET
+/// SESSION CHARACTERISTICS`), a `set_config` call whose setting is held or not a plain
+/// literal (a bind parameter could name one), `RESET ALL`, `DISCARD ALL` where it would
+/// lift a held setting (see [`Held::session_mode`]), and, for a read-only tenant, a
+/// statement that writes.
+pub fn check(sql: &str, held: Held) -> Option<Violation> {
+    if !held.any() {
+        return None;
+    }
+    // Text the tokenizer rejects is searched as plain words, and any set_config in it is
+    // taken to name a held setting.
+    let (tokens, words): (Vec<Token>, Vec<String>) =
+        match Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() {
+            Ok(t) => {
+                let t: Vec<Token> = t
+                    .into_iter()
+                    .filter(|t| !matches!(t, Token::Whitespace(_)))
+                    .collect();
+                let w = t.iter().filter_map(token_text).collect();
+                (t, w)
             }
-            _ => None,
-        })
-        .collect();
-    let mentions = |name: &str| words.iter().any(|w| w.contains(name));
-    if read_only {
-        if mentions("read_only") || words.windows(2).any(|w| w[0] == "read" && w[1] == "write") {
-            return Some(Violation::Setting("read-only mode"));
-        }
-        if let Some(what) = writes(sql) {
-            return Some(Violation::Write(what));
+            Err(_) => {
+                let lower = sql.to_ascii_lowercase();
+                let w = lower
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| !w.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                (Vec::new(), w)
+            }
+        };
+    const TIMEOUT: Violation = Violation::Setting {
+        name: "statement_timeout",
+        by: None,
+    };
+    let pair = |a: &str, b: &str| words.windows(2).any(|w| w[0] == a && w[1] == b);
+    let resets_all = [("reset", "RESET ALL"), ("discard", "DISCARD ALL")]
+        .into_iter()
+        .find(|(verb, _)| {
+            pair(verb, "all") && (*verb == "reset" || held.session_mode || held.statement_timeout)
+        });
+    if let Some((_, by)) = resets_all {
+        return Some(if held.read_only {
+            Violation::ReadOnly(by.into())
+        } else {
+            Violation::Setting {
+                name: "statement_timeout",
+                by: Some(by),
+            }
+        });
+    }
+    let unread_set_config = tokens.is_empty() && words.iter().any(|w| w == "set_config");
+    let names = set_config_names(&tokens).chain(unread_set_config.then_some(None));
+    for name in names {
+        match name {
+            Some(n) if !held.holds(n) => {}
+            Some(n) if n.trim().eq_ignore_ascii_case("statement_timeout") => return Some(TIMEOUT),
+            _ if held.read_only => return Some(Violation::ReadOnly("set_config".into())),
+            _ => return Some(TIMEOUT),
         }
     }
-    if timeout_held && mentions("statement_timeout") {
-        return Some(Violation::Setting("statement_timeout"));
+    let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok();
+    let reads = stmts
+        .as_ref()
+        .is_some_and(|s| s.iter().all(reads_settings_only));
+    if !reads {
+        let mentions = |name: &str| words.iter().any(|w| w.contains(name));
+        if held.read_only && (mentions("read_only") || pair("read", "write")) {
+            return Some(Violation::ReadOnly("READ WRITE".into()));
+        }
+        // A function body (`DO $$ ... $$`) may build the setting's name.
+        if held.read_only && mentions("set_config") {
+            return Some(Violation::ReadOnly("set_config".into()));
+        }
+        if held.statement_timeout && (mentions("statement_timeout") || mentions("set_config")) {
+            return Some(TIMEOUT);
+        }
+    }
+    if held.read_only {
+        return stmts
+            .as_deref()
+            .and_then(first_write)
+            .map(Violation::ReadOnly);
     }
     None
+}
+
+/// A word or the text of a string literal, lower-case.
+fn token_text(t: &Token) -> Option<String> {
+    match t {
+        Token::Word(w) => Some(w.value.to_ascii_lowercase()),
+        Token::SingleQuotedString(s) | Token::EscapedStringLiteral(s) => {
+            Some(s.to_ascii_lowercase())
+        }
+        Token::DollarQuotedString(s) => Some(s.value.to_ascii_lowercase()),
+        _ => None,
+    }
+}
+
+/// The setting name of each `set_config(...)` call among `tokens` (whitespace left out):
+/// `Some` when the first argument is a plain string literal, `None` when it is anything
+/// else (a bind parameter, an expression).
+fn set_config_names(tokens: &[Token]) -> impl Iterator<Item = Option<&str>> {
+    tokens.windows(4).filter_map(|w| match w {
+        [Token::Word(f), Token::LParen, arg, next]
+            if f.value.eq_ignore_ascii_case("set_config") =>
+        {
+            Some(match (arg, next) {
+                (Token::SingleQuotedString(s), Token::Comma) => Some(s.as_str()),
+                _ => None,
+            })
+        }
+        _ => None,
+    })
+}
+
+/// A statement that cannot change a setting unless it calls a function that does: a
+/// query, SHOW, or EXPLAIN of one.
+fn reads_settings_only(s: &Statement) -> bool {
+    match s {
+        Statement::Query(_) | Statement::ShowVariable { .. } | Statement::ExplainTable { .. } => {
+            true
+        }
+        Statement::Explain { statement, .. } => reads_settings_only(statement),
+        _ => false,
+    }
 }
 
 /// The first statement of `sql` that writes, named by its first keyword; `None` when all
 /// only read. Text the parser does not understand is left to PostgreSQL's read-only
 /// transaction (it refuses writes with 25006 itself).
 pub fn writes(sql: &str) -> Option<String> {
-    let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    first_write(&Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?)
+}
+
+/// The first of `stmts` that writes, named by its first keyword.
+fn first_write(stmts: &[Statement]) -> Option<String> {
     stmts.iter().find(|s| !reads_only(s)).map(|s| {
         s.to_string()
             .split_whitespace()
@@ -133,6 +276,28 @@ fn reads_only(s: &Statement) -> bool {
 mod tests {
     use super::*;
 
+    const RO: Held = Held {
+        read_only: true,
+        statement_timeout: false,
+        session_mode: false,
+    };
+    const TIMEOUT: Held = Held {
+        read_only: false,
+        statement_timeout: true,
+        session_mode: false,
+    };
+
+    fn ro(what: &str) -> Option<Violation> {
+        Some(Violation::ReadOnly(what.into()))
+    }
+
+    fn timeout(by: Option<&'static str>) -> Option<Violation> {
+        Some(Violation::Setting {
+            name: "statement_timeout",
+            by,
+        })
+    }
+
     #[test]
     fn reads_and_writes() {
         for sql in [
@@ -145,7 +310,7 @@ mod tests {
             "SET application_name = 'x'",
             "SELECT 1; SELECT 2",
         ] {
-            assert_eq!(check(sql, true, false), None, "{sql}");
+            assert_eq!(check(sql, RO), None, "{sql}");
         }
         for (sql, what) in [
             ("INSERT INTO t VALUES (1)", "INSERT"),
@@ -162,35 +327,128 @@ mod tests {
                 "WITH",
             ),
         ] {
-            assert_eq!(
-                check(sql, true, false),
-                Some(Violation::Write(what.into())),
-                "{sql}"
-            );
+            assert_eq!(check(sql, RO), ro(what), "{sql}");
+        }
+        assert_eq!(check("INSERT INTO t VALUES (1)", TIMEOUT), None);
+        assert_eq!(check("INSERT INTO t VALUES (1)", Held::default()), None);
+    }
+
+    #[test]
+    fn held_settings_cannot_be_changed() {
+        for sql in [
+            "SET default_transaction_read_only = off",
+            "SET transaction_read_only TO off",
+            "RESET default_transaction_read_only",
+            "SET default_transaction_read_only TO DEFAULT",
+            "BEGIN READ WRITE",
+            "START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE",
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+            "SELECT 1; SET LOCAL \"default_transaction_read_only\" = 0",
+        ] {
+            assert_eq!(check(sql, RO), ro("READ WRITE"), "{sql}");
+        }
+        for sql in [
+            "SELECT set_config('default_transaction_read_only', 'off', false)",
+            "select pg_catalog.SET_CONFIG( 'Transaction_Read_Only' , 'off', true)",
+            "SELECT set_config($1, $2, false)",
+            "SELECT set_config('default_transaction_' || 'read_only', 'off', false)",
+            "SELECT set_config(E'default_transaction_read_only', 'off', false)",
+        ] {
+            assert_eq!(check(sql, RO), ro("set_config"), "{sql}");
+        }
+        for sql in [
+            "SET statement_timeout = 0",
+            "set local STATEMENT_TIMEOUT to '1h'",
+            "RESET statement_timeout",
+            "SELECT set_config('statement_timeout', '0', false)",
+            "SELECT set_config($1, '0', false)",
+            "DO $$BEGIN PERFORM set_config('statement' || '_timeout', '0', false); END$$",
+            "PREPARE p AS SELECT set_config($1, '0', false)",
+        ] {
+            assert_eq!(check(sql, TIMEOUT), timeout(None), "{sql}");
+        }
+        // Only what the proxy holds is guarded.
+        assert_eq!(check("SET statement_timeout = 0", RO), None);
+        assert_eq!(
+            check("SET default_transaction_read_only = off", TIMEOUT),
+            None
+        );
+        assert_eq!(
+            check("SELECT set_config('application_name', 'x', false)", RO),
+            None
+        );
+        assert_eq!(check("SET statement_timeout = 0", Held::default()), None);
+    }
+
+    #[test]
+    fn resetting_every_setting_is_refused_while_one_is_held() {
+        let session = |h: Held| Held {
+            session_mode: true,
+            ..h
+        };
+        assert_eq!(check("RESET ALL", RO), ro("RESET ALL"));
+        assert_eq!(check("reset all", TIMEOUT), timeout(Some("RESET ALL")));
+        assert_eq!(
+            check("BEGIN; RESET ALL", session(TIMEOUT)),
+            timeout(Some("RESET ALL"))
+        );
+        // In transaction pooling the proxy discards a connection's state when the client
+        // gives it back and applies the held settings again at the next checkout.
+        assert_eq!(check("DISCARD ALL", RO), None);
+        assert_eq!(check("DISCARD ALL", session(RO)), ro("DISCARD ALL"));
+        for held in [TIMEOUT, session(TIMEOUT)] {
+            assert_eq!(check("DISCARD ALL", held), timeout(Some("DISCARD ALL")));
+        }
+        assert_eq!(check("DISCARD PLANS", session(RO)), None);
+        assert_eq!(check("RESET ALL", Held::default()), None);
+    }
+
+    #[test]
+    fn held_settings_can_be_read() {
+        let both = Held {
+            read_only: true,
+            statement_timeout: true,
+            session_mode: true,
+        };
+        for sql in [
+            "SHOW default_transaction_read_only",
+            "SHOW transaction_read_only",
+            "SHOW statement_timeout",
+            "SHOW ALL",
+            "SELECT current_setting('default_transaction_read_only')",
+            "SELECT current_setting('statement_timeout'), current_setting('tenantgate.read_only', true)",
+            "SELECT name, setting FROM pg_settings WHERE name IN ('statement_timeout', 'transaction_read_only')",
+            "SELECT read_only, is_read_only FROM accounts",
+            "SELECT read, write FROM (SELECT 1 AS read, 2 AS write) s",
+            "EXPLAIN SELECT * FROM t WHERE read_only",
+            "/* statement_timeout: 5s */ SELECT 1",
+            "SELECT set_config FROM t",
+        ] {
+            assert_eq!(check(sql, both), None, "{sql}");
         }
     }
 
     #[test]
-    fn settings_held_by_the_proxy() {
-        for sql in [
-            "SET default_transaction_read_only = off",
-            "SET transaction_read_only TO off",
-            "BEGIN READ WRITE",
-            "START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE",
-            "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
-            "SELECT set_config('default_transaction_read_only', 'off', false)",
-        ] {
-            assert_eq!(
-                check(sql, true, false),
-                Some(Violation::Setting("read-only mode")),
-                "{sql}"
-            );
-        }
+    fn text_the_tokenizer_rejects_is_searched_word_by_word() {
+        // An unterminated quoted identifier fails to tokenize.
+        let bad = |s: &str| format!("{s} \"unterminated");
+        assert!(Tokenizer::new(&PostgreSqlDialect {}, &bad("SELECT 1"))
+            .tokenize()
+            .is_err());
         assert_eq!(
-            check("SET statement_timeout = 0", false, true),
-            Some(Violation::Setting("statement_timeout"))
+            check(&bad("SELECT set_config('x', 'y', false)"), RO),
+            ro("set_config")
         );
-        assert_eq!(check("SET statement_timeout = 0", false, false), None);
+        assert_eq!(
+            check(&bad("SET statement_timeout = 0"), TIMEOUT),
+            timeout(None)
+        );
+        assert_eq!(check(&bad("reset all"), RO), ro("RESET ALL"));
+        assert_eq!(check(&bad("SELECT 1"), RO), None);
+    }
+
+    #[test]
+    fn plain_selects() {
         assert!(plain_select("/* cache: 5s */ SELECT a FROM t WHERE b = 1"));
         for s in [
             "BEGIN",
@@ -203,6 +461,5 @@ mod tests {
         ] {
             assert!(!plain_select(s), "{s}");
         }
-        assert_eq!(check("INSERT INTO t VALUES (1)", false, true), None);
     }
 }

@@ -53,6 +53,13 @@ pub(super) enum Wait {
     },
     /// Admission of an Execute.
     Execute { msg: BytesMut, admission: Admission },
+    /// Session pooling: the tenant's flags changed, and their settings are applied to
+    /// the held server connection before the next transaction starts.
+    Flags {
+        tag: u8,
+        msg: BytesMut,
+        facts: Facts,
+    },
     /// A server connection: none idle, its pool replaced, or `conn` (taken) needs the
     /// client's settings applied.
     Attach {
@@ -216,6 +223,13 @@ where
                     Ok(None)
                 }
             },
+            Wait::Flags { tag, msg, facts } => {
+                match self.apply_flags().await {
+                    Ok(()) => self.forward(tag, &msg, facts),
+                    Err(e) => self.attach_failed(tag, &msg, e),
+                }
+                Ok(None)
+            }
             Wait::Attach {
                 tag,
                 msg,
@@ -460,6 +474,8 @@ where
                     conn,
                 }));
             }
+        } else if matches!(tag, b'Q' | b'P') && self.flags_unapplied() {
+            return Ok(Some(Wait::Flags { tag, msg, facts }));
         }
         self.forward(tag, &msg, facts);
         Ok(None)
@@ -625,6 +641,7 @@ where
         metrics.pool_wait.record(waited.as_secs_f64());
         self.capture.wait_us = waited.as_micros() as u64;
         self.cancel.set(Some(conn.cancel_key()));
+        self.flags_applied = None;
         debug_assert!(
             conn.relay.is_fresh(),
             "a pooled connection's relay state is reset"

@@ -12,10 +12,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Session;
 use crate::backend::pool::TenantPool;
+use crate::config::PoolMode;
 use crate::limits::flags::Flags;
 use crate::limits::{FlagsCache, Limits, TenantState};
 use crate::protocol::{frame, write, PgError};
-use crate::router::readonly::{self, Violation};
+use crate::router::readonly::{self, Held, Violation};
 
 /// How the tenant's limits take a statement ([`Session::admit_quick`]).
 pub enum Admission {
@@ -167,19 +168,62 @@ where
     /// Refuse a Query/Parse that breaks the tenant's read_only or max_statement_ms flag.
     pub(super) fn flag_violation(&mut self, sql: &[u8]) -> Option<PgError> {
         let f = self.lim.as_mut()?.flags.load();
-        if !f.read_only && f.max_statement_ms == 0 {
+        let held = Held {
+            read_only: f.read_only,
+            statement_timeout: f.max_statement_ms > 0,
+            session_mode: self.mode == PoolMode::Session,
+        };
+        if !held.any() {
             return None;
         }
-        let (read_only, max_statement) = (f.read_only, f.max_statement_ms > 0);
         let sql = std::str::from_utf8(sql).ok()?;
         let tenant = self.tenant_key();
-        match readonly::check(sql, read_only, max_statement)? {
-            Violation::Write(what) => Some(PgError::tenant_read_only(tenant, &what)),
-            Violation::Setting("read-only mode") => {
-                Some(PgError::tenant_read_only(tenant, "READ WRITE"))
-            }
-            Violation::Setting(s) => Some(PgError::setting_held(tenant, s)),
+        Some(match readonly::check(sql, held)? {
+            Violation::ReadOnly(what) => PgError::tenant_read_only(tenant, &what),
+            Violation::Setting { name, by } => PgError::setting_held(tenant, name, by),
+        })
+    }
+
+    /// Session pooling: the tenant's flags changed since their settings were applied to
+    /// the held server connection (or that is not known yet), and the connection is
+    /// between transactions with nothing pending, so they can be applied now. In
+    /// transaction pooling each checkout applies them.
+    pub(super) fn flags_unapplied(&mut self) -> bool {
+        if self.mode != PoolMode::Session || self.tx_status() != b'I' || !self.server_settled() {
+            return false;
         }
+        let Some(l) = self.lim.as_mut() else {
+            return false;
+        };
+        let current = l.flags.load();
+        !self
+            .flags_applied
+            .as_ref()
+            .is_some_and(|f| Arc::ptr_eq(f, current))
+    }
+
+    /// Bring the held server connection's settings in line with the client's and the
+    /// tenant's current flags (`SET default_transaction_read_only`, `statement_timeout`,
+    /// `tenantgate.*`; `RESET` for a flag that was unset).
+    pub(super) async fn apply_flags(&mut self) -> Result<(), PgError> {
+        let flags = self.flags();
+        let merged = flags.merge_settings(&self.settings);
+        let tenant = self.tenant_key().to_owned();
+        let Session {
+            server, settings, ..
+        } = self;
+        let Some(conn) = server.as_deref_mut() else {
+            return Ok(());
+        };
+        if let Err(e) = conn
+            .sync_settings(merged.as_ref().unwrap_or(settings))
+            .await
+        {
+            tracing::warn!(tenant = %tenant, error = %e, "could not apply the tenant's flags");
+            return Err(PgError::server_unavailable(&tenant));
+        }
+        self.flags_applied = Some(flags);
+        Ok(())
     }
 
     /// What besides the text shapes a cached answer: the tenant's incarnation (its backend

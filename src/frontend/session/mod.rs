@@ -83,6 +83,9 @@ pub struct Session<R, W> {
     pub session_id: u64,
     /// Plan limits, flags and cache of the current tenant.
     lim: Option<limits::LimCtx>,
+    /// Session pooling: the flags whose settings the held server connection has; `None`
+    /// when not known (checked before the first statement).
+    flags_applied: Option<Arc<crate::limits::flags::Flags>>,
     /// A `/* cache */` answer being collected.
     cache_fill: Option<Box<limits::CacheFill>>,
     /// The proxy's config as the statement checks read it (reloads are seen at once).
@@ -154,6 +157,7 @@ where
             cache_fill: None,
             cfg,
             last_text: Default::default(),
+            flags_applied: None,
             idle: Default::default(),
         }
     }
