@@ -272,29 +272,84 @@ async fn killed_server_connections_heal() {
     env.finish().await;
 }
 
-#[tokio::test]
-async fn unreachable_server_is_a_clear_error_and_recovers() {
-    // Point globex at a port nobody listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_port = dead.local_addr().unwrap().port();
-    drop(dead);
+/// globex placed on `host`:`port`, where no server listens: its clients get a clear
+/// error that does not show the address, and the other tenant is served.
+async fn unreachable_server_is_a_clear_error(host: &str, port: u16) {
     let env = Env::with(|c| {
-        c.instances.push(common::instance_config(
-            "down",
-            "127.0.0.1",
-            dead_port,
-            "postgres",
-        ));
+        c.instances
+            .push(common::instance_config("down", host, port, "postgres"));
         c.tenants[1].instance = "down".into();
     })
     .await;
     let e = env.try_client("app@globex", "globex-pw").await.unwrap_err();
     assert_eq!(code(&e), "08006");
+    let text = e.to_string();
     assert!(
-        !e.to_string().contains(&dead_port.to_string()),
+        !text.contains(&port.to_string()) && !text.contains(host),
         "no server address leaked: {e}"
     );
     env.still_alive().await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn unreachable_server_is_a_clear_error_and_recovers() {
+    // A port nobody listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    unreachable_server_is_a_clear_error("127.0.0.1", dead_port).await;
+    // A socket directory without a server.
+    let dir = std::env::temp_dir().join(format!("tg-nosock-{}", common::unique()));
+    std::fs::create_dir_all(&dir).unwrap();
+    unreachable_server_is_a_clear_error(dir.to_str().unwrap(), 5432).await;
+    let _ = std::fs::remove_dir(&dir);
+}
+
+/// An instance whose host is a directory is reached through its Unix-domain socket (as
+/// in libpq), in both pool modes, and cancels reach it too.
+#[tokio::test]
+async fn an_instance_on_a_unix_socket_serves_its_tenants() {
+    let dirs: String = admin("postgres")
+        .await
+        .query_one("SHOW unix_socket_directories", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let dir = dirs.split(',').map(str::trim).find(|d| d.starts_with('/'));
+    let dir = dir
+        .expect("the server listens on a socket directory")
+        .to_owned();
+    let env = Env::with(|c| {
+        c.instances[0].host = dir.clone();
+        tenant_pool(c, "globex", PoolMode::Session, 2);
+    })
+    .await;
+    for t in ["acme", "globex"] {
+        let c = env.client(t).await;
+        let row = c
+            .query_one(
+                "SELECT count(*), inet_server_addr() IS NULL, min(owner) FROM items",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                row.get::<_, i64>(0),
+                row.get::<_, bool>(1),
+                row.get::<_, String>(2)
+            ),
+            (10, true, t.to_owned()),
+            "{t} over the socket"
+        );
+        let token = c.cancel_token();
+        let slow = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(10)").await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        token.cancel_query(NoTls).await.unwrap();
+        let e = slow.await.unwrap().unwrap_err();
+        assert_eq!(code(&e), "57014", "{t}: {e}");
+    }
     env.finish().await;
 }
 

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use rustls::ClientConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use super::prepared::PreparedCache;
 use super::settings::ClientSettings;
@@ -43,13 +44,40 @@ pub enum BackendError {
     Io(#[from] io::Error),
 }
 
+/// Where a server listens: a TCP address, or the socket file of a server on the same host
+/// (a placement whose host is a directory, as in libpq: `/var/run/postgresql` and port
+/// 5432 are `/var/run/postgresql/.s.PGSQL.5432`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerAddr {
+    Tcp(SocketAddr),
+    /// Shared: each checkout copies its connection's cancel key.
+    Unix(Arc<Path>),
+}
+
+impl ServerAddr {
+    /// The socket file for `host` and `port` when `host` is a directory (an absolute path).
+    pub fn unix_socket(host: &str, port: u16) -> Option<PathBuf> {
+        host.starts_with('/')
+            .then(|| Path::new(host).join(format!(".s.PGSQL.{port}")))
+    }
+}
+
+impl std::fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerAddr::Tcp(a) => a.fmt(f),
+            ServerAddr::Unix(p) => p.display().fmt(f),
+        }
+    }
+}
+
 /// Where a CancelRequest for a server connection goes, and how: its address and key, and
 /// the TLS it was opened with. A cancel for an encrypted connection is sent encrypted
 /// too (as libpq 17 and PgBouncer send them), so the key never crosses the network in
 /// the clear and a server reachable only through TLS can be reached.
 #[derive(Debug, Clone)]
 pub struct CancelKey {
-    pub addr: SocketAddr,
+    pub addr: ServerAddr,
     pub pid: i32,
     pub secret: i32,
     pub tls: Option<Arc<CancelTls>>,
@@ -74,7 +102,7 @@ impl std::fmt::Debug for CancelTls {
 #[derive(Debug)]
 pub struct ServerConn {
     pub stream: ServerStream,
-    pub addr: SocketAddr,
+    pub addr: ServerAddr,
     pub pid: i32,
     pub secret: i32,
     /// ParameterStatus values reported at startup, names as the server spells them.
@@ -190,9 +218,17 @@ impl ServerConn {
         tcp_cfg: &TcpConfig,
         prepared_cap: usize,
     ) -> Result<ServerConn, BackendError> {
+        if let Some(path) = ServerAddr::unix_socket(&p.host, p.port) {
+            // No TLS over a local socket (libpq does not ask for it either).
+            let stream = unix_connect(&path).await?;
+            let mut conn =
+                ServerConn::new(stream, ServerAddr::Unix(path.into()), None, prepared_cap);
+            conn.startup(p).await?;
+            return Ok(conn);
+        }
         let target = format!("{}:{}", p.host, p.port);
         let tcp = tcp_connect(&target, tcp_cfg).await?;
-        let addr = tcp.peer_addr()?;
+        let addr = ServerAddr::Tcp(tcp.peer_addr()?);
         let stream = match tls {
             Some(config) => match negotiate_tls(tcp, config, &p.host, p.tls.mode).await {
                 // As libpq: prefer retries without TLS when the handshake fails.
@@ -215,8 +251,20 @@ impl ServerConn {
             })),
             _ => None,
         };
+        let mut conn = ServerConn::new(stream, addr, cancel_tls, prepared_cap);
+        conn.startup(p).await?;
+        Ok(conn)
+    }
+
+    /// A connection not yet logged in.
+    fn new(
+        stream: ServerStream,
+        addr: ServerAddr,
+        cancel_tls: Option<Arc<CancelTls>>,
+        prepared_cap: usize,
+    ) -> ServerConn {
         let now = Instant::now();
-        let mut conn = ServerConn {
+        ServerConn {
             stream,
             addr,
             pid: 0,
@@ -234,9 +282,7 @@ impl ServerConn {
             losses_seen: 0,
             relay: Default::default(),
             cancel_tls,
-        };
-        conn.startup(p).await?;
-        Ok(conn)
+        }
     }
 
     async fn startup(&mut self, p: &Placement) -> Result<(), BackendError> {
@@ -473,7 +519,7 @@ impl ServerConn {
     /// Where a cancel request for this connection goes.
     pub fn cancel_key(&self) -> CancelKey {
         CancelKey {
-            addr: self.addr,
+            addr: self.addr.clone(),
             pid: self.pid,
             secret: self.secret,
             tls: self.cancel_tls.clone(),
@@ -485,10 +531,15 @@ impl ServerConn {
     /// falling back to plain. Bounded by ten seconds in all.
     pub async fn cancel(key: &CancelKey) -> Result<(), BackendError> {
         let send = async {
-            let tcp = TcpStream::connect(key.addr).await?;
-            let mut s = match &key.tls {
-                Some(t) => negotiate_tls(tcp, &t.config, &t.host, t.mode).await?,
-                None => ServerStream::Plain(tcp),
+            let mut s = match (&key.addr, &key.tls) {
+                (ServerAddr::Unix(path), _) => unix_connect(path).await?,
+                (ServerAddr::Tcp(addr), tls) => {
+                    let tcp = TcpStream::connect(addr).await?;
+                    match tls {
+                        Some(t) => negotiate_tls(tcp, &t.config, &t.host, t.mode).await?,
+                        None => ServerStream::Plain(tcp),
+                    }
+                }
             };
             s.write_all(&write::cancel_request(key.pid, key.secret))
                 .await?;
@@ -509,6 +560,16 @@ impl ServerConn {
         frontend::terminate(&mut out);
         let _ = tokio::time::timeout(Duration::from_millis(200), self.send(&out)).await;
     }
+}
+
+async fn unix_connect(path: &Path) -> Result<ServerStream, BackendError> {
+    let s = UnixStream::connect(path)
+        .await
+        .map_err(|source| BackendError::Connect {
+            addr: path.display().to_string(),
+            source,
+        })?;
+    Ok(ServerStream::Unix(s))
 }
 
 async fn tcp_connect(target: &str, cfg: &TcpConfig) -> Result<TcpStream, BackendError> {

@@ -1,11 +1,11 @@
-//! A server connection's byte stream: plain TCP or TLS over it.
+//! A server connection's byte stream: plain TCP, TLS over it, or a Unix-domain socket.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::client::TlsStream;
 
 #[derive(Debug)]
@@ -13,6 +13,9 @@ pub enum ServerStream {
     Plain(TcpStream),
     /// Boxed: the TLS state is large and most connections have none.
     Tls(Box<TlsStream<TcpStream>>),
+    /// A server on the same host, reached through its socket file (never encrypted, as
+    /// with libpq).
+    Unix(UnixStream),
 }
 
 impl ServerStream {
@@ -21,18 +24,16 @@ impl ServerStream {
         matches!(self, ServerStream::Tls(_))
     }
 
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            ServerStream::Plain(s) => s,
-            ServerStream::Tls(s) => s.get_ref().0,
-        }
-    }
-
     /// Non-blocking check that an idle connection is open and silent. Over TLS the raw
     /// socket is read: anything there (a FATAL, a close_notify) already makes it unusable.
     pub fn is_quiet(&self) -> bool {
         let mut b = [0u8; 1];
-        match self.tcp().try_read(&mut b) {
+        let read = match self {
+            ServerStream::Plain(s) => s.try_read(&mut b),
+            ServerStream::Tls(s) => s.get_ref().0.try_read(&mut b),
+            ServerStream::Unix(s) => s.try_read(&mut b),
+        };
+        match read {
             Err(e) => e.kind() == io::ErrorKind::WouldBlock,
             Ok(_) => false, // EOF, or unsolicited bytes
         }
@@ -51,6 +52,7 @@ impl AsyncRead for ServerStream {
         match self.get_mut() {
             ServerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ServerStream::Tls(s) => tls_read(s, cx, buf),
+            ServerStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -83,13 +85,14 @@ impl AsyncWrite for ServerStream {
         match self.get_mut() {
             ServerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             ServerStream::Tls(s) => tls_write(s, cx, buf),
+            ServerStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            ServerStream::Plain(_) => Poll::Ready(Ok(())),
+            ServerStream::Plain(_) | ServerStream::Unix(_) => Poll::Ready(Ok(())),
             ServerStream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
@@ -98,6 +101,7 @@ impl AsyncWrite for ServerStream {
         match self.get_mut() {
             ServerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             ServerStream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+            ServerStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

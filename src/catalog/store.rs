@@ -332,16 +332,16 @@ pub fn instance_info(url: &str) -> Result<super::conninfo::ConnInfo, CatalogErro
         .map_err(|e| CatalogError::Invalid(format!("instance URL: {e}")))
 }
 
-/// Host, port and database of an instance URL (TCP hosts only).
+/// Host, port and database of an instance URL. The host is the first one the URL names:
+/// a name, an address, or a socket directory (`host=/var/run/postgresql`).
 pub fn instance_address(url: &str) -> Result<(String, u16, String), CatalogError> {
     let cfg = instance_info(url)?.config;
     let host = cfg
         .get_hosts()
-        .iter()
-        .find_map(|h| match h {
-            tokio_postgres::config::Host::Tcp(h) => Some(h.clone()),
-            #[allow(unreachable_patterns)]
-            _ => None,
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(dir) => dir.to_string_lossy().into_owned(),
         })
         .unwrap_or_else(|| "127.0.0.1".into());
     let port = cfg.get_ports().first().copied().unwrap_or(5432);
@@ -411,6 +411,12 @@ mod tests {
         assert_eq!((h.as_str(), p, d.as_str()), ("10.1.2.3", 5433, "app"));
         let (h, p, d) = super::instance_address("host=db port=6000 dbname=x user=u").unwrap();
         assert_eq!((h.as_str(), p, d.as_str()), ("db", 6000, "x"));
+        let (h, p, d) =
+            super::instance_address("host=/var/run/postgresql port=5433 dbname=x").unwrap();
+        assert_eq!(
+            (h.as_str(), p, d.as_str()),
+            ("/var/run/postgresql", 5433, "x")
+        );
         assert!(super::instance_address("postgresql://[bad").is_err());
         use crate::backend::tls::SslMode;
         let mode = |u| super::instance_tls(u).unwrap().mode;

@@ -86,8 +86,9 @@ mod tests {
         let (k2, _t2) = r.register(Some(42));
         assert_eq!(k2.0, 42);
         assert!(k1.0 >= 1 << 23);
+        let addr = crate::backend::server::ServerAddr::Tcp("127.0.0.1:5432".parse().unwrap());
         let key = ServerKey {
-            addr: "127.0.0.1:5432".parse().unwrap(),
+            addr: addr.clone(),
             pid: 7,
             secret: 8,
             tls: None,
@@ -95,7 +96,7 @@ mod tests {
         assert!(r.lookup(k1).is_none());
         t1.set(Some(key));
         let found = r.lookup(k1).unwrap();
-        assert_eq!((found.addr.port(), found.pid, found.secret), (5432, 7, 8));
+        assert_eq!((&found.addr, found.pid, found.secret), (&addr, 7, 8));
         assert!(r.lookup(k2).is_none());
         assert!(
             r.lookup((k1.0, k1.1.wrapping_add(1))).is_none(),

@@ -285,7 +285,7 @@ async fn cancel(proxy: &Proxy, pid: i32, secret: i32) {
                         debug!(pid, %owner, "forwarding cancel request to the replica holding the session");
                         // The other replica's own listener, inside the deployment.
                         let key = CancelKey {
-                            addr,
+                            addr: crate::backend::server::ServerAddr::Tcp(addr),
                             pid,
                             secret,
                             tls: None,
