@@ -328,11 +328,12 @@ async fn flags_reach_the_other_replica_and_are_honoured() {
 }
 
 /// The settings behind `read_only` and `max_statement_ms` can be read, reach clients
-/// connected before the flag changed, and survive `RESET ALL` and `DISCARD ALL` in both
-/// pool modes: the proxy refuses them, except `DISCARD ALL` of a read-only tenant in
-/// transaction pooling (`acme`), after which the next checkout applies the setting again.
+/// connected before the flag changed (also one that only binds a statement it prepared
+/// before), and come back after `RESET ALL` and `DISCARD ALL` (which drivers send when a
+/// pooled connection is returned), also for a statement pipelined right after one and
+/// inside a transaction: in session pooling (`globex`) and transaction pooling (`acme`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn held_settings_can_be_read_and_survive_reset_all_and_discard_all() {
+async fn held_settings_are_readable_reach_connected_clients_and_survive_resets() {
     let prefix = common::unique();
     let env = Env::with(|c| {
         shared(&prefix)(c);
@@ -352,6 +353,10 @@ async fn held_settings_can_be_read_and_survive_reset_all_and_discard_all() {
     }
     // Clients connected before a flag changes see the change too, in both modes.
     let early: Vec<Client> = futures_util::future::join_all(tenants.map(|t| env.client(t))).await;
+    let mut bumps = Vec::new();
+    for c in &early {
+        bumps.push(c.prepare("SELECT bump()").await.unwrap());
+    }
     let l = env.proxy.proxy.limits().unwrap();
     for t in tenants {
         l.set_flag(t, "read_only", "on").await.unwrap();
@@ -362,14 +367,15 @@ async fn held_settings_can_be_read_and_survive_reset_all_and_discard_all() {
         })
         .await
     );
-    for (t, c) in tenants.iter().zip(&early) {
+    for ((t, c), bump) in tenants.iter().zip(&early).zip(&bumps) {
+        // Bind and Execute of a statement prepared before: only the server refuses it.
+        let e = c.query(bump, &[]).await.unwrap_err();
+        assert_eq!(code(&e), "25006", "{t}: {e}");
         assert_eq!(
             show(c, "SHOW default_transaction_read_only").await,
             "on",
             "{t}"
         );
-        let e = c.simple_query("SELECT bump()").await.unwrap_err();
-        assert_eq!(code(&e), "25006", "{t}: {e}");
     }
     for t in tenants {
         let c = env.client(t).await;
@@ -382,15 +388,6 @@ async fn held_settings_can_be_read_and_survive_reset_all_and_discard_all() {
             .await,
             "on1"
         );
-        let e = c.simple_query("RESET ALL").await.unwrap_err();
-        assert_eq!(
-            (code(&e), e.as_db_error().unwrap().message()),
-            (
-                "25006".into(),
-                &*format!("cannot execute RESET ALL: tenant \"{t}\" is read-only")
-            ),
-            "{t}"
-        );
         // The setting's name as a bind parameter: the statement guard refuses a computed
         // set_config name before the flags are checked.
         let e = c
@@ -401,18 +398,18 @@ async fn held_settings_can_be_read_and_survive_reset_all_and_discard_all() {
             .await
             .unwrap_err();
         assert_eq!(code(&e), "42501", "{t}: {e}");
-        let discarded = c.simple_query("DISCARD ALL").await;
-        match t {
-            "acme" => assert!(discarded.is_ok(), "{discarded:?}"),
-            _ => assert_eq!(code(&discarded.unwrap_err()), "25006"),
+        for reset in ["RESET ALL", "DISCARD ALL"] {
+            c.simple_query(reset).await.unwrap();
+            assert_eq!(
+                show(&c, "SHOW default_transaction_read_only").await,
+                "on",
+                "{t} after {reset}"
+            );
+            // A statement pipelined right behind it.
+            let (r, bumped) = tokio::join!(c.simple_query(reset), c.simple_query("SELECT bump()"));
+            r.unwrap();
+            assert_eq!(code(&bumped.unwrap_err()), "25006", "{t} behind {reset}");
         }
-        assert_eq!(
-            show(&c, "SHOW default_transaction_read_only").await,
-            "on",
-            "{t}"
-        );
-        let e = c.simple_query("SELECT bump()").await.unwrap_err();
-        assert_eq!(code(&e), "25006", "{t}: {e}");
     }
     for t in tenants {
         l.unset_flag(t, "read_only").await.unwrap();
@@ -438,14 +435,21 @@ async fn held_settings_can_be_read_and_survive_reset_all_and_discard_all() {
     for t in tenants {
         let c = env.client(t).await;
         assert_eq!(show(&c, "SHOW statement_timeout").await, "300ms", "{t}");
-        // Both are refused in either mode: statements pipelined after a DISCARD ALL
-        // would run without the limit.
-        for sql in ["RESET ALL", "DISCARD ALL"] {
-            let e = c.simple_query(sql).await.unwrap_err();
-            assert_eq!(code(&e), "42501", "{t}: {e}");
+        for reset in [
+            "RESET ALL",
+            "DISCARD ALL",
+            "DO $$BEGIN EXECUTE 'RESET ' || 'ALL'; END$$",
+        ] {
+            c.simple_query(reset).await.unwrap();
+            let e = c.simple_query("SELECT pg_sleep(2)").await.unwrap_err();
+            assert_eq!(code(&e), "57014", "{t} after {reset}: {e}");
         }
+        // Inside a transaction.
+        c.simple_query("BEGIN").await.unwrap();
+        c.simple_query("RESET ALL").await.unwrap();
         let e = c.simple_query("SELECT pg_sleep(2)").await.unwrap_err();
-        assert_eq!(code(&e), "57014", "{t}: {e}");
+        assert_eq!(code(&e), "57014", "{t} in a transaction: {e}");
+        c.simple_query("ROLLBACK").await.unwrap();
         c.simple_query("SELECT bump()").await.unwrap();
     }
     env.finish().await;

@@ -464,7 +464,15 @@ impl ServerConn {
             return Ok(());
         }
         let refs: Vec<&str> = stmts.iter().map(String::as_str).collect();
-        let res = self.run(&refs).await;
+        if let Err(e) = self.run(&refs).await {
+            // Which of the statements took effect is not known: the next sync sends
+            // every wanted setting again, and the connection is reset before reuse.
+            for (k, _) in wanted {
+                self.settings.remove(k);
+            }
+            self.dirty = true;
+            return Err(e);
+        }
         // Record the values as the client spelled them, so the next comparison matches
         // even where the server reports a canonical form ("ISO" vs "ISO, MDY").
         for k in stale {
@@ -478,7 +486,7 @@ impl ServerConn {
             self.settings.insert(k.clone(), v.clone());
             self.applied.insert(k.clone(), v.clone());
         }
-        res
+        Ok(())
     }
 
     /// Return the session to its startup state: roll back, then DISCARD ALL.
@@ -489,11 +497,17 @@ impl ServerConn {
             self.run(&["DISCARD ALL"]).await
         };
         self.prepared.clear();
+        self.settings_reset();
+        self.dirty = false;
+        res
+    }
+
+    /// The server's settings are back at their startup values (a `DISCARD ALL` or `RESET
+    /// ALL`): the next [`Self::sync_settings`] applies every wanted one again.
+    pub fn settings_reset(&mut self) {
         self.settings = self.startup_settings.clone();
         self.applied.clear();
         self.synced = 0;
-        self.dirty = false;
-        res
     }
 
     /// Non-blocking check that an idle connection is still open and silent.

@@ -518,6 +518,13 @@ pub fn tag_effect(tag: &[u8]) -> TagEffect {
     }
 }
 
+/// Does a CommandComplete tag mean the session's settings went back to their startup
+/// values (`RESET ALL`, `DISCARD ALL`; also a single `RESET`, taken alike)?
+pub fn resets_settings(tag: &[u8]) -> bool {
+    let starts = |p: &[u8]| tag.len() >= p.len() && tag[..p.len()].eq_ignore_ascii_case(p);
+    starts(b"RESET") || starts(b"DISCARD ALL")
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum TagEffect {
     None,
@@ -709,6 +716,8 @@ mod tests {
         assert_eq!(tag_effect(b"SELECT 1"), TagEffect::None);
         assert_eq!(tag_effect(b"DISCARD ALL"), TagEffect::DroppedStatements);
         assert_eq!(tag_effect(b"LISTEN"), TagEffect::Dirty);
+        assert!(resets_settings(b"RESET") && resets_settings(b"DISCARD ALL"));
+        assert!(!resets_settings(b"DISCARD PLANS") && !resets_settings(b"SET"));
         assert!(text_dirties(b"select pg_advisory_lock(1)"));
         assert!(text_dirties(b"CREATE TEMP TABLE x()"));
         assert!(!text_dirties(b"select temperature from t"));

@@ -44,10 +44,19 @@ pub fn validate(name: &str, value: &str) -> Result<String, FlagError> {
         "read_only" | "query_cache" => parse_bool(v)
             .map(|b| b.to_string())
             .ok_or_else(|| FlagError::Value(name.into(), "true or false", value.into())),
+        // PostgreSQL's statement_timeout takes at most i32::MAX milliseconds.
         "slow_query_ms" | "max_statement_ms" => v
             .parse::<u64>()
+            .ok()
+            .filter(|&n| n <= i32::MAX as u64)
             .map(|n| n.to_string())
-            .map_err(|_| FlagError::Value(name.into(), "a number of milliseconds", value.into())),
+            .ok_or_else(|| {
+                FlagError::Value(
+                    name.into(),
+                    "a number of milliseconds up to 2147483647",
+                    value.into(),
+                )
+            }),
         _ if v.len() > 1024 || v.contains('\0') => Err(FlagError::Value(
             name.into(),
             "at most 1024 characters",
@@ -148,6 +157,11 @@ mod tests {
     fn validation() {
         assert_eq!(validate("read_only", "ON").unwrap(), "true");
         assert!(validate("read_only", "maybe").is_err());
+        assert_eq!(
+            validate("max_statement_ms", "2147483647").unwrap(),
+            "2147483647"
+        );
+        assert!(validate("max_statement_ms", "3000000000").is_err());
         assert_eq!(validate("slow_query_ms", " 100 ").unwrap(), "100");
         assert!(validate("max_statement_ms", "-1").is_err());
         assert!(validate("Bad-Name", "x").is_err());

@@ -178,23 +178,13 @@ impl PgError {
         .with_hint("The tenant's read_only flag is set.")
     }
 
-    /// 42501: a statement tries to change a setting the proxy holds for the tenant; `by`
-    /// names a statement that would reset every setting (`RESET ALL`).
-    pub fn setting_held(tenant: &str, setting: &str, by: Option<&str>) -> Self {
-        let held = format!("{setting} is set by tenantgate for tenant \"{tenant}\"");
-        match by {
-            None => Self::new(
-                Severity::Error,
-                "42501",
-                format!("{held} and cannot be changed"),
-            ),
-            Some(stmt) => Self::new(
-                Severity::Error,
-                "42501",
-                format!("cannot execute {stmt}: {held}"),
-            )
-            .with_hint("Reset the other settings by name."),
-        }
+    /// 42501: a statement tries to change a setting the proxy holds for the tenant.
+    pub fn setting_held(tenant: &str, setting: &str) -> Self {
+        Self::new(
+            Severity::Error,
+            "42501",
+            format!("{setting} is set by tenantgate for tenant \"{tenant}\" and cannot be changed"),
+        )
     }
 
     /// 0A000: a feature this proxy (configuration) does not offer. Recoverable.

@@ -10,21 +10,13 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, Tokenizer};
 
-/// The settings the proxy holds on a tenant's server sessions, and how long a client's
-/// own session lasts.
+/// The settings the proxy holds on a tenant's server sessions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Held {
     /// `read_only`: `default_transaction_read_only = on`.
     pub read_only: bool,
     /// `max_statement_ms`: `statement_timeout`.
     pub statement_timeout: bool,
-    /// The client keeps its server session (session pooling), so a `DISCARD ALL` lasts
-    /// past its transaction. In transaction pooling the proxy discards the connection's
-    /// state and applies the held settings again when the connection goes back to the
-    /// pool, and `DISCARD ALL` runs in a transaction of its own whose read-only mode it
-    /// cannot change; it is still refused while `statement_timeout` is held, as it would
-    /// lift the limit for the statements pipelined after it.
-    pub session_mode: bool,
 }
 
 impl Held {
@@ -33,12 +25,29 @@ impl Held {
         self.read_only || self.statement_timeout
     }
 
-    /// Is `name` (a setting name, any case) one the proxy holds?
-    fn holds(self, name: &str) -> bool {
-        let name = name.trim();
-        let is = |n: &str| name.eq_ignore_ascii_case(n);
-        (self.read_only && (is("default_transaction_read_only") || is("transaction_read_only")))
-            || (self.statement_timeout && is("statement_timeout"))
+    /// The held settings' names.
+    fn names(self) -> impl Iterator<Item = &'static str> {
+        let ro: &[&str] = if self.read_only {
+            &["default_transaction_read_only", "transaction_read_only"]
+        } else {
+            &[]
+        };
+        let timeout: &[&str] = if self.statement_timeout {
+            &["statement_timeout"]
+        } else {
+            &[]
+        };
+        ro.iter().chain(timeout).copied()
+    }
+
+    /// The violation of changing setting `name` (one of [`Self::names`]), or of changing
+    /// settings the check cannot name.
+    fn changing(self, name: Option<&str>) -> Violation {
+        match name {
+            Some("statement_timeout") => Violation::Setting("statement_timeout"),
+            _ if self.read_only => Violation::ReadOnly("READ WRITE".into()),
+            _ => Violation::Setting("statement_timeout"),
+        }
     }
 }
 
@@ -46,14 +55,10 @@ impl Held {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Violation {
     /// The tenant is read-only and the statement writes (or may write), or would switch
-    /// read-only mode off; names what it would execute (`INSERT`, `READ WRITE`, `RESET ALL`).
+    /// read-only mode off; names what it would execute (`INSERT`, `READ WRITE`).
     ReadOnly(String),
-    /// It changes (or may change) `statement_timeout`, which the proxy holds for the
-    /// tenant; `by` names a statement that resets every setting.
-    Setting {
-        name: &'static str,
-        by: Option<&'static str>,
-    },
+    /// It changes (or may change) this setting, which the proxy holds for the tenant.
+    Setting(&'static str),
 }
 
 /// Check `sql` against the settings the proxy holds for its tenant.
@@ -61,10 +66,12 @@ pub enum Violation {
 /// Reading a held setting is allowed (`SHOW statement_timeout`, `current_setting(...)`, a
 /// column that happens to be called `read_only`). Refused: a statement other than a read
 /// that names a held setting or `READ WRITE` (`SET`, `RESET`, `BEGIN READ WRITE`, `SET
-/// SESSION CHARACTERISTICS`), a `set_config` call whose setting is held or not a plain
-/// literal (a bind parameter could name one), `RESET ALL`, `DISCARD ALL` where it would
-/// lift a held setting (see [`Held::session_mode`]), and, for a read-only tenant, a
-/// statement that writes.
+/// SESSION CHARACTERISTICS`, a `DO` block calling `set_config`), a `set_config` call
+/// whose setting is held or not a plain literal (a bind parameter could name one), a
+/// Unicode-escaped identifier (`U&"..."`, which could spell any name), and, for a
+/// read-only tenant, a statement that writes. `RESET ALL` and `DISCARD ALL` are not
+/// refused: drivers send them when a pooled connection is returned, and the session
+/// applies the held settings again after them.
 pub fn check(sql: &str, held: Held) -> Option<Violation> {
     if !held.any() {
         return None;
@@ -84,58 +91,52 @@ pub fn check(sql: &str, held: Held) -> Option<Violation> {
             Err(_) => {
                 let lower = sql.to_ascii_lowercase();
                 let w = lower
-                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
                     .filter(|w| !w.is_empty())
                     .map(str::to_owned)
                     .collect();
                 (Vec::new(), w)
             }
         };
-    const TIMEOUT: Violation = Violation::Setting {
-        name: "statement_timeout",
-        by: None,
-    };
-    let pair = |a: &str, b: &str| words.windows(2).any(|w| w[0] == a && w[1] == b);
-    let resets_all = [("reset", "RESET ALL"), ("discard", "DISCARD ALL")]
-        .into_iter()
-        .find(|(verb, _)| {
-            pair(verb, "all") && (*verb == "reset" || held.session_mode || held.statement_timeout)
-        });
-    if let Some((_, by)) = resets_all {
-        return Some(if held.read_only {
-            Violation::ReadOnly(by.into())
-        } else {
-            Violation::Setting {
-                name: "statement_timeout",
-                by: Some(by),
-            }
-        });
+    if unicode_escaped_identifier(&tokens) {
+        return Some(held.changing(None));
     }
-    let unread_set_config = tokens.is_empty() && words.iter().any(|w| w == "set_config");
-    let names = set_config_names(&tokens).chain(unread_set_config.then_some(None));
-    for name in names {
+    let names = set_config_names(&tokens);
+    let unread_set_config = tokens.is_empty() && words.iter().any(|w| has_word(w, "set_config"));
+    for name in names.chain(unread_set_config.then_some(None)) {
         match name {
-            Some(n) if !held.holds(n) => {}
-            Some(n) if n.trim().eq_ignore_ascii_case("statement_timeout") => return Some(TIMEOUT),
-            _ if held.read_only => return Some(Violation::ReadOnly("set_config".into())),
-            _ => return Some(TIMEOUT),
+            Some(n) => {
+                let n = n.trim().to_ascii_lowercase();
+                if let Some(h) = held.names().find(|h| *h == n) {
+                    return Some(held.changing(Some(h)));
+                }
+            }
+            None => return Some(held.changing(None)),
         }
     }
-    let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok();
+    let mentions = |name: &str| words.iter().any(|w| has_word(w, name));
+    let pair = |a: &str, b: &str| words.windows(2).any(|w| w[0] == a && w[1] == b);
+    let named = held.names().find(|n| mentions(n));
+    let read_write = held.read_only && pair("read", "write");
+    let set_config = mentions("set_config");
+    // Parsed only when the answer depends on it (a read-only tenant's writes; whether
+    // a statement that names a held setting only reads it).
+    let stmts = (held.read_only || named.is_some() || set_config)
+        .then(|| Parser::parse_sql(&PostgreSqlDialect {}, sql).ok())
+        .flatten();
     let reads = stmts
         .as_ref()
         .is_some_and(|s| s.iter().all(reads_settings_only));
     if !reads {
-        let mentions = |name: &str| words.iter().any(|w| w.contains(name));
-        if held.read_only && (mentions("read_only") || pair("read", "write")) {
-            return Some(Violation::ReadOnly("READ WRITE".into()));
+        if let Some(n) = named {
+            return Some(held.changing(Some(n)));
         }
-        // A function body (`DO $$ ... $$`) may build the setting's name.
-        if held.read_only && mentions("set_config") {
-            return Some(Violation::ReadOnly("set_config".into()));
+        if read_write {
+            return Some(held.changing(None));
         }
-        if held.statement_timeout && (mentions("statement_timeout") || mentions("set_config")) {
-            return Some(TIMEOUT);
+        // A function body (`DO $$ ... $$`) may build a setting's name.
+        if set_config {
+            return Some(held.changing(None));
         }
     }
     if held.read_only {
@@ -147,13 +148,44 @@ pub fn check(sql: &str, held: Held) -> Option<Violation> {
     None
 }
 
+/// May `sql` reset session settings (`RESET`, `DISCARD ALL`, also from a `DO` block or
+/// in a string a function executes)? Conservative: the words anywhere.
+pub fn may_reset(sql: &str) -> bool {
+    use crate::router::text::contains_ci;
+    contains_ci(sql.as_bytes(), b"reset") || contains_ci(sql.as_bytes(), b"discard")
+}
+
+/// Does `text` hold `word` (lower case) delimited by characters that cannot continue an
+/// identifier? `asset_config` does not hold `set_config`; `perform set_config(` does.
+fn has_word(text: &str, word: &str) -> bool {
+    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+    let bytes = text.as_bytes();
+    text.match_indices(word).any(|(i, _)| {
+        let end = i + word.len();
+        (i == 0 || !ident(bytes[i - 1])) && (end == bytes.len() || !ident(bytes[end]))
+    })
+}
+
+/// A `U&"..."` identifier among `tokens` (whitespace left out): its escapes can spell
+/// any name. (`U&'...'` strings arrive decoded.)
+fn unicode_escaped_identifier(tokens: &[Token]) -> bool {
+    tokens.windows(3).any(|w| match w {
+        [Token::Word(u), Token::Ampersand, Token::Word(id)] => {
+            u.quote_style.is_none()
+                && u.value.eq_ignore_ascii_case("u")
+                && id.quote_style == Some('"')
+        }
+        _ => false,
+    })
+}
+
 /// A word or the text of a string literal, lower-case.
 fn token_text(t: &Token) -> Option<String> {
     match t {
         Token::Word(w) => Some(w.value.to_ascii_lowercase()),
-        Token::SingleQuotedString(s) | Token::EscapedStringLiteral(s) => {
-            Some(s.to_ascii_lowercase())
-        }
+        Token::SingleQuotedString(s)
+        | Token::EscapedStringLiteral(s)
+        | Token::UnicodeStringLiteral(s) => Some(s.to_ascii_lowercase()),
         Token::DollarQuotedString(s) => Some(s.value.to_ascii_lowercase()),
         _ => None,
     }
@@ -279,24 +311,21 @@ mod tests {
     const RO: Held = Held {
         read_only: true,
         statement_timeout: false,
-        session_mode: false,
     };
     const TIMEOUT: Held = Held {
         read_only: false,
         statement_timeout: true,
-        session_mode: false,
+    };
+    const BOTH: Held = Held {
+        read_only: true,
+        statement_timeout: true,
     };
 
     fn ro(what: &str) -> Option<Violation> {
         Some(Violation::ReadOnly(what.into()))
     }
 
-    fn timeout(by: Option<&'static str>) -> Option<Violation> {
-        Some(Violation::Setting {
-            name: "statement_timeout",
-            by,
-        })
-    }
+    const TIMEOUT_HELD: Option<Violation> = Some(Violation::Setting("statement_timeout"));
 
     #[test]
     fn reads_and_writes() {
@@ -344,17 +373,15 @@ mod tests {
             "START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE",
             "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
             "SELECT 1; SET LOCAL \"default_transaction_read_only\" = 0",
-        ] {
-            assert_eq!(check(sql, RO), ro("READ WRITE"), "{sql}");
-        }
-        for sql in [
             "SELECT set_config('default_transaction_read_only', 'off', false)",
             "select pg_catalog.SET_CONFIG( 'Transaction_Read_Only' , 'off', true)",
             "SELECT set_config($1, $2, false)",
             "SELECT set_config('default_transaction_' || 'read_only', 'off', false)",
             "SELECT set_config(E'default_transaction_read_only', 'off', false)",
+            "SELECT set_config(U&'default\\005Ftransaction\\005Fread\\005Fonly', 'off', false)",
+            "SET U&\"default\\005Ftransaction\\005Fread\\005Fonly\" = off; INSERT INTO t VALUES (1)",
         ] {
-            assert_eq!(check(sql, RO), ro("set_config"), "{sql}");
+            assert_eq!(check(sql, RO), ro("READ WRITE"), "{sql}");
         }
         for sql in [
             "SET statement_timeout = 0",
@@ -364,9 +391,17 @@ mod tests {
             "SELECT set_config($1, '0', false)",
             "DO $$BEGIN PERFORM set_config('statement' || '_timeout', '0', false); END$$",
             "PREPARE p AS SELECT set_config($1, '0', false)",
+            "SET U&\"statement\\005Ftimeout\" = 0",
+            "SELECT U&\"set\\005Fconfig\"('statement' || '_timeout', '0', false)",
         ] {
-            assert_eq!(check(sql, TIMEOUT), timeout(None), "{sql}");
+            assert_eq!(check(sql, TIMEOUT), TIMEOUT_HELD, "{sql}");
         }
+        // Both held: the message names the setting a statement changes.
+        assert_eq!(check("SET statement_timeout = 0", BOTH), TIMEOUT_HELD);
+        assert_eq!(
+            check("SELECT set_config('statement_timeout', '0', false)", BOTH),
+            TIMEOUT_HELD
+        );
         // Only what the proxy holds is guarded.
         assert_eq!(check("SET statement_timeout = 0", RO), None);
         assert_eq!(
@@ -381,35 +416,21 @@ mod tests {
     }
 
     #[test]
-    fn resetting_every_setting_is_refused_while_one_is_held() {
-        let session = |h: Held| Held {
-            session_mode: true,
-            ..h
-        };
-        assert_eq!(check("RESET ALL", RO), ro("RESET ALL"));
-        assert_eq!(check("reset all", TIMEOUT), timeout(Some("RESET ALL")));
-        assert_eq!(
-            check("BEGIN; RESET ALL", session(TIMEOUT)),
-            timeout(Some("RESET ALL"))
-        );
-        // In transaction pooling the proxy discards a connection's state when the client
-        // gives it back and applies the held settings again at the next checkout.
-        assert_eq!(check("DISCARD ALL", RO), None);
-        assert_eq!(check("DISCARD ALL", session(RO)), ro("DISCARD ALL"));
-        for held in [TIMEOUT, session(TIMEOUT)] {
-            assert_eq!(check("DISCARD ALL", held), timeout(Some("DISCARD ALL")));
+    fn resetting_every_setting_is_left_to_the_session() {
+        // Drivers send these when a pooled connection is returned (asyncpg's reset ends
+        // with RESET ALL, Npgsql's is DISCARD ALL); the session applies the held
+        // settings again after them.
+        for sql in [
+            "RESET ALL",
+            "DISCARD ALL",
+            "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;",
+        ] {
+            assert_eq!(check(sql, TIMEOUT), None, "{sql}");
         }
-        assert_eq!(check("DISCARD PLANS", session(RO)), None);
-        assert_eq!(check("RESET ALL", Held::default()), None);
     }
 
     #[test]
     fn held_settings_can_be_read() {
-        let both = Held {
-            read_only: true,
-            statement_timeout: true,
-            session_mode: true,
-        };
         for sql in [
             "SHOW default_transaction_read_only",
             "SHOW transaction_read_only",
@@ -423,8 +444,17 @@ mod tests {
             "EXPLAIN SELECT * FROM t WHERE read_only",
             "/* statement_timeout: 5s */ SELECT 1",
             "SELECT set_config FROM t",
+            "SELECT * FROM audit WHERE action IN ('reset', 'all')",
         ] {
-            assert_eq!(check(sql, both), None, "{sql}");
+            assert_eq!(check(sql, BOTH), None, "{sql}");
+        }
+        // Names that merely contain a held one are other names.
+        for sql in [
+            "UPDATE asset_config SET statement_timeout_ms = 5",
+            "INSERT INTO dataset_config VALUES (1)",
+            "CREATE TABLE preset_config (statement_timeouts int)",
+        ] {
+            assert_eq!(check(sql, TIMEOUT), None, "{sql}");
         }
     }
 
@@ -437,14 +467,14 @@ mod tests {
             .is_err());
         assert_eq!(
             check(&bad("SELECT set_config('x', 'y', false)"), RO),
-            ro("set_config")
+            ro("READ WRITE")
         );
         assert_eq!(
             check(&bad("SET statement_timeout = 0"), TIMEOUT),
-            timeout(None)
+            TIMEOUT_HELD
         );
-        assert_eq!(check(&bad("reset all"), RO), ro("RESET ALL"));
-        assert_eq!(check(&bad("SELECT 1"), RO), None);
+        assert_eq!(check(&bad("BEGIN READ WRITE"), RO), ro("READ WRITE"));
+        assert_eq!(check(&bad("SELECT asset_config"), BOTH), None);
     }
 
     #[test]

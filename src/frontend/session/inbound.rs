@@ -130,6 +130,11 @@ where
             // The Bind/Describe/Execute/Sync of an attached client (an Execute once
             // admitted) go to the server from where they were read: not split off one by
             // one (a reference count each).
+            if self.settings_barrier && matches!(h.tag, b'Q' | b'P' | b'B') && self.barrier_holds()
+            {
+                self.switch_waits = true;
+                return Ok(None);
+            }
             let direct = if h.tag == b'E' && self.server.is_some() && !self.skip_until_sync {
                 match self.admit_quick() {
                     Admission::Decided(r) => Some(r),
@@ -139,7 +144,10 @@ where
                     }
                 }
             } else {
-                self.forwards_directly(h.tag).then_some(Ok(()))
+                // A session-pooled client's Bind can start a transaction: the flags'
+                // settings go first when they changed.
+                (self.forwards_directly(h.tag) && !(h.tag == b'B' && self.flags_unapplied()))
+                    .then_some(Ok(()))
             };
             if let Some(admitted) = direct {
                 let cin = std::mem::take(&mut self.cin);
@@ -474,7 +482,7 @@ where
                     conn,
                 }));
             }
-        } else if matches!(tag, b'Q' | b'P') && self.flags_unapplied() {
+        } else if matches!(tag, b'Q' | b'P' | b'B') && self.flags_unapplied() {
             return Ok(Some(Wait::Flags { tag, msg, facts }));
         }
         self.forward(tag, &msg, facts);

@@ -171,35 +171,78 @@ where
         let held = Held {
             read_only: f.read_only,
             statement_timeout: f.max_statement_ms > 0,
-            session_mode: self.mode == PoolMode::Session,
         };
         if !held.any() {
             return None;
         }
-        let sql = std::str::from_utf8(sql).ok()?;
+        // Text in another client encoding is checked as far as it reads as UTF-8 (the
+        // names checked for are ASCII).
+        let sql = String::from_utf8_lossy(sql);
+        if readonly::may_reset(&sql) {
+            self.settings_barrier = true;
+        }
         let tenant = self.tenant_key();
-        Some(match readonly::check(sql, held)? {
+        Some(match readonly::check(&sql, held)? {
             Violation::ReadOnly(what) => PgError::tenant_read_only(tenant, &what),
-            Violation::Setting { name, by } => PgError::setting_held(tenant, name, by),
+            Violation::Setting(name) => PgError::setting_held(tenant, name),
         })
     }
 
-    /// Session pooling: the tenant's flags changed since their settings were applied to
-    /// the held server connection (or that is not known yet), and the connection is
-    /// between transactions with nothing pending, so they can be applied now. In
-    /// transaction pooling each checkout applies them.
+    /// Must the next statement wait for the answer to one that may have reset settings
+    /// ([`Session::settings_barrier`])? Not while the server needs more from the client to
+    /// finish (the rest of that statement's batch). Once it has answered, the barrier is
+    /// lifted and the held settings are applied again: by the next checkout when the
+    /// connection went back to the pool (transaction pooling resets it, as the statement
+    /// marked it dirty), else before the next statement.
+    pub(super) fn barrier_holds(&mut self) -> bool {
+        if let Some(a) = self.server.as_deref_mut() {
+            if !a.relay.sout.is_empty() || !a.relay.t.quiet() {
+                return !a.relay.t.awaits_client();
+            }
+            a.settings_reset();
+            self.reapply_flags = true;
+        }
+        self.settings_barrier = false;
+        false
+    }
+
+    /// Must the tenant's flag settings be applied to the held server connection before the
+    /// next statement? After a statement that may have reset settings
+    /// ([`Self::barrier_holds`]), in a transaction or not; and in session pooling when the
+    /// flags changed since they were applied (or that is not known yet), between
+    /// transactions. Never inside the client's pipeline: nothing unanswered, no Sync owed.
+    /// In transaction pooling each checkout applies them.
     pub(super) fn flags_unapplied(&mut self) -> bool {
-        if self.mode != PoolMode::Session || self.tx_status() != b'I' || !self.server_settled() {
+        if self.mode != PoolMode::Session && !self.reapply_flags {
             return false;
+        }
+        let Some(a) = self.server.as_ref() else {
+            return false;
+        };
+        if !a.relay.sout.is_empty() || !a.relay.t.quiet() {
+            return false;
+        }
+        match a.relay.t.tx_status {
+            b'I' => {}
+            b'T' if self.reapply_flags => return true,
+            _ => return false,
+        }
+        if self.reapply_flags {
+            return true;
         }
         let Some(l) = self.lim.as_mut() else {
             return false;
         };
         let current = l.flags.load();
-        !self
-            .flags_applied
-            .as_ref()
-            .is_some_and(|f| Arc::ptr_eq(f, current))
+        match &self.flags_applied {
+            Some(f) if Arc::ptr_eq(f, current) => false,
+            // Flags read again (a periodic refresh) without a change to their settings.
+            Some(f) if f.settings == current.settings => {
+                self.flags_applied = Some(current.clone());
+                false
+            }
+            _ => true,
+        }
     }
 
     /// Bring the held server connection's settings in line with the client's and the
@@ -223,6 +266,7 @@ where
             return Err(PgError::server_unavailable(&tenant));
         }
         self.flags_applied = Some(flags);
+        self.reapply_flags = false;
         Ok(())
     }
 

@@ -86,6 +86,13 @@ pub struct Session<R, W> {
     /// Session pooling: the flags whose settings the held server connection has; `None`
     /// when not known (checked before the first statement).
     flags_applied: Option<Arc<crate::limits::flags::Flags>>,
+    /// A statement that may reset settings (`RESET`, `DISCARD`, also inside a `DO` block)
+    /// went to the server while the tenant has held settings: what the client sends next
+    /// waits for its answer, then the held settings are applied again.
+    settings_barrier: bool,
+    /// The barrier passed with the server still held: apply the held settings before the
+    /// next statement, in either pool mode.
+    reapply_flags: bool,
     /// A `/* cache */` answer being collected.
     cache_fill: Option<Box<limits::CacheFill>>,
     /// The proxy's config as the statement checks read it (reloads are seen at once).
@@ -158,6 +165,8 @@ where
             cfg,
             last_text: Default::default(),
             flags_applied: None,
+            settings_barrier: false,
+            reapply_flags: false,
             idle: Default::default(),
         }
     }
@@ -436,6 +445,7 @@ where
             proxy,
             tele,
             capture,
+            settings_barrier,
             ..
         } = self;
         let metrics = proxy.metrics();
@@ -474,7 +484,7 @@ where
                         .unwrap_or_else(|| TextFacts::of(frame::parse_query(body).unwrap_or(body)))
                         .dirties()
                 };
-                if transaction_mode && (tag == b'F' || dirties()) {
+                if transaction_mode && (tag == b'F' || *settings_barrier || dirties()) {
                     a.dirty = true;
                 }
                 a.relay.sout.extend_from_slice(msg);
@@ -497,7 +507,7 @@ where
                         frame::parse_parse(body).is_some_and(|m| TextFacts::of(m.query).dirties())
                     }
                 };
-                if transaction_mode && dirties() {
+                if transaction_mode && (*settings_barrier || dirties()) {
                     a.dirty = true;
                 }
                 if !(transaction_mode

@@ -35,6 +35,7 @@ where
             ev_ctx,
             lim,
             cache_fill,
+            flags_applied,
             ..
         } = self;
         let tele = &*tele;
@@ -156,6 +157,12 @@ where
                             }
                             TagEffect::None => {}
                         }
+                    } else if relay::resets_settings(tag) {
+                        // Session pooling: the server's settings are back at the session's
+                        // startup values; the held ones are applied again before the next
+                        // transaction.
+                        a.settings_reset();
+                        *flags_applied = None;
                     }
                     true
                 }
