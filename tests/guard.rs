@@ -133,6 +133,14 @@ async fn escape_battery() {
         ("ALTER DEFAULT PRIVILEGES IN SCHEMA globex GRANT SELECT ON TABLES TO PUBLIC".into(), false),
         ("CREATE TEMP VIEW tv AS SELECT 1; SELECT * FROM pg_temp.tv".into(), false),
         ("SELECT * FROM tenantgate.tenant_users".into(), true),
+        // names spelled with escapes, or split across adjacent string literals
+        ("SELECT * FROM U&\"glob\\0065x\".items".into(), true),
+        ("SELECT U&\"pg\\005Fread\\005Ffile\"('/etc/passwd')".into(), true),
+        ("SELECT set_config('search_'\n'path', 'globex', false); SELECT * FROM items".into(), true),
+        // standard_conforming_strings off would let a backslash hide the rest of the text
+        // from the checks
+        ("SET standard_conforming_strings = off".into(), true),
+        ("SELECT set_config('standard_conforming_strings', 'off', false)".into(), true),
     ];
     assert!(cases.len() >= 60, "battery has {} statements", cases.len());
     let mut guard_refusals = 0;
@@ -249,4 +257,83 @@ async fn strict_mode_refuses_what_it_cannot_parse() {
             >= 1
     );
     env.finish().await;
+}
+
+/// Settings asked for at login are applied with SET on every server connection: they get
+/// the checks a SET gets, and a search_path naming the logical schema means the tenant's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_settings_get_the_guards_checks() {
+    let env = env().await;
+    let with_options = |opts: &str| format!("{} options='{opts}'", env.dsn("app@acme", "acme-pw"));
+    // JDBC's currentSchema=public, psql's PGOPTIONS: the tenant's own tables.
+    let c = common::try_connect(&with_options("-c search_path=public"))
+        .await
+        .unwrap();
+    let rows = c
+        .simple_query("SELECT owner FROM items ORDER BY id LIMIT 1")
+        .await
+        .unwrap();
+    let owner = rows.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+        _ => None,
+    });
+    assert_eq!(owner.as_deref(), Some("acme"));
+    for (opts, want) in [
+        ("-c search_path=globex", "42501"),
+        ("-c role=postgres", "42501"),
+        ("-c session_authorization=postgres", "42501"),
+        ("-c standard_conforming_strings=off", "0A000"),
+    ] {
+        let e = common::try_connect(&with_options(opts)).await.unwrap_err();
+        assert_eq!(code(&e), want, "{opts}: {e}");
+    }
+    env.still_alive().await;
+    env.finish().await;
+}
+
+/// standard_conforming_strings stays on: a role default cannot turn it off for new
+/// connections, and a session that turns it off where the guard cannot see (a DO block)
+/// ends, while the next client of the tenant gets a connection with it on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_conforming_strings_stays_on() {
+    let env = env().await;
+    let c = env.client("acme").await;
+    c.simple_query("ALTER ROLE CURRENT_USER SET standard_conforming_strings = off")
+        .await
+        .unwrap();
+    // A second proxy on the same database: its server connections are opened from now
+    // on, and start from the role's defaults.
+    let fresh = tenantgate::app::start(env.db.config(), None).await.unwrap();
+    let dsn = format!(
+        "host=127.0.0.1 port={} user=app@acme password=acme-pw dbname={}",
+        fresh.addr.port(),
+        env.db.db
+    );
+    let d = common::try_connect(&dsn).await.unwrap();
+    assert_eq!(show(&d).await, "on");
+    let e = d
+        .simple_query("DO $$BEGIN EXECUTE 'SET standard_conforming_strings = off'; END$$")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e}");
+    assert!(
+        d.simple_query("SELECT 1").await.is_err(),
+        "the session ended"
+    );
+    let d = common::try_connect(&dsn).await.unwrap();
+    assert_eq!(show(&d).await, "on");
+    assert_eq!(show(&c).await, "on");
+    fresh.shutdown().await;
+    env.finish().await;
+}
+
+async fn show(c: &tokio_postgres::Client) -> String {
+    match &c
+        .simple_query("SHOW standard_conforming_strings")
+        .await
+        .unwrap()[1]
+    {
+        SimpleQueryMessage::Row(r) => r.get(0).unwrap().to_owned(),
+        m => panic!("{m:?}"),
+    }
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Env;
+use common::{code, Env};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -356,11 +356,13 @@ async fn tls_is_offered_when_configured() {
     env.finish().await;
 }
 
+/// A client's settings are applied with SET on each server connection: a value with
+/// quotes and backslashes arrives intact and runs nothing. standard_conforming_strings
+/// off, under which a backslash would escape a quote, is refused at login.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_settings_cannot_inject_sql_even_without_standard_strings() {
+async fn client_settings_cannot_inject_sql() {
     let env = Env::new().await;
     let evil = "x\\'; SET search_path = globex; --";
-    // standard_conforming_strings first, so it is already off when application_name is set
     let escaped: String = evil
         .chars()
         .flat_map(|c| {
@@ -371,11 +373,21 @@ async fn client_settings_cannot_inject_sql_even_without_standard_strings() {
             }
         })
         .collect();
-    let mut cfg: tokio_postgres::Config = env.dsn("app@acme", "acme-pw").parse().unwrap();
-    cfg.options(format!(
+    let connect = |options: String| {
+        let mut cfg: tokio_postgres::Config = env.dsn("app@acme", "acme-pw").parse().unwrap();
+        cfg.options(options);
+        async move { cfg.connect(tokio_postgres::NoTls).await }
+    };
+    let e = connect(format!(
         "-c standard_conforming_strings=off -c application_name={escaped}"
-    ));
-    let (c, conn) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
+    ))
+    .await
+    .err()
+    .expect("refused");
+    assert_eq!(code(&e), "0A000", "{e}");
+    let (c, conn) = connect(format!("-c application_name={escaped}"))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let r = c
         .query_one(

@@ -135,23 +135,22 @@ pub struct ServerConn {
     cancel_tls: Option<Arc<CancelTls>>,
 }
 
-/// Startup parameters for `placement`: user, database, and search_path via options.
+/// Startup parameters for `placement`: user, database, and via options search_path and
+/// standard_conforming_strings = on. Startup values beat the role's and database's own
+/// defaults, and `RESET ALL` / `DISCARD ALL` return to them. The proxy reads every
+/// statement as standard SQL (backslashes in plain strings are characters).
 fn startup_params(p: &Placement) -> Vec<(&'static str, String)> {
-    let mut v = vec![
+    let mut options = "-c standard_conforming_strings=on".to_owned();
+    if let Some(schema) = &p.schema {
+        options.push_str(" -c search_path=");
+        options.push_str(&options_escape(&search_path_item(schema)));
+    }
+    vec![
         ("user", p.backend_user.clone()),
         ("database", p.database.clone()),
         ("application_name", "tenantgate".to_owned()),
-    ];
-    if let Some(schema) = &p.schema {
-        v.push((
-            "options",
-            format!(
-                "-c search_path={}",
-                options_escape(&search_path_item(schema))
-            ),
-        ));
-    }
-    v
+        ("options", options),
+    ]
 }
 
 /// Double-quote an identifier for SQL.
@@ -688,7 +687,10 @@ mod tests {
             tls: Default::default(),
         };
         let params = startup_params(&p);
-        assert_eq!(params[3].1, "-c search_path=\"my\\ schema\"\"x\"");
+        assert_eq!(
+            params[3].1,
+            "-c standard_conforming_strings=on -c search_path=\"my\\ schema\"\"x\""
+        );
         assert_eq!(quote_literal("it's"), "E'it''s'");
         assert_eq!(quote_literal("x\\'; --"), "E'x\\\\''; --'");
         assert_eq!(search_path_item("tenant_acme"), "tenant_acme");

@@ -241,13 +241,55 @@ async fn authenticate<S: ClientStream>(
     if let Some(t) = tenant.as_ref().filter(|t| !t.status.may_connect()) {
         return Err(PgError::tenant_unavailable(&t.key, t.status.as_str()));
     }
+    let settings = vet_settings(&cfg, tenant.as_deref(), trusted, r.settings)?;
     write::auth_ok(out);
     Ok(LoggedIn {
         tenant,
         login_user: user.name.clone(),
-        settings: ClientSettings::new(r.settings),
+        settings: ClientSettings::new(settings),
         trusted,
     })
+}
+
+/// The settings a client asked for at login, as the statement guard takes them
+/// ([`crate::router::guard::startup_setting`]): the proxy applies them with `SET` on
+/// every server connection the client uses, so they get the checks a `SET` would.
+fn vet_settings(
+    cfg: &crate::config::Config,
+    tenant: Option<&Tenant>,
+    trusted: bool,
+    settings: Vec<(String, String)>,
+) -> Result<Vec<(String, String)>, PgError> {
+    use crate::router::guard::{startup_setting, GuardContext};
+    let ctx = GuardContext {
+        tenant_schema: tenant.and_then(|t| t.placement.schema.as_deref()),
+        logical_schema: &cfg.guard.logical_schema,
+        strict: cfg.guard.strict,
+    };
+    let fatal = |e: PgError| PgError {
+        severity: Severity::Fatal,
+        ..e
+    };
+    settings
+        .into_iter()
+        .map(|(k, v)| {
+            if trusted && k == "search_path" {
+                // A service user's statements run for many tenants, each in its schema.
+                return Err(fatal(PgError::feature_unsupported(
+                    "a service user cannot set search_path at login: each tenant's connections have the tenant's own",
+                )));
+            }
+            match startup_setting(&k, &v, &ctx, cfg.guard.enabled) {
+                Ok(v) => Ok((k, v)),
+                Err(reason) if k == "standard_conforming_strings" => {
+                    Err(fatal(PgError::feature_unsupported(&reason)))
+                }
+                Err(reason) => Err(fatal(PgError::guard_refused(
+                    &super::guard::refusal_message(&reason),
+                ))),
+            }
+        })
+        .collect()
 }
 
 async fn md5_exchange<S: ClientStream>(

@@ -187,6 +187,15 @@ impl PgError {
         )
     }
 
+    /// 0A000, fatal: the server session turned standard_conforming_strings off.
+    pub fn nonstandard_strings() -> Self {
+        Self::new(
+            Severity::Fatal,
+            "0A000",
+            "standard_conforming_strings was turned off: tenantgate reads strings as standard SQL and closes the session",
+        )
+    }
+
     /// 0A000: a feature this proxy (configuration) does not offer. Recoverable.
     pub fn feature_unsupported(msg: &str) -> Self {
         Self::new(Severity::Error, "0A000", msg)

@@ -9,6 +9,11 @@
 //! - `search_path` pointing outside the tenant (`SET search_path`, `set_config`)
 //! - server-side file and program access (`COPY ... PROGRAM`, `COPY ... FROM/TO 'file'`,
 //!   `pg_read_file`, `lo_import`, ...)
+//! - `standard_conforming_strings` off (`SET`, `set_config`): every check here reads
+//!   strings as standard SQL
+//! - Unicode-escaped identifiers (`U&"..."`), whose escapes could spell any name above
+//!
+//! [`startup_setting`] applies the same rules to settings a client asks for at login.
 //!
 //! Statements sqlparser cannot parse still get the token-level checks; they pass by
 //! default (PostgreSQL's privileges still hold) and are refused in strict mode.
@@ -48,8 +53,15 @@ const FORBIDDEN_FUNCTIONS: &[&str] = &[
     "pg_promote",
 ];
 
-/// Settings that must not be changed through `set_config`.
-const GUARDED_SETTINGS: &[&str] = &["role", "session_authorization", "search_path"];
+/// Settings that must not be changed through `set_config`. With
+/// `standard_conforming_strings` off, backslashes in plain string literals escape quotes,
+/// and the proxy's checks would read different statement boundaries than the server.
+const GUARDED_SETTINGS: &[&str] = &[
+    "role",
+    "session_authorization",
+    "search_path",
+    "standard_conforming_strings",
+];
 
 /// Statements with more tokens than this are not parsed (see [`analyze`]).
 const MAX_PARSE_TOKENS: usize = 4096;
@@ -72,6 +84,11 @@ pub struct Analysis {
     /// `COPY ... PROGRAM` or `COPY` to/from a server file.
     pub server_file_copy: bool,
     pub forbidden_function: Option<String>,
+    /// `SET standard_conforming_strings` to a value other than on (see
+    /// [`GUARDED_SETTINGS`]).
+    pub nonstandard_strings: bool,
+    /// A `U&"..."` identifier: its escapes can spell any name the checks look for.
+    pub unicode_identifier: bool,
 }
 
 /// The tenant a statement runs for.
@@ -233,6 +250,16 @@ fn scan_tokens(tokens: &[Token], a: &mut Analysis) {
             {
                 a.role_change = true;
             }
+            if w(0) == Some("set")
+                && w(i) == Some("standard_conforming_strings")
+                && !stmt
+                    .iter()
+                    .skip(i + 1)
+                    .filter(|t| !matches!(t, Token::Eq) && word(t).as_deref() != Some("to"))
+                    .all(|t| ident(t).is_some_and(|v| pg_bool(&v) == Some(true) || v == "default"))
+            {
+                a.nonstandard_strings = true;
+            }
             if w(0) == Some("set") && w(i) == Some("search_path") {
                 let mut vals = Vec::new();
                 for t in stmt.iter().skip(i + 1) {
@@ -260,6 +287,13 @@ fn scan_tokens(tokens: &[Token], a: &mut Analysis) {
                 after_direction = matches!(lw.as_deref(), Some("from") | Some("to"));
             }
         }
+        if stmt.windows(3).any(|w| {
+            matches!(w, [Token::Word(u), Token::Ampersand, Token::Word(id)]
+                if u.quote_style.is_none() && u.value.eq_ignore_ascii_case("u")
+                    && id.quote_style == Some('"'))
+        }) {
+            a.unicode_identifier = true;
+        }
         // function calls by name: name '(' ...
         for (i, t) in stmt.iter().enumerate() {
             let Token::Word(wd) = t else { continue };
@@ -275,7 +309,13 @@ fn scan_tokens(tokens: &[Token], a: &mut Analysis) {
                 a.forbidden_function.get_or_insert(name.clone());
             }
             if name == "set_config" {
-                if let Some(arg) = stmt.get(i + 2).and_then(string) {
+                // A literal name only when a comma follows it: adjacent literals on
+                // separate lines are one string to PostgreSQL ('search_' newline 'path').
+                let literal = stmt
+                    .get(i + 2)
+                    .and_then(string)
+                    .filter(|_| matches!(stmt.get(i + 3), Some(Token::Comma)));
+                if let Some(arg) = literal {
                     let arg = arg.trim().to_ascii_lowercase();
                     if GUARDED_SETTINGS.contains(&arg.as_str()) {
                         a.guarded_set_config.get_or_insert(arg);
@@ -372,6 +412,80 @@ fn scan_ast(stmts: &Vec<Statement>, a: &mut Analysis) {
     }
 }
 
+const NONSTANDARD_STRINGS: &str =
+    "standard_conforming_strings must stay on: the proxy reads strings as standard SQL";
+
+/// May a tenant whose schema is `schema` name schema `s`?
+fn schema_allowed(s: &str, schema: &str, ctx: &GuardContext<'_>) -> bool {
+    s == schema
+        || s == ctx.logical_schema
+        || SYSTEM_SCHEMAS.contains(&s)
+        || s.starts_with("pg_temp")
+}
+
+/// May a tenant whose schema is `schema` put `s` in its search_path?
+fn path_item_allowed(s: &str, schema: &str, ctx: &GuardContext<'_>) -> bool {
+    schema_allowed(s, schema, ctx) || s == "$user" || s.eq_ignore_ascii_case("default")
+}
+
+fn search_path_refusal(bad: &str) -> String {
+    format!("search_path may only name the tenant's own schema, not \"{bad}\"")
+}
+
+/// A boolean setting's value as PostgreSQL reads it (`on`, `true`, `yes`, `1` and their
+/// opposites, any case); `None` for anything else.
+pub fn pg_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "t" | "yes" | "y" | "1" => Some(true),
+        "off" | "false" | "f" | "no" | "n" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// A session setting a client asked for at login (a startup parameter, or `-c name=value`
+/// in `options`), which the proxy applies with `SET` on each server connection: the value
+/// to apply, with the logical schema in a `search_path` replaced by the tenant's (as
+/// `SET search_path` statements are rewritten), or why it is refused. `enforce` is the
+/// guard's switch; `standard_conforming_strings` must stay on whatever it says, as every
+/// check and rewrite reads the text as standard SQL.
+pub fn startup_setting(
+    name: &str,
+    value: &str,
+    ctx: &GuardContext<'_>,
+    enforce: bool,
+) -> Result<String, String> {
+    match name {
+        "standard_conforming_strings" if pg_bool(value) != Some(true) => {
+            Err(NONSTANDARD_STRINGS.into())
+        }
+        "role" | "session_authorization" if enforce => {
+            Err("changing role or session authorization is not allowed".into())
+        }
+        "search_path" => {
+            let Some(schema) = ctx.tenant_schema else {
+                return Ok(value.to_owned());
+            };
+            let mut items = Vec::new();
+            for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                // As PostgreSQL splits the list: quoted names as they are, others folded.
+                let name = match item.strip_prefix('"').and_then(|i| i.strip_suffix('"')) {
+                    Some(quoted) => quoted.replace("\"\"", "\""),
+                    None => item.to_ascii_lowercase(),
+                };
+                if !ctx.logical_schema.is_empty() && name == ctx.logical_schema {
+                    items.push(crate::backend::server::search_path_item(schema));
+                } else if enforce && !path_item_allowed(&name, schema, ctx) {
+                    return Err(search_path_refusal(&name));
+                } else {
+                    items.push(item.to_owned());
+                }
+            }
+            Ok(items.join(", "))
+        }
+        _ => Ok(value.to_owned()),
+    }
+}
+
 /// Decide for a tenant.
 pub fn check(a: &Analysis, ctx: &GuardContext<'_>) -> Verdict {
     if a.role_change {
@@ -389,21 +503,20 @@ pub fn check(a: &Analysis, ctx: &GuardContext<'_>) -> Verdict {
     if let Some(f) = &a.forbidden_function {
         return Verdict::Refuse(format!("function {f}() is not allowed"));
     }
+    if a.nonstandard_strings {
+        return Verdict::Refuse(NONSTANDARD_STRINGS.into());
+    }
+    if a.unicode_identifier {
+        return Verdict::Refuse(
+            "Unicode-escaped identifiers (U&\"...\") are not allowed; write the name as it is"
+                .into(),
+        );
+    }
     if let Some(schema) = ctx.tenant_schema {
-        let allowed = |s: &str| {
-            s == schema
-                || s == ctx.logical_schema
-                || SYSTEM_SCHEMAS.contains(&s)
-                || s.starts_with("pg_temp")
-        };
+        let allowed = |s: &str| schema_allowed(s, schema, ctx);
         if let Some(path) = &a.search_path {
-            if let Some(bad) = path
-                .iter()
-                .find(|s| !(allowed(s) || *s == "$user" || s.eq_ignore_ascii_case("default")))
-            {
-                return Verdict::Refuse(format!(
-                    "search_path may only name the tenant's own schema, not \"{bad}\""
-                ));
+            if let Some(bad) = path.iter().find(|s| !path_item_allowed(s, schema, ctx)) {
+                return Verdict::Refuse(search_path_refusal(bad));
             }
         }
         if let Some(bad) = a.schemas.iter().find(|s| !allowed(s)) {
@@ -517,11 +630,70 @@ mod tests {
                 false,
             ),
             ("SELECT pg_terminate_backend(1)", false),
+            ("SET standard_conforming_strings = on", true),
+            ("SET standard_conforming_strings TO DEFAULT", true),
+            ("SET standard_conforming_strings = off", false),
+            ("set local standard_conforming_strings to 'false'", false),
+            (
+                "SELECT set_config('standard_conforming_strings', 'off', false)",
+                false,
+            ),
+            // Adjacent literals on separate lines are one string to PostgreSQL.
+            (
+                "SELECT set_config('search_'\n'path', 'tenant_globex', false)",
+                false,
+            ),
+            ("SELECT U&\"pg\\005Fread\\005Ffile\"('/etc/passwd')", false),
+            ("SELECT * FROM U&\"tenant\\005Fglobex\".users", false),
+            ("SELECT U&'caf\\00E9'", true),
         ];
         for (sql, ok) in cases {
             let v = verdict(sql, false);
             assert_eq!(v == Verdict::Allow, *ok, "{sql}: {v:?}");
         }
+    }
+
+    #[test]
+    fn startup_settings_get_the_checks_a_set_would() {
+        let ctx = GuardContext {
+            tenant_schema: Some("tenant_acme"),
+            logical_schema: "public",
+            strict: false,
+        };
+        let vet = |k: &str, v: &str| startup_setting(k, v, &ctx, true);
+        assert_eq!(vet("search_path", "public").unwrap(), "tenant_acme");
+        assert_eq!(
+            vet("search_path", "\"$user\", PUBLIC, pg_catalog").unwrap(),
+            "\"$user\", tenant_acme, pg_catalog"
+        );
+        assert!(vet("search_path", "tenant_globex").is_err());
+        // Quoted names keep their case: "Public" is another schema.
+        assert!(vet("search_path", "\"Public\"").is_err());
+        assert!(vet("role", "postgres").is_err());
+        assert!(vet("session_authorization", "postgres").is_err());
+        assert!(vet("standard_conforming_strings", "off").is_err());
+        assert_eq!(vet("standard_conforming_strings", "on").unwrap(), "on");
+        assert_eq!(vet("application_name", "x").unwrap(), "x");
+        // With the guard off only the rewrite and standard strings remain.
+        let off = |k: &str, v: &str| startup_setting(k, v, &ctx, false);
+        assert_eq!(
+            off("search_path", "public, other").unwrap(),
+            "tenant_acme, other"
+        );
+        assert!(off("role", "x").is_ok());
+        assert!(off("standard_conforming_strings", "0").is_err());
+        // A placement used as it is: no schema to map to.
+        let whole = GuardContext {
+            tenant_schema: None,
+            ..ctx
+        };
+        assert_eq!(
+            startup_setting("search_path", "public", &whole, true).unwrap(),
+            "public"
+        );
+        assert_eq!(pg_bool("ON"), Some(true));
+        assert_eq!(pg_bool("0"), Some(false));
+        assert_eq!(pg_bool("maybe"), None);
     }
 
     #[test]

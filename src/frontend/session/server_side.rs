@@ -169,6 +169,16 @@ where
                 b'S' => {
                     if let Some((k, v)) = frame::parse_parameter_status(body) {
                         let k = k.to_ascii_lowercase();
+                        if k == "standard_conforming_strings"
+                            && crate::router::guard::pg_bool(v) == Some(false)
+                        {
+                            // Turned off where the guard could not see it (a function, a
+                            // DO block): the proxy would read the client's strings
+                            // differently from the server. The session ends and the
+                            // connection is reset before anyone else uses it.
+                            a.dirty = true;
+                            break Err(PgError::nonstandard_strings());
+                        }
                         if k == "application_name" {
                             *ev_ctx = None;
                         }
