@@ -261,30 +261,21 @@ pub fn plain_select(sql: &str) -> bool {
 
 fn reads_only(s: &Statement) -> bool {
     match s {
-        Statement::Query(q) => {
-            q.locks.is_empty()
-                && match q.body.as_ref() {
-                    sqlparser::ast::SetExpr::Select(sel) => sel.into.is_none(),
-                    sqlparser::ast::SetExpr::Insert(_)
-                    | sqlparser::ast::SetExpr::Update(_)
-                    | sqlparser::ast::SetExpr::Delete(_) => false,
-                    _ => true,
-                }
-                && q.with.as_ref().is_none_or(|w| {
-                    w.cte_tables.iter().all(|c| {
-                        !matches!(
-                            c.query.body.as_ref(),
-                            sqlparser::ast::SetExpr::Insert(_)
-                                | sqlparser::ast::SetExpr::Update(_)
-                                | sqlparser::ast::SetExpr::Delete(_)
-                        )
-                    })
-                })
-        }
+        Statement::Query(q) => query_reads_only(q),
         Statement::Explain {
             analyze, statement, ..
         } => !*analyze || reads_only(statement),
+        // The statement it prepares; an EXECUTE runs one prepared earlier, which the
+        // server's read-only transaction still holds to it.
+        Statement::Prepare { statement, .. } => reads_only(statement),
+        Statement::Copy {
+            to: true, source, ..
+        } => match source {
+            sqlparser::ast::CopySource::Query(q) => query_reads_only(q),
+            sqlparser::ast::CopySource::Table { .. } => true,
+        },
         Statement::ExplainTable { .. }
+        | Statement::Execute { .. }
         | Statement::StartTransaction { .. }
         | Statement::Commit { .. }
         | Statement::Rollback { .. }
@@ -302,6 +293,24 @@ fn reads_only(s: &Statement) -> bool {
         | Statement::Deallocate { .. } => true,
         _ => false,
     }
+}
+
+fn query_reads_only(q: &sqlparser::ast::Query) -> bool {
+    use sqlparser::ast::SetExpr;
+    let writes = |e: &SetExpr| {
+        matches!(
+            e,
+            SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_)
+        )
+    };
+    q.locks.is_empty()
+        && match q.body.as_ref() {
+            SetExpr::Select(sel) => sel.into.is_none(),
+            body => !writes(body),
+        }
+        && q.with
+            .as_ref()
+            .is_none_or(|w| w.cte_tables.iter().all(|c| !writes(c.query.body.as_ref())))
 }
 
 #[cfg(test)]
@@ -338,6 +347,11 @@ mod tests {
             "SHOW search_path",
             "SET application_name = 'x'",
             "SELECT 1; SELECT 2",
+            "PREPARE p AS SELECT * FROM t",
+            "EXECUTE p",
+            "COPY t TO STDOUT",
+            "COPY (SELECT a FROM t) TO STDOUT",
+            "DECLARE c CURSOR FOR SELECT read_only FROM accounts",
         ] {
             assert_eq!(check(sql, RO), None, "{sql}");
         }
@@ -355,6 +369,8 @@ mod tests {
                 "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
                 "WITH",
             ),
+            ("PREPARE p AS DELETE FROM t", "PREPARE"),
+            ("COPY (DELETE FROM t RETURNING *) TO STDOUT", "COPY"),
         ] {
             assert_eq!(check(sql, RO), ro(what), "{sql}");
         }
