@@ -91,9 +91,16 @@ impl Lease {
         }
     }
 
-    /// Tokens granted by the shared bucket; one of them is used right away.
+    /// Tokens granted by the shared bucket; one of them is used right away. Added to the
+    /// live ones: statements that found the lease empty at the same moment each fetch a
+    /// batch, and a batch that replaced the others would waste them (they are gone from
+    /// the shared bucket), so that the tenant would be refused below its rate.
     pub fn granted(&mut self, n: u32, now: Instant) {
-        self.tokens = n.saturating_sub(1);
+        let live = match self.taken_at {
+            Some(t) if now.saturating_duration_since(t) < LEASE_TTL => self.tokens,
+            _ => 0,
+        };
+        self.tokens = live.saturating_add(n.saturating_sub(1));
         self.taken_at = Some(now);
     }
 }
@@ -126,6 +133,14 @@ mod tests {
         assert!(!l.take_one(t0));
         l.granted(5, t0);
         assert!(!l.take_one(t0 + LEASE_TTL));
+        // Batches fetched at the same time add up.
+        l.granted(3, t0);
+        l.granted(3, t0);
+        assert_eq!((0..5).filter(|_| l.take_one(t0)).count(), 4);
+        // A lapsed lease does not.
+        l.granted(3, t0);
+        l.granted(2, t0 + LEASE_TTL);
+        assert_eq!((0..5).filter(|_| l.take_one(t0 + LEASE_TTL)).count(), 1);
         assert_eq!(batch_for(5), 1);
         assert_eq!(batch_for(2000), 100);
         assert_eq!(batch_for(20_000), 1000);
