@@ -330,8 +330,9 @@ async fn flags_reach_the_other_replica_and_are_honoured() {
 /// The settings behind `read_only` and `max_statement_ms` can be read, reach clients
 /// connected before the flag changed (also one that only binds a statement it prepared
 /// before), and come back after `RESET ALL` and `DISCARD ALL` (which drivers send when a
-/// pooled connection is returned), also for a statement pipelined right after one and
-/// inside a transaction: in session pooling (`globex`) and transaction pooling (`acme`).
+/// pooled connection is returned; server connections start with them), also for a
+/// statement in the same Query, pipelined right after one, and inside a transaction: in
+/// session pooling (`globex`) and transaction pooling (`acme`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_settings_are_readable_reach_connected_clients_and_survive_resets() {
     let prefix = common::unique();
@@ -410,6 +411,12 @@ async fn held_settings_are_readable_reach_connected_clients_and_survive_resets()
             r.unwrap();
             assert_eq!(code(&bumped.unwrap_err()), "25006", "{t} behind {reset}");
         }
+        // In the same Query, with a new transaction started after it.
+        let e = c
+            .simple_query("RESET ALL; COMMIT; SELECT bump()")
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), "25006", "{t}: {e}");
     }
     for t in tenants {
         l.unset_flag(t, "read_only").await.unwrap();
@@ -444,6 +451,11 @@ async fn held_settings_are_readable_reach_connected_clients_and_survive_resets()
             let e = c.simple_query("SELECT pg_sleep(2)").await.unwrap_err();
             assert_eq!(code(&e), "57014", "{t} after {reset}: {e}");
         }
+        let e = c
+            .simple_query("RESET ALL; SELECT pg_sleep(2)")
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), "57014", "{t} in the same Query: {e}");
         // Inside a transaction.
         c.simple_query("BEGIN").await.unwrap();
         c.simple_query("RESET ALL").await.unwrap();
@@ -452,6 +464,47 @@ async fn held_settings_are_readable_reach_connected_clients_and_survive_resets()
         c.simple_query("ROLLBACK").await.unwrap();
         c.simple_query("SELECT bump()").await.unwrap();
     }
+    env.finish().await;
+}
+
+/// A server connection in use when a held flag changes started without it: it is closed
+/// when it comes back, not handed to the next client, whose `RESET ALL` would return to
+/// its old startup values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_in_use_when_a_held_flag_changes_is_not_reused() {
+    let prefix = common::unique();
+    let env = Env::with(|c| {
+        shared(&prefix)(c);
+        common::tenant_pool(c, "acme", tenantgate::config::PoolMode::Transaction, 1);
+    })
+    .await;
+    let a = env.client("acme").await;
+    a.simple_query(
+        "CREATE FUNCTION bump() RETURNS int LANGUAGE sql AS
+         'INSERT INTO items VALUES (300, ''acme'') RETURNING id'",
+    )
+    .await
+    .unwrap();
+    a.simple_query("BEGIN").await.unwrap();
+    let l = env.proxy.proxy.limits().unwrap();
+    l.set_flag("acme", "read_only", "on").await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            l.flags("acme").read_only
+        })
+        .await
+    );
+    // The pool's one connection is a's: b waits for it.
+    let b = env.client("acme").await;
+    let waiting = tokio::spawn(async move {
+        let r = b.simple_query("RESET ALL; COMMIT; SELECT bump()").await;
+        (b, r)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.simple_query("COMMIT").await.unwrap();
+    let (b, r) = waiting.await.unwrap();
+    assert_eq!(code(&r.unwrap_err()), "25006");
+    assert_eq!(show(&b, "SHOW default_transaction_read_only").await, "on");
     env.finish().await;
 }
 

@@ -169,6 +169,11 @@ pub struct TenantPool {
     server_params: Mutex<Option<Arc<ServerParams>>>,
     acquired: AtomicU64,
     timeouts: AtomicU64,
+    /// Settings new connections start with (the tenant's held flag settings), and their
+    /// generation: a connection of another generation is closed instead of reused.
+    held: Mutex<Arc<[(String, String)]>>,
+    held_gen: AtomicU64,
+    holds: AtomicBool,
 }
 
 /// A placement's rustls configuration (`None`: sslmode disable), or why it has none.
@@ -326,6 +331,9 @@ impl Pools {
             server_params: Mutex::new(None),
             acquired: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
+            held: Mutex::new(Arc::new([])),
+            held_gen: AtomicU64::new(0),
+            holds: AtomicBool::new(false),
         });
         instance.members.lock().push(Arc::downgrade(&pool));
         map.insert(tenant.key.clone(), pool.clone());
@@ -609,7 +617,8 @@ impl TenantPool {
     fn try_take_idle(self: &Arc<Self>, lifetime_ms: u64) -> Take {
         let mut stale = Vec::new();
         let losses = self.instance.losses.load(Ordering::Acquire);
-        let found = pop_usable(&mut self.state.lock(), lifetime_ms, losses, &mut stale);
+        let gen = self.held_gen.load(Ordering::Acquire);
+        let found = pop_usable(&mut self.state.lock(), lifetime_ms, losses, gen, &mut stale);
         self.close_stale(stale);
         match found {
             Some(c) => Take::Idle(self.pooled(c)),
@@ -623,8 +632,9 @@ impl TenantPool {
         let mut stale = Vec::new();
         let take = {
             let losses = self.instance.losses.load(Ordering::Acquire);
+            let gen = self.held_gen.load(Ordering::Acquire);
             let mut st = self.state.lock();
-            let take = match pop_usable(&mut st, cfg.lifetime_ms, losses, &mut stale) {
+            let take = match pop_usable(&mut st, cfg.lifetime_ms, losses, gen, &mut stale) {
                 Some(c) => Take::Idle(self.pooled(c)),
                 None if st.open >= self.size.load(Ordering::Relaxed) => Take::Full,
                 None if self.instance.try_reserve() => {
@@ -673,10 +683,15 @@ impl TenantPool {
             kept: false,
         };
         let tls = self.config.tls_for(&self.tenant.placement.tls);
+        // Read before the generation: a change meanwhile makes this connection the old
+        // generation, closed at checkin, never one with old settings and the new number.
+        let held = self.held.lock().clone();
+        let gen = self.held_gen.load(Ordering::Acquire);
         let res = match &tls {
             Ok(tls) => {
                 ServerConn::connect(
                     &self.tenant.placement,
+                    &held,
                     tls.as_ref(),
                     &self.config.tcp.load(),
                     Duration::from_millis(cfg.connect_timeout_ms),
@@ -687,7 +702,8 @@ impl TenantPool {
             Err(e) => Err(BackendError::Tls(e.clone())),
         };
         match res {
-            Ok(conn) => {
+            Ok(mut conn) => {
+                conn.held_gen = gen;
                 slot.kept = true;
                 let mut sp = self.server_params.lock();
                 if sp.is_none() {
@@ -704,6 +720,29 @@ impl TenantPool {
     /// connections are checked before their next use.
     pub fn server_lost(&self) {
         self.instance.losses.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Start new server connections with `held` (the tenant's held flag settings). When
+    /// they differ from the current ones, the idle connections are closed and those in
+    /// use are closed when they come back: `RESET ALL` and `DISCARD ALL` return a session
+    /// to its startup values, which must be the held ones.
+    pub fn hold_settings(&self, held: &[(String, String)]) {
+        {
+            let mut cur = self.held.lock();
+            if **cur == *held {
+                return;
+            }
+            *cur = held.into();
+            self.holds.store(!held.is_empty(), Ordering::Relaxed);
+            self.held_gen.fetch_add(1, Ordering::AcqRel);
+        }
+        while self.close_oldest_idle() {}
+    }
+
+    /// Does this pool start its connections with held settings? (One atomic read: the
+    /// quick checkout path of a tenant without flag settings checks it.)
+    pub fn holds_settings(&self) -> bool {
+        self.holds.load(Ordering::Relaxed)
     }
 
     /// Replaced by a pool with a new placement or removed (reload, catalog change).
@@ -733,7 +772,9 @@ impl TenantPool {
             self.forget_one();
             tokio::spawn(conn.terminate());
         };
-        if expired(&conn, lifetime_ms, conn.last_used) {
+        if expired(&conn, lifetime_ms, conn.last_used)
+            || conn.held_gen != self.held_gen.load(Ordering::Acquire)
+        {
             return close(conn);
         }
         let mut st = self.state.lock();
@@ -843,10 +884,11 @@ fn pop_usable(
     st: &mut PoolState,
     lifetime_ms: u64,
     losses: u64,
+    held_gen: u64,
     stale: &mut Vec<Box<ServerConn>>,
 ) -> Option<Box<ServerConn>> {
     while let Some(c) = st.idle.pop_back() {
-        if usable(&c, lifetime_ms, losses, Instant::now()) {
+        if c.held_gen == held_gen && usable(&c, lifetime_ms, losses, Instant::now()) {
             return Some(c);
         }
         st.open -= 1;

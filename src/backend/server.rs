@@ -120,6 +120,8 @@ pub struct ServerConn {
     pub prepared: PreparedCache,
     /// Session state changed by a client that must be reset before reuse.
     pub dirty: bool,
+    /// The generation of its pool's held settings it started with.
+    pub held_gen: u64,
     pub created: Instant,
     /// When it last answered a client (its last ReadyForQuery), stamped by the relay as it
     /// reads the clock for the statement's latency; else when it was opened.
@@ -135,15 +137,19 @@ pub struct ServerConn {
     cancel_tls: Option<Arc<CancelTls>>,
 }
 
-/// Startup parameters for `placement`: user, database, and via options search_path and
-/// standard_conforming_strings = on. Startup values beat the role's and database's own
-/// defaults, and `RESET ALL` / `DISCARD ALL` return to them. The proxy reads every
-/// statement as standard SQL (backslashes in plain strings are characters).
-fn startup_params(p: &Placement) -> Vec<(&'static str, String)> {
+/// Startup parameters for `placement`: user, database, and via options search_path,
+/// standard_conforming_strings = on (the proxy reads every statement as standard SQL:
+/// backslashes in plain strings are characters) and the `held` settings. Startup values
+/// beat the role's and database's own defaults, and `RESET ALL` / `DISCARD ALL` return
+/// to them.
+fn startup_params(p: &Placement, held: &[(String, String)]) -> Vec<(&'static str, String)> {
     let mut options = "-c standard_conforming_strings=on".to_owned();
     if let Some(schema) = &p.schema {
         options.push_str(" -c search_path=");
         options.push_str(&options_escape(&search_path_item(schema)));
+    }
+    for (k, v) in held {
+        options.push_str(&format!(" -c {}={}", options_escape(k), options_escape(v)));
     }
     vec![
         ("user", p.backend_user.clone()),
@@ -196,8 +202,10 @@ fn options_escape(s: &str) -> String {
 impl ServerConn {
     /// Open and authenticate a connection for `placement`; `tls` is its placement's
     /// client configuration (`None` for sslmode disable).
+    /// `held`: settings the session starts with (the tenant's held flag settings).
     pub async fn connect(
         placement: &Placement,
+        held: &[(String, String)],
         tls: Option<&Arc<ClientConfig>>,
         tcp: &TcpConfig,
         timeout: Duration,
@@ -205,7 +213,7 @@ impl ServerConn {
     ) -> Result<ServerConn, BackendError> {
         tokio::time::timeout(
             timeout,
-            Self::connect_inner(placement, tls, tcp, prepared_cap),
+            Self::connect_inner(placement, held, tls, tcp, prepared_cap),
         )
         .await
         .map_err(|_| BackendError::Timeout)?
@@ -213,6 +221,7 @@ impl ServerConn {
 
     async fn connect_inner(
         p: &Placement,
+        held: &[(String, String)],
         tls: Option<&Arc<ClientConfig>>,
         tcp_cfg: &TcpConfig,
         prepared_cap: usize,
@@ -222,7 +231,7 @@ impl ServerConn {
             let stream = unix_connect(&path).await?;
             let mut conn =
                 ServerConn::new(stream, ServerAddr::Unix(path.into()), None, prepared_cap);
-            conn.startup(p).await?;
+            conn.startup(p, held).await?;
             return Ok(conn);
         }
         let target = format!("{}:{}", p.host, p.port);
@@ -251,7 +260,7 @@ impl ServerConn {
             _ => None,
         };
         let mut conn = ServerConn::new(stream, addr, cancel_tls, prepared_cap);
-        conn.startup(p).await?;
+        conn.startup(p, held).await?;
         Ok(conn)
     }
 
@@ -275,6 +284,7 @@ impl ServerConn {
             synced: 0,
             prepared: PreparedCache::new(prepared_cap),
             dirty: false,
+            held_gen: 0,
             created: now,
             last_used: now,
             check_after: now,
@@ -284,8 +294,17 @@ impl ServerConn {
         }
     }
 
-    async fn startup(&mut self, p: &Placement) -> Result<(), BackendError> {
-        let params = startup_params(p);
+    async fn startup(
+        &mut self,
+        p: &Placement,
+        held: &[(String, String)],
+    ) -> Result<(), BackendError> {
+        let params = startup_params(p, held);
+        // Known to be set (not every one is reported back): a checkout wanting them has
+        // nothing to send.
+        for (k, v) in held {
+            self.settings.insert(k.clone(), v.clone());
+        }
         let mut out = BytesMut::new();
         frontend::startup_message(params.iter().map(|(k, v)| (*k, v.as_str())), &mut out)?;
         self.send(&out).await?;
@@ -686,10 +705,10 @@ mod tests {
             backend_password: String::new(),
             tls: Default::default(),
         };
-        let params = startup_params(&p);
+        let params = startup_params(&p, &[("statement_timeout".into(), "250".into())]);
         assert_eq!(
             params[3].1,
-            "-c standard_conforming_strings=on -c search_path=\"my\\ schema\"\"x\""
+            "-c standard_conforming_strings=on -c search_path=\"my\\ schema\"\"x\" -c statement_timeout=250"
         );
         assert_eq!(quote_literal("it's"), "E'it''s'");
         assert_eq!(quote_literal("x\\'; --"), "E'x\\\\''; --'");

@@ -449,6 +449,9 @@ async fn start_session<S: ClientStream>(
         .as_ref()
         .filter(|p| mode == PoolMode::Session || p.server_params().is_none())
     {
+        // The connection starts with the tenant's held flag settings.
+        let flag_held = lim_state.as_ref().map(|ts| ts.flags().held.clone());
+        pool.hold_settings(flag_held.as_deref().unwrap_or_default());
         let mut conn = match pool.acquire().await {
             Ok(c) => c,
             Err(e) => return Err((stream, out, login_pool_error(key, e))),

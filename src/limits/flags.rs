@@ -23,6 +23,10 @@ pub struct Flags {
     pub max_statement_ms: u64,
     /// Server settings the flags ask for, applied on every checkout.
     pub settings: Vec<(String, String)>,
+    /// The ones the proxy holds (`default_transaction_read_only`, `statement_timeout`):
+    /// server connections start with them, so that `RESET ALL` and `DISCARD ALL` return
+    /// to them.
+    pub held: Vec<(String, String)>,
 }
 
 /// Why a flag cannot be set.
@@ -85,19 +89,21 @@ impl Flags {
             slow_query_ms: n("slow_query_ms"),
             max_statement_ms: n("max_statement_ms"),
             settings: Vec::new(),
+            held: Vec::new(),
             all,
         };
         for (k, v) in &f.all {
             f.settings.push((format!("tenantgate.{k}"), v.clone()));
         }
         if f.read_only {
-            f.settings
+            f.held
                 .push(("default_transaction_read_only".into(), "on".into()));
         }
         if f.max_statement_ms > 0 {
-            f.settings
+            f.held
                 .push(("statement_timeout".into(), f.max_statement_ms.to_string()));
         }
+        f.settings.extend(f.held.iter().cloned());
         f
     }
 

@@ -466,8 +466,8 @@ pub fn startup_setting(
                 return Ok(value.to_owned());
             };
             let mut items = Vec::new();
-            for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-                // As PostgreSQL splits the list: quoted names as they are, others folded.
+            for item in split_path(value) {
+                // As PostgreSQL reads the list: quoted names as they are, others folded.
                 let name = match item.strip_prefix('"').and_then(|i| i.strip_suffix('"')) {
                     Some(quoted) => quoted.replace("\"\"", "\""),
                     None => item.to_ascii_lowercase(),
@@ -484,6 +484,26 @@ pub fn startup_setting(
         }
         _ => Ok(value.to_owned()),
     }
+}
+
+/// The items of a `search_path` value, trimmed: split at commas outside double quotes
+/// (`"a,b", c` is two items).
+fn split_path(value: &str) -> Vec<&str> {
+    let mut items = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, c) in value.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                items.push(value[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(value[start..].trim());
+    items.retain(|i| !i.is_empty());
+    items
 }
 
 /// Decide for a tenant.
@@ -667,6 +687,9 @@ mod tests {
             "\"$user\", tenant_acme, pg_catalog"
         );
         assert!(vet("search_path", "tenant_globex").is_err());
+        assert!(vet("search_path", "\"tenant_acme,tenant_globex\"").is_err());
+        let off_guard = startup_setting("search_path", "\"a,b\", public", &ctx, false);
+        assert_eq!(off_guard.unwrap(), "\"a,b\", tenant_acme");
         // Quoted names keep their case: "Public" is another schema.
         assert!(vet("search_path", "\"Public\"").is_err());
         assert!(vet("role", "postgres").is_err());

@@ -148,13 +148,6 @@ pub fn check(sql: &str, held: Held) -> Option<Violation> {
     None
 }
 
-/// May `sql` reset session settings (`RESET`, `DISCARD ALL`, also from a `DO` block or
-/// in a string a function executes)? Conservative: the words anywhere.
-pub fn may_reset(sql: &str) -> bool {
-    use crate::router::text::contains_ci;
-    contains_ci(sql.as_bytes(), b"reset") || contains_ci(sql.as_bytes(), b"discard")
-}
-
 /// Does `text` hold `word` (lower case) delimited by characters that cannot continue an
 /// identifier? `asset_config` does not hold `set_config`; `perform set_config(` does.
 fn has_word(text: &str, word: &str) -> bool {
@@ -220,22 +213,34 @@ fn reads_settings_only(s: &Statement) -> bool {
     }
 }
 
-/// The first statement of `sql` that writes, named by its first keyword; `None` when all
-/// only read. Text the parser does not understand is left to PostgreSQL's read-only
-/// transaction (it refuses writes with 25006 itself).
+/// The first statement of `sql` that may write, named by its first keyword; `None` when
+/// all only read. For the result cache: an `EXECUTE` may run a prepared write, so it
+/// counts as one. Text the parser does not understand is not a write here.
 pub fn writes(sql: &str) -> Option<String> {
-    first_write(&Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?)
+    let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    if let Some(e) = stmts
+        .iter()
+        .find(|s| matches!(s, Statement::Execute { .. }))
+    {
+        return Some(keyword(e));
+    }
+    first_write(&stmts)
 }
 
-/// The first of `stmts` that writes, named by its first keyword.
+/// The first of `stmts` that writes, named by its first keyword. An `EXECUTE` runs a
+/// statement prepared earlier, which a read-only tenant's server transaction holds to
+/// read-only (a PREPARE of a write is refused here).
 fn first_write(stmts: &[Statement]) -> Option<String> {
-    stmts.iter().find(|s| !reads_only(s)).map(|s| {
-        s.to_string()
-            .split_whitespace()
-            .next()
-            .unwrap_or("statement")
-            .to_ascii_uppercase()
-    })
+    stmts.iter().find(|s| !reads_only(s)).map(keyword)
+}
+
+/// A statement's first keyword, upper case.
+fn keyword(s: &Statement) -> String {
+    s.to_string()
+        .split_whitespace()
+        .next()
+        .unwrap_or("statement")
+        .to_ascii_uppercase()
 }
 
 /// Exactly one plain query (SELECT / VALUES / set operation) without locking or INTO: the
@@ -351,6 +356,7 @@ mod tests {
             "EXECUTE p",
             "COPY t TO STDOUT",
             "COPY (SELECT a FROM t) TO STDOUT",
+            "DECLARE c CURSOR FOR SELECT * FROM t",
             "DECLARE c CURSOR FOR SELECT read_only FROM accounts",
         ] {
             assert_eq!(check(sql, RO), None, "{sql}");
@@ -376,6 +382,9 @@ mod tests {
         }
         assert_eq!(check("INSERT INTO t VALUES (1)", TIMEOUT), None);
         assert_eq!(check("INSERT INTO t VALUES (1)", Held::default()), None);
+        // For the result cache an EXECUTE may be a write.
+        assert_eq!(writes("EXECUTE p(1)").as_deref(), Some("EXECUTE"));
+        assert_eq!(writes("SELECT 1"), None);
     }
 
     #[test]
@@ -432,10 +441,10 @@ mod tests {
     }
 
     #[test]
-    fn resetting_every_setting_is_left_to_the_session() {
+    fn resetting_every_setting_is_left_to_the_server() {
         // Drivers send these when a pooled connection is returned (asyncpg's reset ends
-        // with RESET ALL, Npgsql's is DISCARD ALL); the session applies the held
-        // settings again after them.
+        // with RESET ALL, Npgsql's is DISCARD ALL). Server connections start with the
+        // held settings, so these return to them.
         for sql in [
             "RESET ALL",
             "DISCARD ALL",

@@ -130,11 +130,6 @@ where
             // The Bind/Describe/Execute/Sync of an attached client (an Execute once
             // admitted) go to the server from where they were read: not split off one by
             // one (a reference count each).
-            if self.settings_barrier && matches!(h.tag, b'Q' | b'P' | b'B') && self.barrier_holds()
-            {
-                self.switch_waits = true;
-                return Ok(None);
-            }
             let direct = if h.tag == b'E' && self.server.is_some() && !self.skip_until_sync {
                 match self.admit_quick() {
                     Admission::Decided(r) => Some(r),
@@ -146,8 +141,9 @@ where
             } else {
                 // A session-pooled client's Bind can start a transaction: the flags'
                 // settings go first when they changed.
-                (self.forwards_directly(h.tag) && !(h.tag == b'B' && self.flags_unapplied()))
-                    .then_some(Ok(()))
+                (self.forwards_directly(h.tag)
+                    && !(h.tag == b'B' && self.flags_unapplied_before_bind(h.total())))
+                .then_some(Ok(()))
             };
             if let Some(admitted) = direct {
                 let cin = std::mem::take(&mut self.cin);
@@ -482,7 +478,12 @@ where
                     conn,
                 }));
             }
-        } else if matches!(tag, b'Q' | b'P' | b'B') && self.flags_unapplied() {
+        } else if (matches!(tag, b'Q' | b'P')
+            || (tag == b'B'
+                && frame::parse_bind(&msg[frame::HEADER_LEN..])
+                    .is_some_and(|(_, name, _)| !name.is_empty())))
+            && self.flags_unapplied()
+        {
             return Ok(Some(Wait::Flags { tag, msg, facts }));
         }
         self.forward(tag, &msg, facts);
@@ -546,6 +547,10 @@ where
         let Some(pool) = self.pool.as_ref() else {
             return Err(None);
         };
+        if pool.holds_settings() {
+            // The flags no longer hold them: the pool must start over without.
+            return Err(None);
+        }
         if pool.is_retired() || (self.trusted && self.tenant_may_connect(&pool.tenant.key).is_err())
         {
             return Err(None);
@@ -601,6 +606,10 @@ where
                 if self.trusted {
                     self.tenant_may_connect(&pool.tenant.key)?;
                 }
+                if self.lim_stale() {
+                    self.lim_ctx().await;
+                }
+                pool.hold_settings(&self.flags().held);
                 // An idle connection at once (no clock read), else wait for one.
                 match pool.try_acquire() {
                     Some(c) => (c, Duration::ZERO),

@@ -178,9 +178,6 @@ where
         // Text in another client encoding is checked as far as it reads as UTF-8 (the
         // names checked for are ASCII).
         let sql = String::from_utf8_lossy(sql);
-        if readonly::may_reset(&sql) {
-            self.settings_barrier = true;
-        }
         let tenant = self.tenant_key();
         Some(match readonly::check(&sql, held)? {
             Violation::ReadOnly(what) => PgError::tenant_read_only(tenant, &what),
@@ -188,47 +185,21 @@ where
         })
     }
 
-    /// Must the next statement wait for the answer to one that may have reset settings
-    /// ([`Session::settings_barrier`])? Not while the server needs more from the client to
-    /// finish (the rest of that statement's batch). Once it has answered, the barrier is
-    /// lifted and the held settings are applied again: by the next checkout when the
-    /// connection went back to the pool (transaction pooling resets it, as the statement
-    /// marked it dirty), else before the next statement.
-    pub(super) fn barrier_holds(&mut self) -> bool {
-        if let Some(a) = self.server.as_deref_mut() {
-            if !a.relay.sout.is_empty() || !a.relay.t.quiet() {
-                return !a.relay.t.awaits_client();
-            }
-            a.settings_reset();
-            self.reapply_flags = true;
-        }
-        self.settings_barrier = false;
-        false
-    }
-
-    /// Must the tenant's flag settings be applied to the held server connection before the
-    /// next statement? After a statement that may have reset settings
-    /// ([`Self::barrier_holds`]), in a transaction or not; and in session pooling when the
-    /// flags changed since they were applied (or that is not known yet), between
-    /// transactions. Never inside the client's pipeline: nothing unanswered, no Sync owed.
-    /// In transaction pooling each checkout applies them.
+    /// Session pooling: the tenant's flags changed since their settings were applied to
+    /// the held server connection (or that is not known yet), and the connection is
+    /// between transactions with nothing unanswered and no Sync owed, so they can be
+    /// applied now (never inside the client's pipeline). In transaction pooling each
+    /// checkout applies them, and a changed held setting renews the pool's connections
+    /// ([`crate::backend::pool::TenantPool::hold_settings`]).
     pub(super) fn flags_unapplied(&mut self) -> bool {
-        if self.mode != PoolMode::Session && !self.reapply_flags {
+        if self.mode != PoolMode::Session {
             return false;
         }
-        let Some(a) = self.server.as_ref() else {
+        let idle = self.server.as_ref().is_some_and(|a| {
+            a.relay.sout.is_empty() && a.relay.t.quiet() && a.relay.t.tx_status == b'I'
+        });
+        if !idle {
             return false;
-        };
-        if !a.relay.sout.is_empty() || !a.relay.t.quiet() {
-            return false;
-        }
-        match a.relay.t.tx_status {
-            b'I' => {}
-            b'T' if self.reapply_flags => return true,
-            _ => return false,
-        }
-        if self.reapply_flags {
-            return true;
         }
         let Some(l) = self.lim.as_mut() else {
             return false;
@@ -245,6 +216,16 @@ where
         }
     }
 
+    /// [`Self::flags_unapplied`] for the Bind at the head of `cin` (`len` bytes). Not
+    /// before a Bind of the unnamed statement: the settings' statements (simple queries)
+    /// would drop it; they go before the next Parse or Query instead.
+    pub(super) fn flags_unapplied_before_bind(&mut self, len: usize) -> bool {
+        self.mode == PoolMode::Session
+            && frame::parse_bind(&self.cin[frame::HEADER_LEN..len])
+                .is_some_and(|(_, name, _)| !name.is_empty())
+            && self.flags_unapplied()
+    }
+
     /// Bring the held server connection's settings in line with the client's and the
     /// tenant's current flags (`SET default_transaction_read_only`, `statement_timeout`,
     /// `tenantgate.*`; `RESET` for a flag that was unset).
@@ -255,9 +236,12 @@ where
         let Session {
             server, settings, ..
         } = self;
-        let Some(conn) = server.as_deref_mut() else {
+        let Some(conn) = server.as_mut() else {
             return Ok(());
         };
+        // Connections opened from now on start with them; this one is closed when the
+        // session ends, as its startup values (what RESET ALL returns to) are the old ones.
+        conn.pool().hold_settings(&flags.held);
         if let Err(e) = conn
             .sync_settings(merged.as_ref().unwrap_or(settings))
             .await
@@ -266,7 +250,6 @@ where
             return Err(PgError::server_unavailable(&tenant));
         }
         self.flags_applied = Some(flags);
-        self.reapply_flags = false;
         Ok(())
     }
 

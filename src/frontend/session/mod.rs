@@ -86,13 +86,6 @@ pub struct Session<R, W> {
     /// Session pooling: the flags whose settings the held server connection has; `None`
     /// when not known (checked before the first statement).
     flags_applied: Option<Arc<crate::limits::flags::Flags>>,
-    /// A statement that may reset settings (`RESET`, `DISCARD`, also inside a `DO` block)
-    /// went to the server while the tenant has held settings: what the client sends next
-    /// waits for its answer, then the held settings are applied again.
-    settings_barrier: bool,
-    /// The barrier passed with the server still held: apply the held settings before the
-    /// next statement, in either pool mode.
-    reapply_flags: bool,
     /// A `/* cache */` answer being collected.
     cache_fill: Option<Box<limits::CacheFill>>,
     /// The proxy's config as the statement checks read it (reloads are seen at once).
@@ -165,8 +158,6 @@ where
             cfg,
             last_text: Default::default(),
             flags_applied: None,
-            settings_barrier: false,
-            reapply_flags: false,
             idle: Default::default(),
         }
     }
@@ -223,8 +214,11 @@ where
                     self.mode == PoolMode::Session && a.relay.t.idle() && self.cin.is_empty()
                 }
             };
+            // A statement waiting for the server to answer earlier ones (a service user's
+            // tenant switch) keeps what follows in `cin`, up to the high-water mark.
             let read_client = !self.terminating
                 && self.cout.len() < HIGH_WATER
+                && !(self.switch_waits && self.cin.len() >= HIGH_WATER)
                 && self
                     .server
                     .as_ref()
@@ -445,7 +439,6 @@ where
             proxy,
             tele,
             capture,
-            settings_barrier,
             ..
         } = self;
         let metrics = proxy.metrics();
@@ -484,7 +477,7 @@ where
                         .unwrap_or_else(|| TextFacts::of(frame::parse_query(body).unwrap_or(body)))
                         .dirties()
                 };
-                if transaction_mode && (tag == b'F' || *settings_barrier || dirties()) {
+                if transaction_mode && (tag == b'F' || dirties()) {
                     a.dirty = true;
                 }
                 a.relay.sout.extend_from_slice(msg);
@@ -507,7 +500,7 @@ where
                         frame::parse_parse(body).is_some_and(|m| TextFacts::of(m.query).dirties())
                     }
                 };
-                if transaction_mode && (*settings_barrier || dirties()) {
+                if transaction_mode && dirties() {
                     a.dirty = true;
                 }
                 if !(transaction_mode
