@@ -329,7 +329,8 @@ async fn flags_reach_the_other_replica_and_are_honoured() {
 
 /// The settings behind `read_only` and `max_statement_ms` can be read, reach clients
 /// connected before the flag changed (also one that only binds a statement it prepared
-/// before), and come back after `RESET ALL` and `DISCARD ALL` (which drivers send when a
+/// before; a session-pooled one is disconnected, as its connection started without
+/// them), and come back after `RESET ALL` and `DISCARD ALL` (which drivers send when a
 /// pooled connection is returned; server connections start with them), also for a
 /// statement in the same Query, pipelined right after one, and inside a transaction: in
 /// session pooling (`globex`) and transaction pooling (`acme`).
@@ -368,16 +369,18 @@ async fn held_settings_are_readable_reach_connected_clients_and_survive_resets()
         })
         .await
     );
-    for ((t, c), bump) in tenants.iter().zip(&early).zip(&bumps) {
-        // Bind and Execute of a statement prepared before: only the server refuses it.
-        let e = c.query(bump, &[]).await.unwrap_err();
-        assert_eq!(code(&e), "25006", "{t}: {e}");
-        assert_eq!(
-            show(c, "SHOW default_transaction_read_only").await,
-            "on",
-            "{t}"
-        );
-    }
+    // Bind and Execute of a statement prepared before: only the server refuses it. A
+    // session-pooled client owns a connection that started without the flag (what its
+    // RESET ALL would return to): its session ends, and it reconnects.
+    let e = early[0].query(&bumps[0], &[]).await.unwrap_err();
+    assert_eq!(code(&e), "25006", "acme: {e}");
+    assert_eq!(
+        show(&early[0], "SHOW default_transaction_read_only").await,
+        "on"
+    );
+    let e = early[1].query(&bumps[1], &[]).await.unwrap_err();
+    assert_eq!(code(&e), "57P01", "globex: {e}");
+    assert!(early[1].simple_query("SELECT 1").await.is_err());
     for t in tenants {
         let c = env.client(t).await;
         assert_eq!(show(&c, "SHOW default_transaction_read_only").await, "on");
@@ -418,6 +421,11 @@ async fn held_settings_are_readable_reach_connected_clients_and_survive_resets()
             .unwrap_err();
         assert_eq!(code(&e), "25006", "{t}: {e}");
     }
+    let read_only_session = env.client("globex").await;
+    assert_eq!(
+        show(&read_only_session, "SHOW default_transaction_read_only").await,
+        "on"
+    );
     for t in tenants {
         l.unset_flag(t, "read_only").await.unwrap();
         l.set_flag(t, "max_statement_ms", "300").await.unwrap();
@@ -431,14 +439,17 @@ async fn held_settings_are_readable_reach_connected_clients_and_survive_resets()
         })
         .await
     );
-    for (t, c) in tenants.iter().zip(&early) {
-        assert_eq!(
-            show(c, "SHOW default_transaction_read_only").await,
-            "off",
-            "{t}"
-        );
-        assert_eq!(show(c, "SHOW statement_timeout").await, "300ms", "{t}");
-    }
+    assert_eq!(
+        show(&early[0], "SHOW default_transaction_read_only").await,
+        "off"
+    );
+    assert_eq!(show(&early[0], "SHOW statement_timeout").await, "300ms");
+    // A session-pooled client connected while read_only was set: its session ends too.
+    let e = read_only_session
+        .simple_query("SELECT 1")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "57P01", "{e}");
     for t in tenants {
         let c = env.client(t).await;
         assert_eq!(show(&c, "SHOW statement_timeout").await, "300ms", "{t}");
@@ -500,7 +511,12 @@ async fn a_connection_in_use_when_a_held_flag_changes_is_not_reused() {
         let r = b.simple_query("RESET ALL; COMMIT; SELECT bump()").await;
         (b, r)
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            env.pool("acme").waiting == 1
+        })
+        .await
+    );
     a.simple_query("COMMIT").await.unwrap();
     let (b, r) = waiting.await.unwrap();
     assert_eq!(code(&r.unwrap_err()), "25006");

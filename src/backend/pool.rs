@@ -683,10 +683,12 @@ impl TenantPool {
             kept: false,
         };
         let tls = self.config.tls_for(&self.tenant.placement.tls);
-        // Read before the generation: a change meanwhile makes this connection the old
-        // generation, closed at checkin, never one with old settings and the new number.
-        let held = self.held.lock().clone();
-        let gen = self.held_gen.load(Ordering::Acquire);
+        // Both under the lock `hold_settings` changes them under: the settings and their
+        // generation always match.
+        let (held, gen) = {
+            let h = self.held.lock();
+            (h.clone(), self.held_gen.load(Ordering::Acquire))
+        };
         let res = match &tls {
             Ok(tls) => {
                 ServerConn::connect(
@@ -707,7 +709,20 @@ impl TenantPool {
                 slot.kept = true;
                 let mut sp = self.server_params.lock();
                 if sp.is_none() {
-                    *sp = Some(Arc::new(ServerParams::new(conn.reported.clone())));
+                    // What clients are told at login: a held read-only mode is the flag's
+                    // (login adds it), not the server's own default.
+                    let mut reported = conn.reported.clone();
+                    if held
+                        .iter()
+                        .any(|(k, _)| k == "default_transaction_read_only")
+                    {
+                        for (k, v) in &mut reported {
+                            if k == "default_transaction_read_only" {
+                                *v = "off".into();
+                            }
+                        }
+                    }
+                    *sp = Some(Arc::new(ServerParams::new(reported)));
                 }
                 Ok(self.pooled(Box::new(conn)))
             }
@@ -737,6 +752,11 @@ impl TenantPool {
             self.held_gen.fetch_add(1, Ordering::AcqRel);
         }
         while self.close_oldest_idle() {}
+    }
+
+    /// The generation of the held settings new connections start with.
+    pub fn held_gen(&self) -> u64 {
+        self.held_gen.load(Ordering::Acquire)
     }
 
     /// Does this pool start its connections with held settings? (One atomic read: the
@@ -772,15 +792,15 @@ impl TenantPool {
             self.forget_one();
             tokio::spawn(conn.terminate());
         };
-        if expired(&conn, lifetime_ms, conn.last_used)
-            || conn.held_gen != self.held_gen.load(Ordering::Acquire)
-        {
+        if expired(&conn, lifetime_ms, conn.last_used) {
             return close(conn);
         }
         let mut st = self.state.lock();
-        // Read under the lock: `retire` drains the idle list after setting the flag, so a
-        // connection put there after the drain would never be closed.
-        if self.retired.load(Ordering::Relaxed) {
+        // Read under the lock: `retire` and `hold_settings` drain the idle list after
+        // changing them, so a connection put there after the drain would stay.
+        if self.retired.load(Ordering::Relaxed)
+            || conn.held_gen != self.held_gen.load(Ordering::Acquire)
+        {
             drop(st);
             return close(conn);
         }

@@ -442,6 +442,24 @@ async fn start_session<S: ClientStream>(
         }
         _ => None,
     };
+    // The tenant's held flag settings (service users with a tenant included).
+    let login_held: Option<Vec<(String, String)>> = match (&limits, &who.tenant) {
+        (_, None) => None,
+        (None, Some(_)) => Some(Vec::new()),
+        (Some(l), Some(t)) => Some(match &lim_state {
+            Some(ts) => ts.flags().held.clone(),
+            None => {
+                let ts = l.tenant(&t.key);
+                if !l.warmed(&ts) {
+                    Box::pin(l.warm(&ts)).await;
+                }
+                ts.flags().held.clone()
+            }
+        }),
+    };
+    let held_read_only = login_held
+        .as_ref()
+        .is_some_and(|h| h.iter().any(|(k, _)| k == "default_transaction_read_only"));
     // Session pooling holds a server from the start (its pid is the client's pid);
     // transaction pooling needs one only to learn the server's parameters the first time.
     let mut held = None;
@@ -449,9 +467,11 @@ async fn start_session<S: ClientStream>(
         .as_ref()
         .filter(|p| mode == PoolMode::Session || p.server_params().is_none())
     {
-        // The connection starts with the tenant's held flag settings.
-        let flag_held = lim_state.as_ref().map(|ts| ts.flags().held.clone());
-        pool.hold_settings(flag_held.as_deref().unwrap_or_default());
+        // The connection starts with the tenant's held flag settings (not for a service
+        // user without a tenant: `params_pool` is only some tenant's pool).
+        if let Some(h) = &login_held {
+            pool.hold_settings(h);
+        }
         let mut conn = match pool.acquire().await {
             Ok(c) => c,
             Err(e) => return Err((stream, out, login_pool_error(key, e))),
@@ -477,6 +497,9 @@ async fn start_session<S: ClientStream>(
         // The server's report, with the values of the settings the client carries.
         // Setting names are lowercase (router::startup); the server reports "DateStyle".
         params.write(&mut out, |k| {
+            if held_read_only && k == "default_transaction_read_only" {
+                return Some("on");
+            }
             who.settings
                 .iter()
                 .find(|(sk, _)| sk.eq_ignore_ascii_case(k) && super::relay::is_carried_setting(sk))

@@ -82,7 +82,14 @@ impl Flags {
     /// Parse stored flags; unknown or malformed values of known flags count as unset.
     pub fn from_map(all: BTreeMap<String, String>) -> Flags {
         let b = |k: &str| all.get(k).and_then(|v| parse_bool(v)).unwrap_or(false);
-        let n = |k: &str| all.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        // As `validate` bounds them (PostgreSQL's statement_timeout takes at most
+        // i32::MAX ms): a value stored otherwise counts as unset.
+        let n = |k: &str| {
+            all.get(k)
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|&n| n <= i32::MAX as u64)
+                .unwrap_or(0)
+        };
         let mut f = Flags {
             read_only: b("read_only"),
             query_cache: b("query_cache"),

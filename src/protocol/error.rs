@@ -187,6 +187,17 @@ impl PgError {
         )
     }
 
+    /// 57P01, fatal: a session-pooled client's server session started before the
+    /// tenant's read_only or max_statement_ms flag changed.
+    pub fn tenant_settings_changed(tenant: &str) -> Self {
+        Self::new(
+            Severity::Fatal,
+            "57P01",
+            format!("terminating connection: the read_only or max_statement_ms flag of tenant \"{tenant}\" changed"),
+        )
+        .with_hint("Reconnect: the new session starts with the tenant's current settings.")
+    }
+
     /// 0A000, fatal: the server session turned standard_conforming_strings off.
     pub fn nonstandard_strings() -> Self {
         Self::new(

@@ -230,6 +230,8 @@ where
             Wait::Flags { tag, msg, facts } => {
                 match self.apply_flags().await {
                     Ok(()) => self.forward(tag, &msg, facts),
+                    // The session ends (its connection's startup values are outdated).
+                    Err(e) if e.severity == crate::protocol::Severity::Fatal => return Err(e),
                     Err(e) => self.attach_failed(tag, &msg, e),
                 }
                 Ok(None)
@@ -589,6 +591,8 @@ where
 
     async fn attach_once(&mut self, taken: Option<Pooled>) -> Result<(), Option<PgError>> {
         let mut pool = self.pool.clone().ok_or_else(PgError::no_tenant)?;
+        // One reading of the flags for the connection's startup values and its settings.
+        let mut flags = None;
         let (mut conn, waited) = match taken {
             Some(c) => (c, Duration::ZERO),
             None => {
@@ -609,7 +613,8 @@ where
                 if self.lim_stale() {
                     self.lim_ctx().await;
                 }
-                pool.hold_settings(&self.flags().held);
+                flags = Some(self.flags());
+                pool.hold_settings(&flags.as_ref().expect("just set").held);
                 // An idle connection at once (no clock read), else wait for one.
                 match pool.try_acquire() {
                     Some(c) => (c, Duration::ZERO),
@@ -639,7 +644,8 @@ where
         if self.lim_stale() {
             self.lim_ctx().await;
         }
-        let merged = self.flags().merge_settings(&self.settings);
+        let flags = flags.unwrap_or_else(|| self.flags());
+        let merged = flags.merge_settings(&self.settings);
         let synced = conn
             .sync_settings(merged.as_ref().unwrap_or(&self.settings))
             .await;

@@ -239,9 +239,13 @@ where
         let Some(conn) = server.as_mut() else {
             return Ok(());
         };
-        // Connections opened from now on start with them; this one is closed when the
-        // session ends, as its startup values (what RESET ALL returns to) are the old ones.
+        // Connections opened from now on start with the held ones. This session's own
+        // connection started with other values, which RESET ALL would return to: the
+        // session ends, and the client reconnects to one that starts with them.
         conn.pool().hold_settings(&flags.held);
+        if conn.held_gen != conn.pool().held_gen() {
+            return Err(PgError::tenant_settings_changed(&tenant));
+        }
         if let Err(e) = conn
             .sync_settings(merged.as_ref().unwrap_or(settings))
             .await
