@@ -363,6 +363,8 @@ fn flag(t: &Text) -> Option<(String, String)> {
         "out",
         "remove",
         "lift",
+        "unset",
+        "clear",
     ]) || t.phrase("read-write")
         || t.phrase("read write");
     let value = |on: bool| if on { "true" } else { "false" }.to_owned();
