@@ -360,6 +360,19 @@ async fn held_settings_are_readable_reach_connected_clients_and_survive_resets()
         bumps.push(c.prepare("SELECT bump()").await.unwrap());
     }
     let l = env.proxy.proxy.limits().unwrap();
+    // A flag the proxy does not hold reaches a session-pooled client by SET; its session
+    // goes on.
+    l.set_flag("globex", "beta_ui", "blue").await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            l.flags("globex").all.get("beta_ui").map(String::as_str) == Some("blue")
+        })
+        .await
+    );
+    assert_eq!(
+        show(&early[1], "SELECT current_setting('tenantgate.beta_ui')").await,
+        "blue"
+    );
     for t in tenants {
         l.set_flag(t, "read_only", "on").await.unwrap();
     }

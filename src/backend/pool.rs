@@ -706,6 +706,7 @@ impl TenantPool {
         match res {
             Ok(mut conn) => {
                 conn.held_gen = gen;
+                conn.started_held = held.clone();
                 slot.kept = true;
                 let mut sp = self.server_params.lock();
                 if sp.is_none() {
@@ -752,11 +753,6 @@ impl TenantPool {
             self.held_gen.fetch_add(1, Ordering::AcqRel);
         }
         while self.close_oldest_idle() {}
-    }
-
-    /// The generation of the held settings new connections start with.
-    pub fn held_gen(&self) -> u64 {
-        self.held_gen.load(Ordering::Acquire)
     }
 
     /// Does this pool start its connections with held settings? (One atomic read: the

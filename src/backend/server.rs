@@ -120,8 +120,9 @@ pub struct ServerConn {
     pub prepared: PreparedCache,
     /// Session state changed by a client that must be reset before reuse.
     pub dirty: bool,
-    /// The generation of its pool's held settings it started with.
+    /// The generation of its pool's held settings it started with, and those settings.
     pub held_gen: u64,
+    pub started_held: Arc<[(String, String)]>,
     pub created: Instant,
     /// When it last answered a client (its last ReadyForQuery), stamped by the relay as it
     /// reads the clock for the statement's latency; else when it was opened.
@@ -285,6 +286,7 @@ impl ServerConn {
             prepared: PreparedCache::new(prepared_cap),
             dirty: false,
             held_gen: 0,
+            started_held: Arc::new([]),
             created: now,
             last_used: now,
             check_after: now,

@@ -56,6 +56,11 @@ pub struct TenantState {
     pub(crate) local_conns: AtomicU64,
     flags: ArcSwap<Flags>,
     flags_loaded: AtomicBool,
+    /// Flag reloads issued, and the number of the one last stored: reloads run at once
+    /// (pub/sub, a change made here, the periodic refresh) and may finish out of order;
+    /// an older read must not replace a newer one.
+    flags_reads: AtomicU64,
+    flags_stored: Mutex<u64>,
     pub(crate) cache_gen: AtomicU64,
     pub(crate) gen_loaded: AtomicBool,
     /// Statements admitted in the current and previous second (for SHOW LIMITS).
@@ -74,6 +79,8 @@ impl TenantState {
             local_conns: AtomicU64::new(0),
             flags: ArcSwap::from_pointee(Flags::default()),
             flags_loaded: AtomicBool::new(false),
+            flags_reads: AtomicU64::new(0),
+            flags_stored: Mutex::new(0),
             cache_gen: AtomicU64::new(0),
             gen_loaded: AtomicBool::new(false),
             second: Mutex::new((0, 0, 0)),
@@ -420,6 +427,7 @@ impl Limits {
             return;
         };
         let key = s.key(&format!("flags:{}", t.key));
+        let seq = t.flags_reads.fetch_add(1, Ordering::AcqRel) + 1;
         let res = s
             .call(|mut c| async move {
                 redis::cmd("HGETALL")
@@ -430,11 +438,17 @@ impl Limits {
             .await;
         if let Ok(all) = res {
             let new = Flags::from_map(all);
+            let mut stored = t.flags_stored.lock();
+            if seq < *stored {
+                return; // a read issued later is already in
+            }
+            *stored = seq;
             // A switch from off to on (not the first load of the flags).
             let enabled =
                 new.query_cache && !t.flags().query_cache && t.flags_loaded.load(Ordering::Acquire);
             t.flags.store(Arc::new(new));
             t.flags_loaded.store(true, Ordering::Release);
+            drop(stored);
             // Answers cached before the cache was switched off may be stale by now.
             if enabled {
                 self.cache_invalidate(t);

@@ -243,7 +243,7 @@ where
         // connection started with other values, which RESET ALL would return to: the
         // session ends, and the client reconnects to one that starts with them.
         conn.pool().hold_settings(&flags.held);
-        if conn.held_gen != conn.pool().held_gen() {
+        if *conn.started_held != *flags.held {
             return Err(PgError::tenant_settings_changed(&tenant));
         }
         if let Err(e) = conn
