@@ -287,11 +287,7 @@ fn scan_tokens(tokens: &[Token], a: &mut Analysis) {
                 after_direction = matches!(lw.as_deref(), Some("from") | Some("to"));
             }
         }
-        if stmt.windows(3).any(|w| {
-            matches!(w, [Token::Word(u), Token::Ampersand, Token::Word(id)]
-                if u.quote_style.is_none() && u.value.eq_ignore_ascii_case("u")
-                    && id.quote_style == Some('"'))
-        }) {
+        if unicode_escaped_identifier(stmt) {
             a.unicode_identifier = true;
         }
         // function calls by name: name '(' ...
@@ -357,6 +353,16 @@ fn scan_tokens(tokens: &[Token], a: &mut Analysis) {
             }
         }
     }
+}
+
+/// A `U&"..."` identifier among `tokens` (whitespace left out): its escapes can spell any
+/// name the checks look for. (`U&'...'` strings arrive decoded.)
+pub fn unicode_escaped_identifier(tokens: &[Token]) -> bool {
+    tokens.windows(3).any(|w| {
+        matches!(w, [Token::Word(u), Token::Ampersand, Token::Word(id)]
+            if u.quote_style.is_none() && u.value.eq_ignore_ascii_case("u")
+                && id.quote_style == Some('"'))
+    })
 }
 
 fn fold(s: &str, quoted: bool) -> String {

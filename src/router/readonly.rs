@@ -70,8 +70,8 @@ pub enum Violation {
 /// whose setting is held or not a plain literal (a bind parameter could name one), a
 /// Unicode-escaped identifier (`U&"..."`, which could spell any name), and, for a
 /// read-only tenant, a statement that writes. `RESET ALL` and `DISCARD ALL` are not
-/// refused: drivers send them when a pooled connection is returned, and the session
-/// applies the held settings again after them.
+/// refused: drivers send them when a pooled connection is returned, and the tenant's
+/// server connections start with the held settings, which they return to.
 pub fn check(sql: &str, held: Held) -> Option<Violation> {
     if !held.any() {
         return None;
@@ -98,7 +98,7 @@ pub fn check(sql: &str, held: Held) -> Option<Violation> {
                 (Vec::new(), w)
             }
         };
-    if unicode_escaped_identifier(&tokens) {
+    if super::guard::unicode_escaped_identifier(&tokens) {
         return Some(held.changing(None));
     }
     let names = set_config_names(&tokens);
@@ -156,19 +156,6 @@ fn has_word(text: &str, word: &str) -> bool {
     text.match_indices(word).any(|(i, _)| {
         let end = i + word.len();
         (i == 0 || !ident(bytes[i - 1])) && (end == bytes.len() || !ident(bytes[end]))
-    })
-}
-
-/// A `U&"..."` identifier among `tokens` (whitespace left out): its escapes can spell
-/// any name. (`U&'...'` strings arrive decoded.)
-fn unicode_escaped_identifier(tokens: &[Token]) -> bool {
-    tokens.windows(3).any(|w| match w {
-        [Token::Word(u), Token::Ampersand, Token::Word(id)] => {
-            u.quote_style.is_none()
-                && u.value.eq_ignore_ascii_case("u")
-                && id.quote_style == Some('"')
-        }
-        _ => false,
     })
 }
 

@@ -142,7 +142,9 @@ where
                 // A session-pooled client's Bind can start a transaction: the flags'
                 // settings go first when they changed.
                 (self.forwards_directly(h.tag)
-                    && !(h.tag == b'B' && self.flags_unapplied_before_bind(h.total())))
+                    && !(h.tag == b'B'
+                        && self.flags_unapplied()
+                        && Self::binds_named_statement(&self.cin[..h.total()])))
                 .then_some(Ok(()))
             };
             if let Some(admitted) = direct {
@@ -480,11 +482,9 @@ where
                     conn,
                 }));
             }
-        } else if (matches!(tag, b'Q' | b'P')
-            || (tag == b'B'
-                && frame::parse_bind(&msg[frame::HEADER_LEN..])
-                    .is_some_and(|(_, name, _)| !name.is_empty())))
+        } else if matches!(tag, b'Q' | b'P' | b'B')
             && self.flags_unapplied()
+            && (tag != b'B' || Self::binds_named_statement(&msg))
         {
             return Ok(Some(Wait::Flags { tag, msg, facts }));
         }

@@ -216,14 +216,11 @@ where
         }
     }
 
-    /// [`Self::flags_unapplied`] for the Bind at the head of `cin` (`len` bytes). Not
-    /// before a Bind of the unnamed statement: the settings' statements (simple queries)
-    /// would drop it; they go before the next Parse or Query instead.
-    pub(super) fn flags_unapplied_before_bind(&mut self, len: usize) -> bool {
-        self.mode == PoolMode::Session
-            && frame::parse_bind(&self.cin[frame::HEADER_LEN..len])
-                .is_some_and(|(_, name, _)| !name.is_empty())
-            && self.flags_unapplied()
+    /// May the flags' settings go before this Bind (`msg`, whole)? Not before a Bind of
+    /// the unnamed statement: the settings' statements (simple queries) would drop it;
+    /// they go before the next Parse or Query instead.
+    pub(super) fn binds_named_statement(msg: &[u8]) -> bool {
+        frame::parse_bind(&msg[frame::HEADER_LEN..]).is_some_and(|(_, name, _)| !name.is_empty())
     }
 
     /// Bring the held server connection's settings in line with the client's and the
