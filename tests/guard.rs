@@ -120,9 +120,14 @@ async fn escape_battery() {
         ("SELECT lo_export(1, '/tmp/tg-escape')".into(), true),
         ("SELECT * FROM pg_ls_dir('.')".into(), true),
         ("SELECT pg_terminate_backend(pg_backend_pid())".into(), true),
-        // dynamic SQL and functions: the guard cannot see inside strings; the tenant's role
-        // has no privilege on globex's schema, so PostgreSQL refuses them
-        ("DO $$ BEGIN EXECUTE 'SELECT * FROM globex.items'; END $$".into(), false),
+        // routine bodies, and dynamic SQL written out as a literal, get the same checks
+        ("DO $$ BEGIN EXECUTE 'SELECT * FROM globex.items'; END $$".into(), true),
+        ("DO $$ BEGIN PERFORM * FROM globex.items; END $$".into(), true),
+        (format!("DO $$ BEGIN IF true THEN SET ROLE {g}; END IF; END $$"), true),
+        ("CREATE FUNCTION acme.peek() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM globex.items'".into(), true),
+        ("DO $$ BEGIN SET standard_conforming_strings = off; END $$".into(), true),
+        // dynamic SQL built at run time: the guard cannot see it; the tenant's role has no
+        // privilege on globex's schema, so PostgreSQL refuses them
         ("DO $$ DECLARE r text; BEGIN SELECT owner INTO r FROM glo || 'bex.items'; END $$".into(), false),
         ("CREATE FUNCTION acme.leak() RETURNS SETOF text LANGUAGE plpgsql AS $$ BEGIN RETURN QUERY EXECUTE 'SELECT owner FROM glo' || 'bex.items'; END $$; SELECT acme.leak()".into(), false),
         ("SELECT query_to_xml('select * from globex.items', true, true, '')".into(), false),
@@ -141,6 +146,9 @@ async fn escape_battery() {
         // from the checks
         ("SET standard_conforming_strings = off".into(), true),
         ("SELECT set_config('standard_conforming_strings', 'off', false)".into(), true),
+        // so would a client encoding whose characters can hold a backslash byte
+        ("SET client_encoding = 'SJIS'".into(), true),
+        ("SET NAMES 'BIG5'".into(), true),
     ];
     assert!(cases.len() >= 60, "battery has {} statements", cases.len());
     let mut guard_refusals = 0;
@@ -312,7 +320,7 @@ async fn standard_conforming_strings_stays_on() {
     let d = common::try_connect(&dsn).await.unwrap();
     assert_eq!(show(&d).await, "on");
     let e = d
-        .simple_query("DO $$BEGIN EXECUTE 'SET standard_conforming_strings = off'; END$$")
+        .simple_query("DO $$BEGIN EXECUTE 'SET standard_' || 'conforming_strings = off'; END$$")
         .await
         .unwrap_err();
     assert_eq!(code(&e), "0A000", "{e}");
@@ -328,12 +336,99 @@ async fn standard_conforming_strings_stays_on() {
 }
 
 async fn show(c: &tokio_postgres::Client) -> String {
-    match &c
-        .simple_query("SHOW standard_conforming_strings")
-        .await
-        .unwrap()[1]
-    {
+    show_setting(c, "standard_conforming_strings").await
+}
+
+async fn show_setting(c: &tokio_postgres::Client, name: &str) -> String {
+    match &c.simple_query(&format!("SHOW {name}")).await.unwrap()[1] {
         SimpleQueryMessage::Row(r) => r.get(0).unwrap().to_owned(),
         m => panic!("{m:?}"),
     }
+}
+
+/// Client encodings whose characters can contain ASCII bytes (SJIS, BIG5, GBK, UHC,
+/// GB18030, JOHAB) would make the proxy read statements differently from the server:
+/// asking for one at login, with SET, SET NAMES, set_config or a role default is refused,
+/// and a session that switches to one where the guard cannot see (a DO block) ends.
+/// ASCII-compatible encodings other than UTF8 still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_encodings_the_proxy_cannot_read_are_refused() {
+    let env = env().await;
+    let c = env.client("acme").await;
+    for sql in [
+        "SET client_encoding = 'SJIS'",
+        "SET NAMES 'win950'",
+        "SET client_encoding TO gbk",
+        "SELECT set_config('client_encoding', 'UHC', false)",
+        "ALTER ROLE CURRENT_USER SET client_encoding = 'GB18030'",
+    ] {
+        let e = c.simple_query(sql).await.unwrap_err();
+        assert_eq!(code(&e), "42501", "{sql}: {e}");
+    }
+    assert_eq!(show_setting(&c, "client_encoding").await, "UTF8");
+    c.simple_query("SET client_encoding = 'LATIN1'")
+        .await
+        .unwrap();
+    assert_eq!(show_setting(&c, "client_encoding").await, "LATIN1");
+    c.simple_query("SET client_encoding = 'UTF8'")
+        .await
+        .unwrap();
+
+    // Where the guard cannot see it, the server's report ends the session.
+    let e = c
+        .simple_query("DO $$BEGIN EXECUTE 'SET client_' || 'encoding = ''SJIS'''; END$$")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e}");
+    assert!(
+        c.simple_query("SELECT 1").await.is_err(),
+        "the session ended"
+    );
+    let c = env.client("acme").await;
+    assert_eq!(show_setting(&c, "client_encoding").await, "UTF8");
+
+    // At login: a startup option, and psql's client_encoding.
+    let opts = format!(
+        "{} options='-c client_encoding=SJIS'",
+        env.dsn("app@acme", "acme-pw")
+    );
+    let e = common::try_connect(&opts).await.unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e}");
+    let out = common::psql(
+        &format!("{} client_encoding=BIG5", env.dsn("app@acme", "acme-pw")),
+        &["-c", "SELECT 1"],
+    )
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("client_encoding \"BIG5\" is not supported"),
+        "{err}"
+    );
+
+    // A role default set behind the proxy's back: its server connections are refused
+    // (the log says why), not used.
+    let a = admin(&env.db.db).await;
+    let role = env.db.role("acme");
+    a.batch_execute(&format!("ALTER ROLE {role} SET client_encoding = 'SJIS'"))
+        .await
+        .unwrap();
+    let fresh = tenantgate::app::start(env.db.config(), None).await.unwrap();
+    let dsn = format!(
+        "host=127.0.0.1 port={} user=app@acme password=acme-pw dbname={}",
+        fresh.addr.port(),
+        env.db.db
+    );
+    let failed = match common::try_connect(&dsn).await {
+        Err(e) => e,
+        Ok(d) => d.simple_query("SELECT 1").await.unwrap_err(),
+    };
+    assert_eq!(code(&failed), "08004", "{failed}");
+    a.batch_execute(&format!("ALTER ROLE {role} RESET client_encoding"))
+        .await
+        .unwrap();
+    let d = common::try_connect(&dsn).await.unwrap();
+    assert_eq!(show_setting(&d, "client_encoding").await, "UTF8");
+    fresh.shutdown().await;
+    env.still_alive().await;
+    env.finish().await;
 }

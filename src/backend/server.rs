@@ -381,6 +381,16 @@ impl ServerConn {
                     return Err(BackendError::Login { code, message });
                 }
                 Message::ReadyForQuery(_) => {
+                    if let Some(e) = self.settings.get("client_encoding") {
+                        if crate::router::encoding::splits_ascii(e) {
+                            // A role's or database's default: the proxy could not read
+                            // the statements of a client that keeps it.
+                            return Err(BackendError::Login {
+                                code: "0A000".into(),
+                                message: crate::router::encoding::refusal(e),
+                            });
+                        }
+                    }
                     self.startup_settings = self.settings.clone();
                     return Ok(());
                 }

@@ -281,7 +281,7 @@ fn vet_settings(
             }
             match startup_setting(&k, &v, &ctx, cfg.guard.enabled) {
                 Ok(v) => Ok((k, v)),
-                Err(reason) if k == "standard_conforming_strings" => {
+                Err(reason) if k == "standard_conforming_strings" || k == "client_encoding" => {
                     Err(fatal(PgError::feature_unsupported(&reason)))
                 }
                 Err(reason) => Err(fatal(PgError::guard_refused(

@@ -207,6 +207,19 @@ impl PgError {
         )
     }
 
+    /// 0A000, fatal: the server session switched to a client encoding the proxy cannot
+    /// read statements in ([`crate::router::encoding`]).
+    pub fn unreadable_client_encoding(name: &str) -> Self {
+        Self::new(
+            Severity::Fatal,
+            "0A000",
+            format!(
+                "{}; tenantgate closes the session",
+                crate::router::encoding::refusal(name)
+            ),
+        )
+    }
+
     /// 0A000: a feature this proxy (configuration) does not offer. Recoverable.
     pub fn feature_unsupported(msg: &str) -> Self {
         Self::new(Severity::Error, "0A000", msg)

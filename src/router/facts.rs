@@ -7,7 +7,7 @@
 use super::text::Words;
 
 /// The words the checks look for; a word's index is its bit in [`TextFacts`].
-static WORDS: Words<13> = Words::new([
+static WORDS: Words<15> = Words::new([
     // The guard: every refusal needs one of these, or a `.` (outside strict mode).
     b"role",
     b"authorization",
@@ -22,11 +22,13 @@ static WORDS: Words<13> = Words::new([
     b"temp",
     b"create",
     b"into",
-    // The guard again (standard_conforming_strings).
+    // The guard again (standard_conforming_strings, client_encoding, SET NAMES).
     b"conforming",
+    b"encoding",
+    b"names",
 ]);
 
-const GUARD_WORDS: u16 = 0x00ff | 1 << 12;
+const GUARD_WORDS: u16 = 0x00ff | 0b111 << 12;
 const SEARCH_PATH: u16 = 1 << 2;
 const SET_CONFIG: u16 = 1 << 3;
 const ADVISORY: u16 = 1 << 8;
@@ -58,8 +60,8 @@ impl TextFacts {
 
     /// Cheap proof that the text cannot trip any guard check outside strict mode: every
     /// refusal needs a schema-qualified name or one of a few words (role, authorization,
-    /// search_path, set_config, copy, standard_conforming_strings, and the forbidden
-    /// functions' prefixes).
+    /// search_path, set_config, copy, standard_conforming_strings, client_encoding, names,
+    /// and the forbidden functions' prefixes).
     pub fn trivially_allowed(&self) -> bool {
         !self.special && self.words & GUARD_WORDS == 0
     }
@@ -162,6 +164,8 @@ mod tests {
             b"COPY t TO PROGRAM 'x'",
             b"set search_path = other",
             b"SET standard_conforming_strings = off",
+            b"SET client_encoding = 'SJIS'",
+            b"set names big5",
         ] {
             let f = TextFacts::of(refusable);
             assert!(

@@ -12,6 +12,8 @@
 //! - `standard_conforming_strings` off (`SET`, `set_config`): every check here reads
 //!   strings as standard SQL
 //! - Unicode-escaped identifiers (`U&"..."`), whose escapes could spell any name above
+//! - a `client_encoding` whose characters can contain ASCII bytes (`SET client_encoding`,
+//!   `SET NAMES`, a role's or function's `SET` clause; see [`super::encoding`])
 //!
 //! [`startup_setting`] applies the same rules to settings a client asks for at login.
 //!
@@ -55,12 +57,14 @@ const FORBIDDEN_FUNCTIONS: &[&str] = &[
 
 /// Settings that must not be changed through `set_config`. With
 /// `standard_conforming_strings` off, backslashes in plain string literals escape quotes,
-/// and the proxy's checks would read different statement boundaries than the server.
+/// and the proxy's checks would read different statement boundaries than the server; so
+/// would they in some client encodings ([`super::encoding`]).
 const GUARDED_SETTINGS: &[&str] = &[
     "role",
     "session_authorization",
     "search_path",
     "standard_conforming_strings",
+    "client_encoding",
 ];
 
 /// Statements with more tokens than this are not parsed (see [`analyze`]).
@@ -89,6 +93,8 @@ pub struct Analysis {
     pub nonstandard_strings: bool,
     /// A `U&"..."` identifier: its escapes can spell any name the checks look for.
     pub unicode_identifier: bool,
+    /// A `client_encoding` set to an encoding the checks cannot read (as written).
+    pub split_encoding: Option<String>,
 }
 
 /// The tenant a statement runs for.
@@ -184,21 +190,16 @@ pub fn cache_key(sql: &str) -> std::borrow::Cow<'_, str> {
 /// Analyse a statement text (one or more statements).
 pub fn analyze(sql: &str) -> Analysis {
     let mut a = Analysis::default();
-    let dialect = PostgreSqlDialect {};
-    let tokens: Vec<Token> = match Tokenizer::new(&dialect, sql).tokenize() {
-        Ok(t) => t
-            .into_iter()
-            .filter(|t| !matches!(t, Token::Whitespace(_)))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    scan_tokens(&tokens, &mut a);
+    let tokens = tokenize(sql).unwrap_or_default();
+    let mut bodies_read = true;
+    scan_tokens(&tokens, &mut a, 0, &mut bodies_read);
     // Very long token streams (deeply nested expressions) are not parsed: walking or even
     // dropping such an AST recurses deeper than a worker stack allows. They count as
     // unparsed (token checks only; refused in strict mode).
     if !tokens.is_empty() && tokens.len() <= MAX_PARSE_TOKENS {
-        if let Ok(stmts) = Parser::parse_sql(&dialect, sql) {
-            a.parsed = true;
+        if let Ok(stmts) = Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+            // A routine body the tokenizer could not read was not checked.
+            a.parsed = bodies_read;
             scan_ast(&stmts, &mut a);
         }
     }
@@ -233,11 +234,111 @@ fn string(t: &Token) -> Option<&str> {
     }
 }
 
+/// The value a `SET` clause gives, however it is written (a word or any string literal).
+fn setting_value(t: &Token) -> Option<String> {
+    match t {
+        Token::UnicodeStringLiteral(s) | Token::NationalStringLiteral(s) => Some(s.clone()),
+        _ => ident(t).or_else(|| string(t).map(str::to_owned)),
+    }
+}
+
+/// The first value `stmt[at..]` sets that names an encoding the checks cannot read:
+/// `[=|TO] value [, value ...]`.
+fn split_encoding_value(stmt: &[Token], at: usize) -> Option<String> {
+    let mut rest = stmt[at..]
+        .iter()
+        .skip_while(|t| matches!(t, Token::Eq) || word(t).as_deref() == Some("to"));
+    loop {
+        let v = setting_value(rest.next()?)?;
+        if super::encoding::splits_ascii(&v) {
+            return Some(v);
+        }
+        if !matches!(rest.next(), Some(Token::Comma)) {
+            return None;
+        }
+    }
+}
+
+/// A text's tokens without whitespace; `None` when the tokenizer cannot read it.
+fn tokenize(sql: &str) -> Option<Vec<Token>> {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
+    Some(
+        tokens
+            .into_iter()
+            .filter(|t| !matches!(t, Token::Whitespace(_)))
+            .collect(),
+    )
+}
+
+/// The statements of `tokens`: split at semicolons, and in a PL/pgSQL `body` also after
+/// the words that open a block or branch (`BEGIN SET ROLE x; END`, `THEN`, `ELSE`,
+/// `LOOP`), so that a statement there starts where the checks look for its first word.
+fn statements(tokens: &[Token], body: bool) -> impl Iterator<Item = &[Token]> {
+    tokens
+        .split_inclusive(move |t| match t {
+            Token::SemiColon => true,
+            Token::Word(w) if body && w.quote_style.is_none() => ["begin", "then", "else", "loop"]
+                .iter()
+                .any(|k| w.value.eq_ignore_ascii_case(k)),
+            _ => false,
+        })
+        .map(|s| match s.last() {
+            Some(Token::SemiColon) => &s[..s.len() - 1],
+            _ => s,
+        })
+}
+
+/// How deep routine bodies inside routine bodies are read (each level needs its own
+/// quoting, so real code rarely nests more than twice).
+const MAX_BODY_DEPTH: usize = 4;
+
+/// The texts in statement `stmt` (its `words`, see [`word`]) that the server runs as SQL later: the body
+/// of a `DO` block or of a `CREATE FUNCTION` / `CREATE PROCEDURE` in `sql` or `plpgsql`
+/// (or with no language named), and a string literal right after `EXECUTE` (PL/pgSQL's
+/// dynamic SQL, when it is written out).
+fn sql_bodies<'t>(stmt: &'t [Token], words: &[Option<String>]) -> Vec<&'t str> {
+    let w = |i: usize| words.get(i).and_then(|x| x.as_deref());
+    let language = (0..stmt.len())
+        .find(|&i| w(i) == Some("language"))
+        .and_then(|i| stmt.get(i + 1))
+        .and_then(ident)
+        .map(|l| l.to_ascii_lowercase());
+    let sql_language = language
+        .as_deref()
+        .is_none_or(|l| matches!(l, "plpgsql" | "sql"));
+    let routine =
+        w(0) == Some("create") && (1..4).any(|i| matches!(w(i), Some("function" | "procedure")));
+    let mut bodies = Vec::new();
+    for (i, t) in stmt.iter().enumerate() {
+        let Some(text) = string(t) else { continue };
+        let prev = i.checked_sub(1).and_then(w);
+        let body = match w(0) {
+            Some("do") => sql_language,
+            _ if routine => sql_language && prev == Some("as"),
+            _ => false,
+        };
+        if body || prev == Some("execute") {
+            bodies.push(text);
+        }
+    }
+    bodies
+}
+
 /// Token-level checks: they work on statements the parser does not understand too.
-fn scan_tokens(tokens: &[Token], a: &mut Analysis) {
-    for stmt in tokens.split(|t| matches!(t, Token::SemiColon)) {
+/// Routine bodies found in them are checked alike, `depth` levels down; `bodies_read`
+/// turns false when one could not be tokenized.
+fn scan_tokens(tokens: &[Token], a: &mut Analysis, depth: usize, bodies_read: &mut bool) {
+    for stmt in statements(tokens, depth > 0) {
         let words: Vec<Option<String>> = stmt.iter().map(word).collect();
         let w = |i: usize| words.get(i).and_then(|x| x.as_deref());
+        if depth < MAX_BODY_DEPTH {
+            for body in sql_bodies(stmt, &words) {
+                match tokenize(body) {
+                    Some(t) => scan_tokens(&t, a, depth + 1, bodies_read),
+                    None => *bodies_read = false,
+                }
+            }
+        }
         // SET/RESET [SESSION|LOCAL] ROLE, SET/RESET SESSION AUTHORIZATION
         if matches!(w(0), Some("set") | Some("reset")) {
             let mut i = 1;
@@ -289,6 +390,18 @@ fn scan_tokens(tokens: &[Token], a: &mut Analysis) {
         }
         if unicode_escaped_identifier(stmt) {
             a.unicode_identifier = true;
+        }
+        // SET [SESSION|LOCAL] client_encoding, SET NAMES, and the SET clauses of
+        // ALTER ROLE / DATABASE / FUNCTION and CREATE FUNCTION
+        for j in 1..stmt.len() {
+            let setting = match w(j) {
+                Some("client_encoding") => matches!(w(j - 1), Some("set" | "session" | "local")),
+                Some("names") => w(j - 1) == Some("set"),
+                _ => false,
+            };
+            if setting && a.split_encoding.is_none() {
+                a.split_encoding = split_encoding_value(stmt, j + 1);
+            }
         }
         // function calls by name: name '(' ...
         for (i, t) in stmt.iter().enumerate() {
@@ -452,8 +565,9 @@ pub fn pg_bool(v: &str) -> Option<bool> {
 /// in `options`), which the proxy applies with `SET` on each server connection: the value
 /// to apply, with the logical schema in a `search_path` replaced by the tenant's (as
 /// `SET search_path` statements are rewritten), or why it is refused. `enforce` is the
-/// guard's switch; `standard_conforming_strings` must stay on whatever it says, as every
-/// check and rewrite reads the text as standard SQL.
+/// guard's switch; `standard_conforming_strings` must stay on and `client_encoding`
+/// readable ([`super::encoding`]) whatever it says, as every check and rewrite reads the
+/// text as standard SQL in an ASCII-compatible encoding.
 pub fn startup_setting(
     name: &str,
     value: &str,
@@ -463,6 +577,9 @@ pub fn startup_setting(
     match name {
         "standard_conforming_strings" if pg_bool(value) != Some(true) => {
             Err(NONSTANDARD_STRINGS.into())
+        }
+        "client_encoding" if super::encoding::splits_ascii(value) => {
+            Err(super::encoding::refusal(value))
         }
         "role" | "session_authorization" if enforce => {
             Err("changing role or session authorization is not allowed".into())
@@ -531,6 +648,9 @@ pub fn check(a: &Analysis, ctx: &GuardContext<'_>) -> Verdict {
     }
     if a.nonstandard_strings {
         return Verdict::Refuse(NONSTANDARD_STRINGS.into());
+    }
+    if let Some(e) = &a.split_encoding {
+        return Verdict::Refuse(super::encoding::refusal(e));
     }
     if a.unicode_identifier {
         return Verdict::Refuse(
@@ -672,6 +792,64 @@ mod tests {
             ("SELECT U&\"pg\\005Fread\\005Ffile\"('/etc/passwd')", false),
             ("SELECT * FROM U&\"tenant\\005Fglobex\".users", false),
             ("SELECT U&'caf\\00E9'", true),
+            // Client encodings the checks cannot read (see super::encoding).
+            ("SET client_encoding = 'SJIS'", false),
+            ("SET client_encoding TO sjis", false),
+            ("set session client_encoding to 'Shift-JIS'", false),
+            ("SET LOCAL client_encoding = E'big5'", false),
+            ("SET NAMES 'win932'", false),
+            ("SET NAMES $$GBK$$", false),
+            ("SET client_encoding = U&'UHC'", false),
+            ("SELECT 1; SET client_encoding = 'GB18030'", false),
+            ("ALTER ROLE CURRENT_USER SET client_encoding = 'JOHAB'", false),
+            (
+                "ALTER FUNCTION f() SET client_encoding TO 'SHIFT_JIS_2004'",
+                false,
+            ),
+            (
+                "SELECT set_config('client_encoding', 'SJIS', false)",
+                false,
+            ),
+            ("SET client_encoding = 'UTF8'", true),
+            ("SET NAMES 'LATIN1'", true),
+            ("SET client_encoding TO DEFAULT", true),
+            ("RESET client_encoding", true),
+            ("SELECT names FROM t WHERE client_encoding = 'SJIS'", true),
+            // Routine bodies the server runs as SQL get the same checks.
+            ("DO $$BEGIN PERFORM * FROM tenant_globex.users; END$$", false),
+            ("DO $$BEGIN SET ROLE postgres; END$$", false),
+            (
+                "DO LANGUAGE plpgsql $b$BEGIN SET standard_conforming_strings = off; END$b$",
+                false,
+            ),
+            ("DO 'BEGIN PERFORM pg_read_file(''/etc/passwd''); END'", false),
+            (
+                "DO $a$BEGIN EXECUTE $q$SET client_encoding = 'SJIS'$q$; END$a$",
+                false,
+            ),
+            (
+                "DO $a$BEGIN EXECUTE 'DO $b$BEGIN EXECUTE ''SET ROLE x''; END$b$'; END$a$",
+                false,
+            ),
+            (
+                "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$SELECT count(*) FROM tenant_globex.users$$",
+                false,
+            ),
+            (
+                "CREATE OR REPLACE PROCEDURE p() AS $$BEGIN SET ROLE x; END$$ LANGUAGE plpgsql",
+                false,
+            ),
+            ("DO $$BEGIN PERFORM * FROM users; RAISE NOTICE 'done'; END$$", true),
+            (
+                "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$SELECT count(*) FROM public.users$$",
+                true,
+            ),
+            // Another language's body is not SQL (Python's `from os.path import x`).
+            (
+                "CREATE FUNCTION f() RETURNS int LANGUAGE plpython3u AS $$from os.path import join$$",
+                true,
+            ),
+            ("SELECT 'DO $$ SET ROLE x $$'", true),
         ];
         for (sql, ok) in cases {
             let v = verdict(sql, false);
@@ -703,6 +881,8 @@ mod tests {
         assert!(vet("standard_conforming_strings", "off").is_err());
         assert_eq!(vet("standard_conforming_strings", "on").unwrap(), "on");
         assert_eq!(vet("application_name", "x").unwrap(), "x");
+        assert!(vet("client_encoding", "SJIS").is_err());
+        assert_eq!(vet("client_encoding", "UTF8").unwrap(), "UTF8");
         // With the guard off only the rewrite and standard strings remain.
         let off = |k: &str, v: &str| startup_setting(k, v, &ctx, false);
         assert_eq!(
@@ -711,6 +891,7 @@ mod tests {
         );
         assert!(off("role", "x").is_ok());
         assert!(off("standard_conforming_strings", "0").is_err());
+        assert!(off("client_encoding", "big5").is_err());
         // A placement used as it is: no schema to map to.
         let whole = GuardContext {
             tenant_schema: None,

@@ -6,8 +6,10 @@
 //! - [`header`] reads `/* tenant: key */` header comments.
 //! - [`rewrite`] maps the logical schema (`public`) to the tenant's schema.
 //! - [`facts`] reads what the per-statement checks need from a text, in one pass.
+//! - [`encoding`] knows the client encodings the checks cannot read.
 //! - [`text`] has the case-insensitive searches these checks share.
 
+pub mod encoding;
 pub mod facts;
 pub mod guard;
 pub mod header;

@@ -179,6 +179,12 @@ where
                             a.dirty = true;
                             break Err(PgError::nonstandard_strings());
                         }
+                        if k == "client_encoding" && crate::router::encoding::splits_ascii(v) {
+                            // Likewise: the proxy would read the client's next statements
+                            // in another encoding than the server.
+                            a.dirty = true;
+                            break Err(PgError::unreadable_client_encoding(v));
+                        }
                         if k == "application_name" {
                             *ev_ctx = None;
                         }
