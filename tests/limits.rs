@@ -537,6 +537,55 @@ async fn a_connection_in_use_when_a_held_flag_changes_is_not_reused() {
     env.finish().await;
 }
 
+/// Transaction pooling keeps a client's prepared statements for it across server
+/// connections: one prepared before a held flag was set is checked again when it is
+/// bound (outside a transaction and inside one), so it cannot lift the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_prepared_before_a_flag_was_set_are_checked_when_bound() {
+    let prefix = common::unique();
+    let env = Env::with(|c| {
+        shared(&prefix)(c);
+        common::tenant_pool(c, "acme", tenantgate::config::PoolMode::Transaction, 2);
+    })
+    .await;
+    let a = env.client("acme").await;
+    let lift = a.prepare("SET statement_timeout = 0").await.unwrap();
+    let write = a.prepare("SET TRANSACTION READ WRITE").await.unwrap();
+    let read = a.prepare("SELECT count(*) FROM items").await.unwrap();
+    a.execute(&lift, &[]).await.unwrap();
+    a.batch_execute("BEGIN").await.unwrap();
+    a.execute(&write, &[]).await.unwrap();
+    a.batch_execute("COMMIT").await.unwrap();
+
+    let l = env.proxy.proxy.limits().unwrap();
+    l.set_flag("acme", "max_statement_ms", "5000")
+        .await
+        .unwrap();
+    l.set_flag("acme", "read_only", "on").await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            let f = l.flags("acme");
+            f.read_only && f.max_statement_ms == 5000
+        })
+        .await
+    );
+    let e = a.execute(&lift, &[]).await.unwrap_err();
+    assert_eq!(code(&e), "42501", "{e}");
+    a.batch_execute("BEGIN").await.unwrap();
+    let e = a.execute(&write, &[]).await.unwrap_err();
+    assert_eq!(code(&e), "25006", "{e}");
+    assert_eq!(
+        code(&a.execute(&read, &[]).await.unwrap_err()),
+        "25P02",
+        "the refusal aborted the transaction, as a server error would"
+    );
+    a.batch_execute("ROLLBACK").await.unwrap();
+    let n: i64 = a.query_one(&read, &[]).await.unwrap().get(0);
+    assert_eq!(n, 10, "a read prepared before is bound as before");
+    assert_eq!(show(&a, "SHOW statement_timeout").await, "5s");
+    env.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_reaching_another_replica_is_forwarded() {
     let prefix = common::unique();

@@ -51,6 +51,9 @@ pub struct ClientStmt {
     pub dirties: bool,
     /// The Parse message, already renamed to `server_name`.
     pub parse: bytes::Bytes,
+    /// The tenant settings held when its text was last found not to change them (see
+    /// [`crate::router::readonly`]): a Bind checks it again when more are held now.
+    pub held_checked: crate::router::readonly::Held,
 }
 
 /// The statement name used on servers for a query text and its parameter types.
@@ -323,6 +326,10 @@ impl Statements {
         self.map.get(name)
     }
 
+    pub fn get_mut(&mut self, name: &[u8]) -> Option<&mut ClientStmt> {
+        self.map.get_mut(name)
+    }
+
     /// Forget `name` if it still maps to `server_name` (its Parse failed).
     pub fn forget_failed(&mut self, name: &[u8], server_name: &str) {
         if self
@@ -382,6 +389,9 @@ pub fn forward_named_parse(
             server_name,
             dirties: text_dirties(m.query),
             parse,
+            // The checks at Parse may have read older flags: the first Bind reads it again
+            // if anything is held.
+            held_checked: Default::default(),
         },
     );
     t.unsynced = true;

@@ -247,6 +247,12 @@ impl StmtCapture {
                 ordinal: 0,
             }),
             b'P' => Some(StmtText::Parse(Bytes::copy_from_slice(body))),
+            // A refused Bind: the statement it names.
+            b'B' => Some(
+                frame::parse_bind(body)
+                    .and_then(|(_, stmt, _)| self.stmts.get(stmt))
+                    .map_or(StmtText::Unknown, |b| StmtText::Parse(b.clone())),
+            ),
             b'E' => {
                 let portal = frame::cstr(body).map_or(&b""[..], |(p, _)| p);
                 Some(

@@ -25,6 +25,20 @@ impl Held {
         self.read_only || self.statement_timeout
     }
 
+    /// Is every setting held here held in `other` too (a text checked under `other` needs
+    /// no check under `self`)?
+    pub fn within(self, other: Held) -> bool {
+        (!self.read_only || other.read_only) && (!self.statement_timeout || other.statement_timeout)
+    }
+
+    /// The settings held in either.
+    pub fn union(self, other: Held) -> Held {
+        Held {
+            read_only: self.read_only || other.read_only,
+            statement_timeout: self.statement_timeout || other.statement_timeout,
+        }
+    }
+
     /// The held settings' names.
     fn names(self) -> impl Iterator<Item = &'static str> {
         let ro: &[&str] = if self.read_only {

@@ -147,11 +147,16 @@ where
                         && Self::binds_named_statement(&self.cin[..h.total()])))
                 .then_some(Ok(()))
             };
-            if let Some(admitted) = direct {
+            if let Some(mut admitted) = direct {
                 let cin = std::mem::take(&mut self.cin);
+                if h.tag == b'B' {
+                    if let Some(err) = self.bind_violation(&cin[..h.total()]) {
+                        admitted = Err(err);
+                    }
+                }
                 match admitted {
                     Ok(()) => self.forward(h.tag, &cin[..h.total()], None),
-                    Err(err) => self.refuse_execute(&cin[..h.total()], err),
+                    Err(err) => self.refuse_extended(h.tag, &cin[..h.total()], err),
                 }
                 self.cin = cin;
                 self.cin.advance(h.total());
@@ -225,7 +230,7 @@ where
             Wait::Execute { msg, admission } => match self.admission(admission).await {
                 Ok(()) => self.attach_and_forward(b'E', msg, None),
                 Err(err) => {
-                    self.refuse_execute(&msg, err);
+                    self.refuse_extended(b'E', &msg, err);
                     Ok(None)
                 }
             },
@@ -306,6 +311,12 @@ where
             }
         }
         if !matches!(tag, b'Q' | b'P' | b'F') {
+            if tag == b'B' {
+                if let Some(err) = self.bind_violation(&msg) {
+                    self.refuse_extended(tag, &msg, err);
+                    return Ok(None);
+                }
+            }
             return self.admitted(tag, msg, None);
         }
         // Tenant header routing, logical-schema rewriting, then the statement guard,
@@ -453,7 +464,7 @@ where
             match self.admit_quick() {
                 Admission::Decided(Ok(())) => {}
                 Admission::Decided(Err(err)) => {
-                    self.refuse_execute(&msg, err);
+                    self.refuse_extended(b'E', &msg, err);
                     return Ok(None);
                 }
                 admission => return Ok(Some(Wait::Execute { msg, admission })),
@@ -503,9 +514,10 @@ where
         }
     }
 
-    /// An Execute refused by the tenant's limits: the client gets `err` in its place.
-    pub(super) fn refuse_execute(&mut self, msg: &[u8], err: PgError) {
-        self.record_local(b'E', msg, Some(&err));
+    /// An Execute refused by the tenant's limits, or a Bind by its flags: the client gets
+    /// `err` in its place, and nothing more until Sync.
+    pub(super) fn refuse_extended(&mut self, tag: u8, msg: &[u8], err: PgError) {
+        self.record_local(tag, msg, Some(&err));
         match self.server.as_deref_mut() {
             None => {
                 err.encode(&mut self.cout);

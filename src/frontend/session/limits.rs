@@ -165,16 +165,48 @@ where
             .map_or_else(no_flags, |l| l.flags.load().clone())
     }
 
-    /// Refuse a Query/Parse that breaks the tenant's read_only or max_statement_ms flag.
-    pub(super) fn flag_violation(&mut self, sql: &[u8]) -> Option<PgError> {
+    /// The settings the tenant's flags hold (`None` when none).
+    fn held(&mut self) -> Option<Held> {
         let f = self.lim.as_mut()?.flags.load();
         let held = Held {
             read_only: f.read_only,
             statement_timeout: f.max_statement_ms > 0,
         };
-        if !held.any() {
+        held.any().then_some(held)
+    }
+
+    /// Refuse a Query/Parse that breaks the tenant's read_only or max_statement_ms flag.
+    pub(super) fn flag_violation(&mut self, sql: &[u8]) -> Option<PgError> {
+        let held = self.held()?;
+        self.held_violation(sql, held)
+    }
+
+    /// Transaction pooling: refuse a Bind of a named statement that breaks a flag set after
+    /// the statement was prepared (its Parse was checked against the flags of then). A
+    /// statement is read again only when more settings are held than when it last passed.
+    pub(super) fn bind_violation(&mut self, msg: &[u8]) -> Option<PgError> {
+        if self.mode != PoolMode::Transaction {
+            // Session pooling ends the session when a held setting changes.
             return None;
         }
+        let held = self.held()?;
+        let (_, name, _) = frame::parse_bind(&msg[frame::HEADER_LEN..])?;
+        let s = self.stmts.get(name)?;
+        if held.within(s.held_checked) {
+            return None;
+        }
+        let parse = s.parse.clone();
+        let text = frame::parse_parse(&parse[frame::HEADER_LEN..])?.query;
+        let refused = self.held_violation(text, held);
+        if refused.is_none() {
+            if let Some(s) = self.stmts.get_mut(name) {
+                s.held_checked = s.held_checked.union(held);
+            }
+        }
+        refused
+    }
+
+    fn held_violation(&mut self, sql: &[u8], held: Held) -> Option<PgError> {
         // Text in another client encoding is checked as far as it reads as UTF-8 (the
         // names checked for are ASCII).
         let sql = String::from_utf8_lossy(sql);
