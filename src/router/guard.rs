@@ -95,6 +95,42 @@ pub struct Analysis {
     pub unicode_identifier: bool,
     /// A `client_encoding` set to an encoding the checks cannot read (as written).
     pub split_encoding: Option<String>,
+    /// An `UPDATE` of `pg_settings` (`set_config` by another name).
+    pub settings_table_write: bool,
+    /// Text (or a routine body) the tokenizer could not read that holds one of the words
+    /// the checks look for (that word).
+    pub unreadable: Option<&'static str>,
+}
+
+/// Words that every token-level refusal needs one of (with the forbidden functions).
+const RISKY_WORDS: &[&str] = &[
+    "role",
+    "authorization",
+    "search_path",
+    "set_config",
+    "standard_conforming_strings",
+    "client_encoding",
+    "names",
+    "pg_settings",
+    "copy",
+];
+
+/// The first word of `text` (ignoring case; a word is letters, digits, `_` and `$`) that a
+/// refusal could hang on, for text the tokenizer cannot read. `U&"` counts as one.
+fn risky_word(text: &str) -> Option<&'static str> {
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("u&\"") {
+        return Some("U&\"");
+    }
+    lower
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
+        .find_map(|w| {
+            RISKY_WORDS
+                .iter()
+                .chain(FORBIDDEN_FUNCTIONS)
+                .find(|r| **r == w)
+                .copied()
+        })
 }
 
 /// The tenant a statement runs for.
@@ -127,7 +163,11 @@ pub fn trivially_allowed(sql: &[u8]) -> bool {
 /// statements that differ only in numbers share one entry.
 pub fn cache_key(sql: &str) -> std::borrow::Cow<'_, str> {
     let b = sql.as_bytes();
-    if !b.iter().any(u8::is_ascii_digit) {
+    // Numbers inside E'...' (whose `\'` the scan below would take for the end) and
+    // dollar-quoted strings (routine bodies, checked too) are left alone: such texts
+    // are their own keys.
+    let dollar_quote = b.windows(2).any(|p| p[0] == b'$' && !p[1].is_ascii_digit());
+    if !b.iter().any(u8::is_ascii_digit) || b.contains(&b'\\') || dollar_quote {
         return std::borrow::Cow::Borrowed(sql);
     }
     let mut out = Vec::with_capacity(b.len());
@@ -190,7 +230,15 @@ pub fn cache_key(sql: &str) -> std::borrow::Cow<'_, str> {
 /// Analyse a statement text (one or more statements).
 pub fn analyze(sql: &str) -> Analysis {
     let mut a = Analysis::default();
-    let tokens = tokenize(sql).unwrap_or_default();
+    let tokens = match tokenize(sql) {
+        Some(t) => t,
+        None => {
+            // PostgreSQL may accept what the tokenizer rejects (`E'\xC3\xA9'`): the words
+            // every refusal needs are looked for in the bare text instead.
+            a.unreadable = risky_word(sql);
+            Vec::new()
+        }
+    };
     let mut bodies_read = true;
     scan_tokens(&tokens, &mut a, 0, &mut bodies_read);
     // Very long token streams (deeply nested expressions) are not parsed: walking or even
@@ -273,55 +321,155 @@ fn tokenize(sql: &str) -> Option<Vec<Token>> {
 /// The statements of `tokens`: split at semicolons, and in a PL/pgSQL `body` also after
 /// the words that open a block or branch (`BEGIN SET ROLE x; END`, `THEN`, `ELSE`,
 /// `LOOP`), so that a statement there starts where the checks look for its first word.
-fn statements(tokens: &[Token], body: bool) -> impl Iterator<Item = &[Token]> {
-    tokens
-        .split_inclusive(move |t| match t {
-            Token::SemiColon => true,
-            Token::Word(w) if body && w.quote_style.is_none() => ["begin", "then", "else", "loop"]
-                .iter()
-                .any(|k| w.value.eq_ignore_ascii_case(k)),
-            _ => false,
-        })
-        .map(|s| match s.last() {
-            Some(Token::SemiColon) => &s[..s.len() - 1],
-            _ => s,
-        })
+/// Such a word next to a `.` is a name (`begin.items`), not a block.
+fn statements(tokens: &[Token], body: bool) -> Vec<&[Token]> {
+    let block_word = |i: usize| {
+        matches!(&tokens[i], Token::Word(w) if w.quote_style.is_none()
+            && ["begin", "then", "else", "loop"].iter().any(|k| w.value.eq_ignore_ascii_case(k)))
+            && !matches!(tokens.get(i + 1), Some(Token::Period))
+            && !(i > 0 && matches!(tokens[i - 1], Token::Period))
+    };
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 0..tokens.len() {
+        if matches!(tokens[i], Token::SemiColon) {
+            out.push(&tokens[start..i]);
+            start = i + 1;
+        } else if body && block_word(i) {
+            out.push(&tokens[start..=i]);
+            start = i + 1;
+        }
+    }
+    out.push(&tokens[start..]);
+    out
 }
 
 /// How deep routine bodies inside routine bodies are read (each level needs its own
 /// quoting, so real code rarely nests more than twice).
 const MAX_BODY_DEPTH: usize = 4;
 
-/// The texts in statement `stmt` (its `words`, see [`word`]) that the server runs as SQL later: the body
-/// of a `DO` block or of a `CREATE FUNCTION` / `CREATE PROCEDURE` in `sql` or `plpgsql`
-/// (or with no language named), and a string literal right after `EXECUTE` (PL/pgSQL's
-/// dynamic SQL, when it is written out).
-fn sql_bodies<'t>(stmt: &'t [Token], words: &[Option<String>]) -> Vec<&'t str> {
+/// Text in a statement that the server runs as SQL later.
+struct Body {
+    text: String,
+    kind: BodyKind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    /// A `DO` block or a `plpgsql` routine: statements, but not SQL the parser reads.
+    Plpgsql,
+    /// A `LANGUAGE sql` routine: SQL statements.
+    Sql,
+    /// A string literal run by PL/pgSQL's `EXECUTE`: often only the start of a statement
+    /// built at run time (`EXECUTE 'UPDATE t SET x = ''' || v || ''''`).
+    Dynamic,
+}
+
+/// The string literal at `stmt[i]` (any kind PostgreSQL runs as a body), with the
+/// literals right after it (adjacent literals on separate lines are one string), and the
+/// index after them.
+fn literal_at(stmt: &[Token], mut i: usize) -> Option<(String, usize)> {
+    fn lit(t: &Token) -> Option<&str> {
+        match t {
+            Token::UnicodeStringLiteral(s) => Some(s),
+            t => string(t),
+        }
+    }
+    let mut text = lit(stmt.get(i)?)?.to_owned();
+    i += 1;
+    while let Some(more) = stmt.get(i).and_then(lit) {
+        text.push_str(more);
+        i += 1;
+    }
+    Some((text, i))
+}
+
+/// The texts in statement `stmt` (its `words`, see [`word`]) that the server runs as SQL
+/// later: the body of a `DO` block or of a `CREATE FUNCTION` / `CREATE PROCEDURE` in
+/// `sql` or `plpgsql` (or with no language named), and a string literal right after
+/// `EXECUTE` (PL/pgSQL's dynamic SQL, when it is written out).
+fn sql_bodies(stmt: &[Token], words: &[Option<String>]) -> Vec<Body> {
     let w = |i: usize| words.get(i).and_then(|x| x.as_deref());
-    let language = (0..stmt.len())
-        .find(|&i| w(i) == Some("language"))
-        .and_then(|i| stmt.get(i + 1))
-        .and_then(ident)
-        .map(|l| l.to_ascii_lowercase());
-    let sql_language = language
-        .as_deref()
-        .is_none_or(|l| matches!(l, "plpgsql" | "sql"));
+    // LANGUAGE outside parentheses (a parameter may be called `language`).
+    let mut depth = 0usize;
+    let mut language = None;
+    for (i, t) in stmt.iter().enumerate() {
+        match t {
+            Token::LParen => depth += 1,
+            Token::RParen => depth = depth.saturating_sub(1),
+            _ if depth == 0 && w(i) == Some("language") => {
+                language = stmt
+                    .get(i + 1)
+                    .and_then(ident)
+                    .map(|l| l.to_ascii_lowercase());
+                break;
+            }
+            _ => {}
+        }
+    }
+    let kind = match language.as_deref() {
+        Some("sql") => Some(BodyKind::Sql),
+        None | Some("plpgsql") => Some(BodyKind::Plpgsql),
+        Some(_) => None,
+    };
     let routine =
         w(0) == Some("create") && (1..4).any(|i| matches!(w(i), Some("function" | "procedure")));
     let mut bodies = Vec::new();
-    for (i, t) in stmt.iter().enumerate() {
-        let Some(text) = string(t) else { continue };
+    let mut i = 0;
+    while i < stmt.len() {
         let prev = i.checked_sub(1).and_then(w);
-        let body = match w(0) {
-            Some("do") => sql_language,
-            _ if routine => sql_language && prev == Some("as"),
-            _ => false,
+        let found = match (w(0), kind) {
+            (Some("do"), Some(_)) => Some(BodyKind::Plpgsql),
+            (_, Some(k)) if routine && prev == Some("as") => Some(k),
+            _ if prev == Some("execute") => {
+                // EXECUTE ('...') as well as EXECUTE '...'
+                while matches!(stmt.get(i), Some(Token::LParen)) {
+                    i += 1;
+                }
+                Some(BodyKind::Dynamic)
+            }
+            _ => None,
         };
-        if body || prev == Some("execute") {
-            bodies.push(text);
+        match found.and_then(|k| literal_at(stmt, i).map(|l| (k, l))) {
+            Some((kind, (text, next))) => {
+                bodies.push(Body { text, kind });
+                i = next;
+            }
+            None => i += 1,
         }
     }
     bodies
+}
+
+/// Check a routine body found `depth` levels down as its own text.
+fn scan_body(body: &Body, a: &mut Analysis, depth: usize, bodies_read: &mut bool) {
+    if depth > MAX_BODY_DEPTH {
+        *bodies_read = false;
+        return;
+    }
+    let Some(tokens) = tokenize(&body.text) else {
+        if body.kind != BodyKind::Dynamic {
+            // As for a whole text the tokenizer rejects.
+            *bodies_read = false;
+            if a.unreadable.is_none() {
+                a.unreadable = risky_word(&body.text);
+            }
+        }
+        return;
+    };
+    scan_tokens(&tokens, a, depth, bodies_read);
+    match body.kind {
+        // Only the tokens were checked: strict mode cannot count it as verified.
+        BodyKind::Plpgsql => *bodies_read = false,
+        BodyKind::Sql if tokens.len() <= MAX_PARSE_TOKENS => {
+            match Parser::parse_sql(&PostgreSqlDialect {}, &body.text) {
+                Ok(stmts) => scan_ast(&stmts, a),
+                Err(_) => *bodies_read = false,
+            }
+        }
+        BodyKind::Sql => *bodies_read = false,
+        BodyKind::Dynamic => {}
+    }
 }
 
 /// Token-level checks: they work on statements the parser does not understand too.
@@ -331,13 +479,8 @@ fn scan_tokens(tokens: &[Token], a: &mut Analysis, depth: usize, bodies_read: &m
     for stmt in statements(tokens, depth > 0) {
         let words: Vec<Option<String>> = stmt.iter().map(word).collect();
         let w = |i: usize| words.get(i).and_then(|x| x.as_deref());
-        if depth < MAX_BODY_DEPTH {
-            for body in sql_bodies(stmt, &words) {
-                match tokenize(body) {
-                    Some(t) => scan_tokens(&t, a, depth + 1, bodies_read),
-                    None => *bodies_read = false,
-                }
-            }
+        for body in sql_bodies(stmt, &words) {
+            scan_body(&body, a, depth + 1, bodies_read);
         }
         // SET/RESET [SESSION|LOCAL] ROLE, SET/RESET SESSION AUTHORIZATION
         if matches!(w(0), Some("set") | Some("reset")) {
@@ -393,15 +536,20 @@ fn scan_tokens(tokens: &[Token], a: &mut Analysis, depth: usize, bodies_read: &m
         }
         // SET [SESSION|LOCAL] client_encoding, SET NAMES, and the SET clauses of
         // ALTER ROLE / DATABASE / FUNCTION and CREATE FUNCTION
+        // (an UPDATE's SET names a column)
+        let sets_settings = matches!(w(0), Some("set" | "alter" | "create"));
         for j in 1..stmt.len() {
-            let setting = match w(j) {
-                Some("client_encoding") => matches!(w(j - 1), Some("set" | "session" | "local")),
-                Some("names") => w(j - 1) == Some("set"),
-                _ => false,
-            };
-            if setting && a.split_encoding.is_none() {
+            let setting = matches!(w(j), Some("client_encoding" | "names"))
+                && matches!(w(j - 1), Some("set" | "session" | "local"));
+            if sets_settings && setting && a.split_encoding.is_none() {
                 a.split_encoding = split_encoding_value(stmt, j + 1);
             }
+        }
+        // UPDATE pg_settings SET setting = ... is set_config by another name
+        if words.iter().any(|x| x.as_deref() == Some("pg_settings"))
+            && words.iter().any(|x| x.as_deref() == Some("update"))
+        {
+            a.settings_table_write = true;
         }
         // function calls by name: name '(' ...
         for (i, t) in stmt.iter().enumerate() {
@@ -438,8 +586,38 @@ fn scan_tokens(tokens: &[Token], a: &mut Analysis, depth: usize, bodies_read: &m
         // schema-qualified names the parser may miss: word . word (not after a word
         // that starts a column reference is indistinguishable here; the AST decides
         // when it parses, tokens only for what follows FROM/JOIN/INTO/UPDATE/TABLE)
+        // Not a table: `extract(epoch FROM t.ts)` and the other functions whose argument
+        // list has a FROM, `IS DISTINCT FROM t.x`, and in a PL/pgSQL body the variable
+        // after INTO (`SELECT ... INTO NEW.id`, `RETURNING id INTO r.x`) unless it is an
+        // INSERT's or MERGE's.
+        let mut calls: Vec<Option<String>> = Vec::new();
         for (i, t) in stmt.iter().enumerate() {
+            match t {
+                Token::LParen => calls.push(i.checked_sub(1).and_then(w).map(str::to_owned)),
+                Token::RParen => {
+                    calls.pop();
+                }
+                _ => {}
+            }
             let Token::Word(kw) = t else { continue };
+            let not_a_table = match kw.keyword {
+                Keyword::FROM => {
+                    i.checked_sub(1).and_then(w) == Some("distinct")
+                        || calls.last().is_some_and(|f| {
+                            matches!(
+                                f.as_deref(),
+                                Some("extract" | "substring" | "trim" | "overlay" | "position")
+                            )
+                        })
+                }
+                Keyword::INTO => {
+                    depth > 0 && !matches!(i.checked_sub(1).and_then(w), Some("insert" | "merge"))
+                }
+                _ => false,
+            };
+            if not_a_table {
+                continue;
+            }
             if !matches!(
                 kw.keyword,
                 Keyword::FROM
@@ -652,6 +830,14 @@ pub fn check(a: &Analysis, ctx: &GuardContext<'_>) -> Verdict {
     if let Some(e) = &a.split_encoding {
         return Verdict::Refuse(super::encoding::refusal(e));
     }
+    if a.settings_table_write {
+        return Verdict::Refuse("writing pg_settings is not allowed; use SET".into());
+    }
+    if let Some(w) = a.unreadable {
+        return Verdict::Refuse(format!(
+            "the statement mentions {w} where the guard cannot read it (its tokenizer rejects the text); write it more plainly"
+        ));
+    }
     if a.unicode_identifier {
         return Verdict::Refuse(
             "Unicode-escaped identifiers (U&\"...\") are not allowed; write the name as it is"
@@ -840,6 +1026,7 @@ mod tests {
                 false,
             ),
             ("DO $$BEGIN PERFORM * FROM users; RAISE NOTICE 'done'; END$$", true),
+            ("DO $$BEGIN PERFORM * FROM begin.items; END$$", false),
             (
                 "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$SELECT count(*) FROM public.users$$",
                 true,
@@ -850,6 +1037,51 @@ mod tests {
                 true,
             ),
             ("SELECT 'DO $$ SET ROLE x $$'", true),
+            // Second review: more spellings, and bodies real applications have.
+            ("SET SESSION NAMES 'SJIS'", false),
+            ("SET LOCAL NAMES 'BIG5'", false),
+            ("SET client_encoding = $$big-5$$", false),
+            ("SET client_encoding = E'big\\'5'", false),
+            (
+                "UPDATE pg_settings SET setting = 'SJIS' WHERE name = 'client_encoding'",
+                false,
+            ),
+            ("UPDATE prefs SET client_encoding = 'SJIS'", true),
+            ("SET ROLE x; SELECT E'\\xC3\\xA9'", false),
+            ("SELECT E'\\xC3\\xA9'", true),
+            (
+                "CREATE FUNCTION f(language text) RETURNS void LANGUAGE plpgsql AS $$BEGIN SET ROLE x; END$$",
+                false,
+            ),
+            ("DO U&'BEGIN SET ROLE x; END'", false),
+            ("DO 'BEGIN SET '\n'ROLE x; END'", false),
+            ("DO $$BEGIN EXECUTE ('SET ROLE x'); END$$", false),
+            (
+                "DO $$BEGIN EXECUTE 'UPDATE t SET x = ''' || v || ''' WHERE id = 1'; END$$",
+                true,
+            ),
+            (
+                "CREATE FUNCTION trg() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN
+                   IF NEW.status IS DISTINCT FROM OLD.status THEN
+                     SELECT nextval('s') INTO NEW.id;
+                     INSERT INTO audit(id) VALUES (NEW.id) RETURNING id INTO NEW.audit_id;
+                     NEW.year := extract(year FROM NEW.ts);
+                   END IF;
+                   RETURN NEW;
+                 END$$",
+                true,
+            ),
+            (
+                "DO $$BEGIN INSERT INTO tenant_globex.users VALUES (1); END$$",
+                false,
+            ),
+            ("SELECT extract(year FROM u.created_at) FROM users u", true),
+            ("SELECT trim(both ' ' FROM u.name) FROM users u", true),
+            (
+                "SELECT * FROM users WHERE (SELECT 1 FROM tenant_globex.users) = 1",
+                false,
+            ),
         ];
         for (sql, ok) in cases {
             let v = verdict(sql, false);
@@ -907,6 +1139,26 @@ mod tests {
     }
 
     #[test]
+    fn routine_bodies_count_as_verified_only_when_parsed() {
+        let sql_body =
+            "CREATE FUNCTION f() RETURNS bigint LANGUAGE sql AS $$SELECT count(*) FROM users$$";
+        assert_eq!(verdict(sql_body, true), Verdict::Allow);
+        let qualified = "CREATE FUNCTION f() RETURNS bigint LANGUAGE sql AS $$SELECT count(*) FROM users, tenant_globex.users$$";
+        assert!(matches!(verdict(qualified, false), Verdict::Refuse(_)));
+        let plpgsql = "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$BEGIN RETURN 1; END$$";
+        assert_eq!(verdict(plpgsql, false), Verdict::Allow);
+        assert!(matches!(verdict(plpgsql, true), Verdict::Refuse(_)));
+        // Deeper than the guard reads: unverified.
+        let mut nested = "SET ROLE x".to_owned();
+        for level in 0..=MAX_BODY_DEPTH {
+            nested =
+                format!("DO $l{level}$BEGIN EXECUTE $e{level}${nested}$e{level}$; END$l{level}$");
+        }
+        assert!(!analyze(&nested).parsed);
+        assert!(matches!(verdict(&nested, true), Verdict::Refuse(_)));
+    }
+
+    #[test]
     fn unparseable_statements_pass_unless_strict_but_still_get_token_checks() {
         let odd = "SELEC 1";
         assert!(!analyze(odd).parsed);
@@ -935,6 +1187,10 @@ mod tests {
             "COPY t TO PROGRAM 'x'",
             "SELECT set_config('role', 'x', false)",
             "SELECT 'a.b', \"x1\" FROM t2 WHERE c3 = 4 -- 5\n AND d = $1",
+            "SET client_encoding = $$big-5$$",
+            "SET client_encoding = E'big\\'5'",
+            "SET client_encoding = E'gb\\'18030'",
+            "DO $$BEGIN PERFORM * FROM tenant_globex2.users; END$$",
         ];
         for s in samples {
             let full = verdict(s, false);
