@@ -586,6 +586,138 @@ async fn statements_prepared_before_a_flag_was_set_are_checked_when_bound() {
     env.finish().await;
 }
 
+/// What a raw-protocol client gets back: each ErrorResponse's SQLSTATE in order, read
+/// until the `n`th ReadyForQuery.
+async fn raw_round(s: &mut tokio::net::TcpStream, send: &[Vec<u8>], n: usize) -> Vec<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(&send.concat()).await.unwrap();
+    let (mut buf, mut codes, mut ready) = (Vec::new(), Vec::new(), 0);
+    while ready < n {
+        let mut chunk = [0u8; 8192];
+        let got = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(
+            got > 0,
+            "the proxy closed the connection; codes so far {codes:?}"
+        );
+        buf.extend_from_slice(&chunk[..got]);
+        while buf.len() >= 5 {
+            let len = i32::from_be_bytes(buf[1..5].try_into().unwrap()) as usize;
+            if buf.len() < 1 + len {
+                break;
+            }
+            let msg: Vec<u8> = buf.drain(..1 + len).collect();
+            match msg[0] {
+                b'Z' => ready += 1,
+                b'E' => {
+                    let fields = &msg[5..];
+                    let c = fields
+                        .split(|&b| b == 0)
+                        .find(|f| f.first() == Some(&b'C'))
+                        .map(|f| String::from_utf8_lossy(&f[1..]).into_owned());
+                    codes.push(c.unwrap_or_default());
+                }
+                _ => {}
+            }
+        }
+    }
+    codes
+}
+
+/// A protocol message: tag, length, body.
+fn raw(tag: u8, body: &[&[u8]]) -> Vec<u8> {
+    let body = body.concat();
+    [
+        vec![tag],
+        ((body.len() + 4) as i32).to_be_bytes().to_vec(),
+        body,
+    ]
+    .concat()
+}
+
+/// A Describe prepares a client's statement on a server connection as a Bind does, so it
+/// is checked against flags set after the Parse too (else the server-side copy could be
+/// run by name with SQL `EXECUTE`). Refusals of several messages in one pipelined batch
+/// give one error, as the server skips to Sync after the first; the next batch's own
+/// refusal is its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_is_checked_and_refusals_in_a_batch_give_one_error_each_batch() {
+    let prefix = common::unique();
+    let env = Env::with(|c| {
+        shared(&prefix)(c);
+        common::tenant_pool(c, "acme", tenantgate::config::PoolMode::Transaction, 2);
+        c.auth[0].method = tenantgate::config::AuthMethod::Trust;
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(env.addr()).await.unwrap();
+    let mut startup = 196_608i32.to_be_bytes().to_vec();
+    startup.extend_from_slice(format!("user\0app@acme\0database\0{}\0\0", env.db.db).as_bytes());
+    let startup = [((startup.len() + 4) as i32).to_be_bytes().to_vec(), startup].concat();
+    assert_eq!(raw_round(&mut s, &[startup], 1).await, Vec::<String>::new());
+    let parse =
+        |name: &str, sql: &str| raw(b'P', &[name.as_bytes(), b"\0", sql.as_bytes(), b"\0\0\0"]);
+    let bind = |name: &str| raw(b'B', &[b"\0", name.as_bytes(), b"\0\0\0\0\0\0\0"]);
+    let execute = raw(b'E', &[b"\0\0\0\0\0"]);
+    let sync = raw(b'S', &[]);
+    let query = |sql: &str| raw(b'Q', &[sql.as_bytes(), b"\0"]);
+    let prepared = [
+        parse("lift", "SET statement_timeout = 0"),
+        parse("w", "INSERT INTO items VALUES (500, 'acme')"),
+        sync.clone(),
+    ];
+    assert!(raw_round(&mut s, &prepared, 1).await.is_empty());
+
+    let l = env.proxy.proxy.limits().unwrap();
+    l.set_flag("acme", "max_statement_ms", "5000")
+        .await
+        .unwrap();
+    l.set_flag("acme", "read_only", "on").await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            let f = l.flags("acme");
+            f.read_only && f.max_statement_ms == 5000
+        })
+        .await
+    );
+    let describe = raw(b'D', &[b"Slift\0"]);
+    let codes = raw_round(
+        &mut s,
+        &[query("BEGIN"), describe, sync.clone(), query("ROLLBACK")],
+        3,
+    )
+    .await;
+    assert_eq!(codes, ["42501"]);
+
+    // One pipeline, the server attached from its first message: a JDBC-style batch of a
+    // refused statement, then a batch refused by the guard.
+    let codes = raw_round(
+        &mut s,
+        &[
+            parse("", "SELECT 1"),
+            bind(""),
+            execute.clone(),
+            bind("w"),
+            execute.clone(),
+            bind("w"),
+            execute.clone(),
+            sync.clone(),
+            parse("", "SELECT * FROM globex.items"),
+            bind(""),
+            execute,
+            sync,
+        ],
+        2,
+    )
+    .await;
+    assert_eq!(codes, ["25006", "42501"], "each batch's own refusal");
+    let c = env.client("acme").await;
+    let n: i64 = common::scalar(&c, "SELECT count(*) FROM items WHERE id = 500", &[]).await;
+    assert_eq!(n, 0);
+    env.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_reaching_another_replica_is_forwarded() {
     let prefix = common::unique();

@@ -174,6 +174,10 @@ pub struct Tracker {
     pub outstanding: usize,
     /// Extended-protocol messages sent since the last Sync.
     pub unsynced: bool,
+    /// A refusal's marker Parse was sent since the last Sync: the server fails it and
+    /// skips everything until then, so a later refusal needs no marker (nor error) of
+    /// its own.
+    pub marker_unsynced: bool,
     /// Status byte of the last ReadyForQuery ('I', 'T' or 'E').
     pub tx_status: u8,
     pub pending: VecDeque<Pending>,
@@ -204,6 +208,7 @@ impl Tracker {
         let Tracker {
             outstanding,
             unsynced,
+            marker_unsynced,
             tx_status,
             pending,
             copy_ends_sent,
@@ -214,6 +219,7 @@ impl Tracker {
         } = self;
         *outstanding = 0;
         *unsynced = false;
+        *marker_unsynced = false;
         *tx_status = b'I';
         clear_queue(pending);
         *copy_ends_sent = 0;
@@ -226,6 +232,7 @@ impl Tracker {
     /// As [`Tracker::new`] made it (the queue's memory aside).
     fn is_fresh(&self) -> bool {
         self.quiet()
+            && !self.marker_unsynced
             && self.tx_status == b'I'
             && self.pending.is_empty()
             && self.copy_ends_sent == 0
@@ -258,6 +265,7 @@ impl Tracker {
     pub fn sent_sync(&mut self, query: bool) {
         if !query {
             self.unsynced = false;
+            self.marker_unsynced = false;
             // The server is in a COPY IN the client has not ended: it ignores this Sync.
             if self.copy_ins_seen > self.copy_ends_sent {
                 return;
@@ -599,6 +607,7 @@ mod tests {
         r.t.copy_in_started();
         r.t.copy_ends_sent = 2;
         r.t.unsynced = true;
+        r.t.marker_unsynced = true;
         r.t.begin(None);
         r.t.log.sent_out(10);
         r.t.pending.reserve(4 * QUEUE_KEEP);

@@ -149,8 +149,8 @@ where
             };
             if let Some(mut admitted) = direct {
                 let cin = std::mem::take(&mut self.cin);
-                if h.tag == b'B' {
-                    if let Some(err) = self.bind_violation(&cin[..h.total()]) {
+                if matches!(h.tag, b'B' | b'D') {
+                    if let Some(err) = self.prepared_violation(h.tag, &cin[..h.total()]) {
                         admitted = Err(err);
                     }
                 }
@@ -311,8 +311,8 @@ where
             }
         }
         if !matches!(tag, b'Q' | b'P' | b'F') {
-            if tag == b'B' {
-                if let Some(err) = self.bind_violation(&msg) {
+            if matches!(tag, b'B' | b'D') {
+                if let Some(err) = self.prepared_violation(tag, &msg) {
                     self.refuse_extended(tag, &msg, err);
                     return Ok(None);
                 }
@@ -444,9 +444,20 @@ where
         let body = &msg[frame::HEADER_LEN..];
         let msg = match tag {
             b'Q' | b'F' => super::super::guard::rewrite_query(&err),
+            _ if self
+                .server
+                .as_deref()
+                .is_some_and(|a| a.relay.t.marker_unsynced) =>
+            {
+                // The server skips to Sync after the refusal already queued: so would it
+                // skip this Parse.
+                self.record_local(tag, &msg, Some(&err));
+                return Ok(None);
+            }
             _ => match super::super::guard::rewrite_parse(body) {
                 Some(m) => {
                     if let Some(a) = self.server.as_deref_mut() {
+                        a.relay.t.marker_unsynced = true;
                         a.relay.refusals.push_back(err);
                     }
                     m
@@ -523,9 +534,13 @@ where
                 err.encode(&mut self.cout);
                 self.skip_until_sync = true;
             }
+            Some(a) if a.relay.t.marker_unsynced => {
+                // The server skips this message anyway, after the error already queued.
+            }
             Some(a) => {
                 // Replies are pending: the server fails a marker Parse in order
                 // (skipping to Sync) and the relay swaps in this error.
+                a.relay.t.marker_unsynced = true;
                 a.relay.refusals.push_back(err);
                 a.relay
                     .sout

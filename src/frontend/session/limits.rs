@@ -181,16 +181,21 @@ where
         self.held_violation(sql, held)
     }
 
-    /// Transaction pooling: refuse a Bind of a named statement that breaks a flag set after
-    /// the statement was prepared (its Parse was checked against the flags of then). A
+    /// Transaction pooling: refuse a Bind or Describe of a named statement that breaks a
+    /// flag set after the statement was prepared (its Parse was checked against the flags
+    /// of then; either message prepares it on a server connection that lacks it). A
     /// statement is read again only when more settings are held than when it last passed.
-    pub(super) fn bind_violation(&mut self, msg: &[u8]) -> Option<PgError> {
+    pub(super) fn prepared_violation(&mut self, tag: u8, msg: &[u8]) -> Option<PgError> {
         if self.mode != PoolMode::Transaction {
             // Session pooling ends the session when a held setting changes.
             return None;
         }
         let held = self.held()?;
-        let (_, name, _) = frame::parse_bind(&msg[frame::HEADER_LEN..])?;
+        let body = &msg[frame::HEADER_LEN..];
+        let name = match tag {
+            b'B' => frame::parse_bind(body)?.1,
+            _ => frame::parse_target(body).filter(|(k, _)| *k == b'S')?.1,
+        };
         let s = self.stmts.get(name)?;
         if held.within(s.held_checked) {
             return None;
