@@ -319,20 +319,26 @@ async fn standard_conforming_strings_stays_on() {
     );
     let d = common::try_connect(&dsn).await.unwrap();
     assert_eq!(show(&d).await, "on");
-    let e = d
-        .simple_query("DO $$BEGIN EXECUTE 'SET standard_' || 'conforming_strings = off'; END$$")
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "0A000", "{e}");
-    assert!(
-        d.simple_query("SELECT 1").await.is_err(),
-        "the session ended"
-    );
+    ends_the_session(
+        &d,
+        "DO $$BEGIN EXECUTE 'SET standard_' || 'conforming_strings = off'; END$$",
+    )
+    .await;
     let d = common::try_connect(&dsn).await.unwrap();
     assert_eq!(show(&d).await, "on");
     assert_eq!(show(&c).await, "on");
     fresh.shutdown().await;
     env.finish().await;
+}
+
+/// `sql` changes a setting where the guard cannot see it: the session ends with 0A000.
+async fn ends_the_session(c: &tokio_postgres::Client, sql: &str) {
+    let e = c.simple_query(sql).await.unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e}");
+    assert!(
+        c.simple_query("SELECT 1").await.is_err(),
+        "the session ended"
+    );
 }
 
 async fn show(c: &tokio_postgres::Client) -> String {
@@ -375,15 +381,11 @@ async fn client_encodings_the_proxy_cannot_read_are_refused() {
         .unwrap();
 
     // Where the guard cannot see it, the server's report ends the session.
-    let e = c
-        .simple_query("DO $$BEGIN EXECUTE 'SET client_' || 'encoding = ''SJIS'''; END$$")
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "0A000", "{e}");
-    assert!(
-        c.simple_query("SELECT 1").await.is_err(),
-        "the session ended"
-    );
+    ends_the_session(
+        &c,
+        "DO $$BEGIN EXECUTE 'SET client_' || 'encoding = ''SJIS'''; END$$",
+    )
+    .await;
     let c = env.client("acme").await;
     assert_eq!(show_setting(&c, "client_encoding").await, "UTF8");
 

@@ -537,6 +537,23 @@ async fn a_connection_in_use_when_a_held_flag_changes_is_not_reused() {
     env.finish().await;
 }
 
+/// Turn acme's read_only flag on and max_statement_ms to 5 s, and wait until this replica
+/// has them.
+async fn hold_read_only_and_timeout(env: &Env) {
+    let l = env.proxy.proxy.limits().unwrap();
+    l.set_flag("acme", "max_statement_ms", "5000")
+        .await
+        .unwrap();
+    l.set_flag("acme", "read_only", "on").await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            let f = l.flags("acme");
+            f.read_only && f.max_statement_ms == 5000
+        })
+        .await
+    );
+}
+
 /// Transaction pooling keeps a client's prepared statements for it across server
 /// connections: one prepared before a held flag was set is checked again when it is
 /// bound (outside a transaction and inside one), so it cannot lift the flag.
@@ -557,18 +574,7 @@ async fn statements_prepared_before_a_flag_was_set_are_checked_when_bound() {
     a.execute(&write, &[]).await.unwrap();
     a.batch_execute("COMMIT").await.unwrap();
 
-    let l = env.proxy.proxy.limits().unwrap();
-    l.set_flag("acme", "max_statement_ms", "5000")
-        .await
-        .unwrap();
-    l.set_flag("acme", "read_only", "on").await.unwrap();
-    assert!(
-        eventually(Duration::from_secs(3), || async {
-            let f = l.flags("acme");
-            f.read_only && f.max_statement_ms == 5000
-        })
-        .await
-    );
+    hold_read_only_and_timeout(&env).await;
     let e = a.execute(&lift, &[]).await.unwrap_err();
     assert_eq!(code(&e), "42501", "{e}");
     a.batch_execute("BEGIN").await.unwrap();
@@ -669,18 +675,7 @@ async fn describe_is_checked_and_refusals_in_a_batch_give_one_error_each_batch()
     ];
     assert!(raw_round(&mut s, &prepared, 1).await.is_empty());
 
-    let l = env.proxy.proxy.limits().unwrap();
-    l.set_flag("acme", "max_statement_ms", "5000")
-        .await
-        .unwrap();
-    l.set_flag("acme", "read_only", "on").await.unwrap();
-    assert!(
-        eventually(Duration::from_secs(3), || async {
-            let f = l.flags("acme");
-            f.read_only && f.max_statement_ms == 5000
-        })
-        .await
-    );
+    hold_read_only_and_timeout(&env).await;
     let describe = raw(b'D', &[b"Slift\0"]);
     let codes = raw_round(
         &mut s,

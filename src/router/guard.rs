@@ -240,7 +240,7 @@ pub fn analyze(sql: &str) -> Analysis {
         }
     };
     let mut bodies_read = true;
-    scan_tokens(&tokens, &mut a, 0, &mut bodies_read);
+    scan_tokens(&tokens, &mut a, (0, false), &mut bodies_read);
     // Very long token streams (deeply nested expressions) are not parsed: walking or even
     // dropping such an AST recurses deeper than a worker stack allows. They count as
     // unparsed (token checks only; refused in strict mode).
@@ -457,7 +457,12 @@ fn scan_body(body: &Body, a: &mut Analysis, depth: usize, bodies_read: &mut bool
         }
         return;
     };
-    scan_tokens(&tokens, a, depth, bodies_read);
+    scan_tokens(
+        &tokens,
+        a,
+        (depth, body.kind == BodyKind::Plpgsql),
+        bodies_read,
+    );
     match body.kind {
         // Only the tokens were checked: strict mode cannot count it as verified.
         BodyKind::Plpgsql => *bodies_read = false,
@@ -473,10 +478,16 @@ fn scan_body(body: &Body, a: &mut Analysis, depth: usize, bodies_read: &mut bool
 }
 
 /// Token-level checks: they work on statements the parser does not understand too.
-/// Routine bodies found in them are checked alike, `depth` levels down; `bodies_read`
-/// turns false when one could not be tokenized.
-fn scan_tokens(tokens: &[Token], a: &mut Analysis, depth: usize, bodies_read: &mut bool) {
-    for stmt in statements(tokens, depth > 0) {
+/// Routine bodies found in them are checked alike, `depth` levels down (`plpgsql` when
+/// the tokens are a PL/pgSQL body); `bodies_read` turns false when one could not be
+/// read in full.
+fn scan_tokens(
+    tokens: &[Token],
+    a: &mut Analysis,
+    (depth, plpgsql): (usize, bool),
+    bodies_read: &mut bool,
+) {
+    for stmt in statements(tokens, plpgsql) {
         let words: Vec<Option<String>> = stmt.iter().map(word).collect();
         let w = |i: usize| words.get(i).and_then(|x| x.as_deref());
         for body in sql_bodies(stmt, &words) {
@@ -611,7 +622,7 @@ fn scan_tokens(tokens: &[Token], a: &mut Analysis, depth: usize, bodies_read: &m
                         })
                 }
                 Keyword::INTO => {
-                    depth > 0 && !matches!(i.checked_sub(1).and_then(w), Some("insert" | "merge"))
+                    plpgsql && !matches!(i.checked_sub(1).and_then(w), Some("insert" | "merge"))
                 }
                 _ => false,
             };
@@ -1077,6 +1088,11 @@ mod tests {
                 false,
             ),
             ("SELECT extract(year FROM u.created_at) FROM users u", true),
+            // Dynamic SQL is SQL: its SELECT INTO creates a table.
+            (
+                "DO $$BEGIN EXECUTE 'SELECT * INTO tenant_globex.t FROM users'; END$$",
+                false,
+            ),
             ("SELECT trim(both ' ' FROM u.name) FROM users u", true),
             (
                 "SELECT * FROM users WHERE (SELECT 1 FROM tenant_globex.users) = 1",
