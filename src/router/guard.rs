@@ -97,9 +97,9 @@ pub struct Analysis {
     pub split_encoding: Option<String>,
     /// An `UPDATE` of `pg_settings` (`set_config` by another name).
     pub settings_table_write: bool,
-    /// Text (or a routine body) the tokenizer could not read that holds one of the words
-    /// the checks look for (that word).
-    pub unreadable: Option<&'static str>,
+    /// Why the checks cannot read the text as the server will (text the tokenizer
+    /// rejects that holds a word some check needs, escapes the tokens show undone).
+    pub unreadable: Option<String>,
 }
 
 /// Words that every token-level refusal needs one of (with the forbidden functions).
@@ -167,7 +167,9 @@ pub fn cache_key(sql: &str) -> std::borrow::Cow<'_, str> {
     // dollar-quoted strings (routine bodies, checked too) are left alone: such texts
     // are their own keys.
     let dollar_quote = b.windows(2).any(|p| p[0] == b'$' && !p[1].is_ascii_digit());
-    if !b.iter().any(u8::is_ascii_digit) || b.contains(&b'\\') || dollar_quote {
+    // So are texts with block comments, which nest in PostgreSQL but not in this scan.
+    let block_comment = b.windows(2).any(|p| p == b"/*");
+    if !b.iter().any(u8::is_ascii_digit) || b.contains(&b'\\') || dollar_quote || block_comment {
         return std::borrow::Cow::Borrowed(sql);
     }
     let mut out = Vec::with_capacity(b.len());
@@ -235,7 +237,8 @@ pub fn analyze(sql: &str) -> Analysis {
         None => {
             // PostgreSQL may accept what the tokenizer rejects (`E'\xC3\xA9'`): the words
             // every refusal needs are looked for in the bare text instead.
-            a.unreadable = risky_word(sql);
+            a.unreadable =
+                risky_word(sql).map(|w| format!("its tokenizer rejects text that mentions {w}"));
             Vec::new()
         }
     };
@@ -290,21 +293,35 @@ fn setting_value(t: &Token) -> Option<String> {
     }
 }
 
-/// The first value `stmt[at..]` sets that names an encoding the checks cannot read:
-/// `[=|TO] value [, value ...]`.
-fn split_encoding_value(stmt: &[Token], at: usize) -> Option<String> {
-    let mut rest = stmt[at..]
-        .iter()
-        .skip_while(|t| matches!(t, Token::Eq) || word(t).as_deref() == Some("to"));
-    loop {
-        let v = setting_value(rest.next()?)?;
-        if super::encoding::splits_ascii(&v) {
-            return Some(v);
-        }
-        if !matches!(rest.next(), Some(Token::Comma)) {
-            return None;
-        }
+/// The values a `SET` clause at `stmt[at..]` gives: `[=|TO] value [, value ...]`, string
+/// literals continued on the next line joined as PostgreSQL joins them; none for
+/// `FROM CURRENT`.
+fn setting_values(stmt: &[Token], mut at: usize) -> Vec<String> {
+    while matches!(stmt.get(at), Some(Token::Eq))
+        || stmt.get(at).and_then(word).as_deref() == Some("to")
+    {
+        at += 1;
     }
+    let mut vals = Vec::new();
+    if stmt.get(at).and_then(word).as_deref() == Some("from") {
+        return vals;
+    }
+    while let Some(t) = stmt.get(at) {
+        if let Some((text, next)) = literal_at(stmt, at) {
+            vals.push(text);
+            at = next;
+        } else if let Some(v) = setting_value(t) {
+            vals.push(v);
+            at += 1;
+        } else {
+            break;
+        }
+        if !matches!(stmt.get(at), Some(Token::Comma)) {
+            break;
+        }
+        at += 1;
+    }
+    vals
 }
 
 /// A text's tokens without whitespace; `None` when the tokenizer cannot read it.
@@ -386,9 +403,9 @@ fn literal_at(stmt: &[Token], mut i: usize) -> Option<(String, usize)> {
 
 /// The texts in statement `stmt` (its `words`, see [`word`]) that the server runs as SQL
 /// later: the body of a `DO` block or of a `CREATE FUNCTION` / `CREATE PROCEDURE` in
-/// `sql` or `plpgsql` (or with no language named), and a string literal right after
-/// `EXECUTE` (PL/pgSQL's dynamic SQL, when it is written out).
-fn sql_bodies(stmt: &[Token], words: &[Option<String>]) -> Vec<Body> {
+/// `sql` or `plpgsql` (or with no language named), and in a PL/pgSQL body (`plpgsql`)
+/// the string literals of an `EXECUTE` (dynamic SQL, as far as it is written out).
+fn sql_bodies(stmt: &[Token], words: &[Option<String>], plpgsql: bool) -> Vec<Body> {
     let w = |i: usize| words.get(i).and_then(|x| x.as_deref());
     // LANGUAGE outside parentheses (a parameter may be called `language`).
     let mut depth = 0usize;
@@ -397,23 +414,30 @@ fn sql_bodies(stmt: &[Token], words: &[Option<String>]) -> Vec<Body> {
         match t {
             Token::LParen => depth += 1,
             Token::RParen => depth = depth.saturating_sub(1),
-            _ if depth == 0 && w(i) == Some("language") => {
+            // not a routine named `language`, nor part of a qualified name
+            _ if depth == 0
+                && w(i) == Some("language")
+                && !matches!(stmt.get(i + 1), Some(Token::LParen | Token::Period))
+                && !(i > 0 && matches!(stmt[i - 1], Token::Period)) =>
+            {
                 language = stmt
                     .get(i + 1)
-                    .and_then(ident)
+                    .and_then(|t| ident(t).or_else(|| string(t).map(str::to_owned)))
                     .map(|l| l.to_ascii_lowercase());
                 break;
             }
             _ => {}
         }
     }
-    let kind = match language.as_deref() {
-        Some("sql") => Some(BodyKind::Sql),
-        None | Some("plpgsql") => Some(BodyKind::Plpgsql),
-        Some(_) => None,
-    };
     let routine =
         w(0) == Some("create") && (1..4).any(|i| matches!(w(i), Some("function" | "procedure")));
+    // A DO block is PL/pgSQL unless it says otherwise; a routine that names no language
+    // has SQL statements for its body.
+    let kind = match (language.as_deref(), routine) {
+        (Some("plpgsql"), _) | (None, false) => Some(BodyKind::Plpgsql),
+        (Some("sql"), _) | (None, true) => Some(BodyKind::Sql),
+        (Some(_), _) => None,
+    };
     let mut bodies = Vec::new();
     let mut i = 0;
     while i < stmt.len() {
@@ -421,12 +445,27 @@ fn sql_bodies(stmt: &[Token], words: &[Option<String>]) -> Vec<Body> {
         let found = match (w(0), kind) {
             (Some("do"), Some(_)) => Some(BodyKind::Plpgsql),
             (_, Some(k)) if routine && prev == Some("as") => Some(k),
-            _ if prev == Some("execute") => {
-                // EXECUTE ('...') as well as EXECUTE '...'
-                while matches!(stmt.get(i), Some(Token::LParen)) {
-                    i += 1;
+            // (SQL's own EXECUTE runs a prepared statement: its literals are values)
+            _ if plpgsql && prev == Some("execute") => {
+                // The literals of the whole expression, joined (`'SELECT 1; ' || 'SET
+                // ROLE x'`, `format('SET ROLE %I', r)`), up to INTO or USING.
+                let mut text = String::new();
+                while i < stmt.len() && !matches!(w(i), Some("into" | "using")) {
+                    match literal_at(stmt, i) {
+                        Some((lit, next)) => {
+                            text.push_str(&lit);
+                            i = next;
+                        }
+                        None => i += 1,
+                    }
                 }
-                Some(BodyKind::Dynamic)
+                if !text.is_empty() {
+                    bodies.push(Body {
+                        text,
+                        kind: BodyKind::Dynamic,
+                    });
+                }
+                continue;
             }
             _ => None,
         };
@@ -445,14 +484,26 @@ fn sql_bodies(stmt: &[Token], words: &[Option<String>]) -> Vec<Body> {
 fn scan_body(body: &Body, a: &mut Analysis, depth: usize, bodies_read: &mut bool) {
     if depth > MAX_BODY_DEPTH {
         *bodies_read = false;
+        if a.unreadable.is_none() {
+            a.unreadable = risky_word(&body.text)
+                .map(|w| format!("routine bodies nest too deep, one mentioning {w}"));
+        }
         return;
     }
-    let Some(tokens) = tokenize(&body.text) else {
+    // Dynamic SQL is often the start of a statement that ends in an open quote
+    // (`'... SET x = ''' || v`): read it with the quote closed.
+    let tokens = tokenize(&body.text).or_else(|| {
+        (body.kind == BodyKind::Dynamic)
+            .then(|| tokenize(&format!("{}'", body.text)))
+            .flatten()
+    });
+    let Some(tokens) = tokens else {
         if body.kind != BodyKind::Dynamic {
             // As for a whole text the tokenizer rejects.
             *bodies_read = false;
             if a.unreadable.is_none() {
-                a.unreadable = risky_word(&body.text);
+                a.unreadable = risky_word(&body.text)
+                    .map(|w| format!("its tokenizer rejects a routine body that mentions {w}"));
             }
         }
         return;
@@ -490,7 +541,7 @@ fn scan_tokens(
     for stmt in statements(tokens, plpgsql) {
         let words: Vec<Option<String>> = stmt.iter().map(word).collect();
         let w = |i: usize| words.get(i).and_then(|x| x.as_deref());
-        for body in sql_bodies(stmt, &words) {
+        for body in sql_bodies(stmt, &words, plpgsql) {
             scan_body(&body, a, depth + 1, bodies_read);
         }
         // SET/RESET [SESSION|LOCAL] ROLE, SET/RESET SESSION AUTHORIZATION
@@ -500,7 +551,7 @@ fn scan_tokens(
             {
                 i += 1;
             }
-            if w(i) == Some("role")
+            if matches!(w(i), Some("role" | "session_authorization"))
                 || (w(i) == Some("session") && w(i + 1) == Some("authorization"))
             {
                 a.role_change = true;
@@ -514,19 +565,6 @@ fn scan_tokens(
                     .all(|t| ident(t).is_some_and(|v| pg_bool(&v) == Some(true) || v == "default"))
             {
                 a.nonstandard_strings = true;
-            }
-            if w(0) == Some("set") && w(i) == Some("search_path") {
-                let mut vals = Vec::new();
-                for t in stmt.iter().skip(i + 1) {
-                    if matches!(t, Token::Eq | Token::Comma) || word(t).as_deref() == Some("to") {
-                        continue;
-                    }
-                    if let Some(v) = ident(t) {
-                        // a quoted string may itself hold a list
-                        vals.extend(v.split(',').map(|s| s.trim().trim_matches('"').to_owned()));
-                    }
-                }
-                a.search_path = Some(vals);
             }
         }
         if w(0) == Some("copy") {
@@ -550,17 +588,49 @@ fn scan_tokens(
         // (an UPDATE's SET names a column)
         let sets_settings = matches!(w(0), Some("set" | "alter" | "create"));
         for j in 1..stmt.len() {
-            let setting = matches!(w(j), Some("client_encoding" | "names"))
-                && matches!(w(j - 1), Some("set" | "session" | "local"));
-            if sets_settings && setting && a.split_encoding.is_none() {
-                a.split_encoding = split_encoding_value(stmt, j + 1);
+            if !(sets_settings && matches!(w(j - 1), Some("set" | "session" | "local"))) {
+                continue;
+            }
+            match w(j) {
+                Some("client_encoding" | "names") if a.split_encoding.is_none() => {
+                    a.split_encoding = setting_values(stmt, j + 1)
+                        .into_iter()
+                        .find(|v| super::encoding::splits_ascii(v));
+                }
+                Some("search_path") => {
+                    let path = a.search_path.get_or_insert_with(Vec::new);
+                    for v in setting_values(stmt, j + 1) {
+                        // a quoted string may itself hold a list
+                        path.extend(v.split(',').map(|s| s.trim().trim_matches('"').to_owned()));
+                    }
+                }
+                _ => {}
             }
         }
-        // UPDATE pg_settings SET setting = ... is set_config by another name
+        // UPDATE pg_settings SET setting = ... is set_config by another name, and so is
+        // an UPDATE of a view over it: only reading it is allowed.
         if words.iter().any(|x| x.as_deref() == Some("pg_settings"))
-            && words.iter().any(|x| x.as_deref() == Some("update"))
+            && (words.iter().any(|x| x.as_deref() == Some("update"))
+                || !matches!(w(0), Some("select" | "with" | "table" | "explain")))
         {
             a.settings_table_write = true;
+        }
+        // Escapes PostgreSQL applies where the tokens show them undone: an E'...' or
+        // U&'...' literal continued on the next line (the continuation is decoded alike),
+        // and UESCAPE (another escape character).
+        let escaped_continued = stmt.windows(2).any(|p| {
+            matches!(
+                p[0],
+                Token::EscapedStringLiteral(_) | Token::UnicodeStringLiteral(_)
+            ) && (string(&p[1]).is_some() || matches!(p[1], Token::UnicodeStringLiteral(_)))
+        });
+        if escaped_continued {
+            a.unreadable
+                .get_or_insert_with(|| "an escaped string continues on the next line".into());
+        }
+        if words.iter().any(|x| x.as_deref() == Some("uescape")) {
+            a.unreadable
+                .get_or_insert_with(|| "UESCAPE changes the escape character".into());
         }
         // function calls by name: name '(' ...
         for (i, t) in stmt.iter().enumerate() {
@@ -601,10 +671,30 @@ fn scan_tokens(
         // list has a FROM, `IS DISTINCT FROM t.x`, and in a PL/pgSQL body the variable
         // after INTO (`SELECT ... INTO NEW.id`, `RETURNING id INTO r.x`) unless it is an
         // INSERT's or MERGE's.
-        let mut calls: Vec<Option<String>> = Vec::new();
+        let bare = |i: usize, names: &[&str]| {
+            matches!(stmt.get(i), Some(Token::Word(x)) if x.quote_style.is_none()
+                && names.iter().any(|n| x.value.eq_ignore_ascii_case(n)))
+        };
+        // Per open parenthesis: is it the argument list of one of those functions (a name
+        // before it that is not a table's, and no subquery right inside)?
+        let mut calls: Vec<bool> = Vec::new();
         for (i, t) in stmt.iter().enumerate() {
             match t {
-                Token::LParen => calls.push(i.checked_sub(1).and_then(w).map(str::to_owned)),
+                Token::LParen => calls.push(
+                    i.checked_sub(1).is_some_and(|f| {
+                        bare(f, &["extract", "substring", "trim", "overlay", "position"])
+                            && !f.checked_sub(1).is_some_and(|p| {
+                                matches!(stmt[p], Token::Period)
+                                    || matches!(
+                                        w(p),
+                                        Some(
+                                            "into" | "table" | "from" | "join" | "update" | "only"
+                                        )
+                                    )
+                            })
+                    }) && !matches!(stmt.get(i + 1), Some(Token::LParen))
+                        && !bare(i + 1, &["select", "with", "values", "table"]),
+                ),
                 Token::RParen => {
                     calls.pop();
                 }
@@ -613,13 +703,8 @@ fn scan_tokens(
             let Token::Word(kw) = t else { continue };
             let not_a_table = match kw.keyword {
                 Keyword::FROM => {
-                    i.checked_sub(1).and_then(w) == Some("distinct")
-                        || calls.last().is_some_and(|f| {
-                            matches!(
-                                f.as_deref(),
-                                Some("extract" | "substring" | "trim" | "overlay" | "position")
-                            )
-                        })
+                    (i >= 2 && bare(i - 1, &["distinct"]) && bare(i - 2, &["is", "not"]))
+                        || calls.last() == Some(&true)
                 }
                 Keyword::INTO => {
                     plpgsql && !matches!(i.checked_sub(1).and_then(w), Some("insert" | "merge"))
@@ -844,9 +929,9 @@ pub fn check(a: &Analysis, ctx: &GuardContext<'_>) -> Verdict {
     if a.settings_table_write {
         return Verdict::Refuse("writing pg_settings is not allowed; use SET".into());
     }
-    if let Some(w) = a.unreadable {
+    if let Some(why) = &a.unreadable {
         return Verdict::Refuse(format!(
-            "the statement mentions {w} where the guard cannot read it (its tokenizer rejects the text); write it more plainly"
+            "the guard cannot read this statement as the server will ({why}); write it more plainly"
         ));
     }
     if a.unicode_identifier {
@@ -1094,6 +1179,49 @@ mod tests {
                 false,
             ),
             ("SELECT trim(both ' ' FROM u.name) FROM users u", true),
+            // Third review.
+            ("/* /* */ ' */ SET client_encoding = 'big-5'", false),
+            ("SET client_encoding = 'big'\n'5'", false),
+            ("DO E'BEGIN SET '\n'\\x52OLE x; END'", false),
+            ("DO U&'BEGIN SET !0052OLE x; END' UESCAPE '!'", false),
+            ("SET client_encoding = U&'big!0035' UESCAPE '!'", false),
+            (
+                "DO $$BEGIN INSERT INTO trim (SELECT name FROM tenant_globex.users); END$$",
+                false,
+            ),
+            (
+                "DO $$BEGIN SELECT INTO r name \"distinct\" FROM tenant_globex.users; END$$",
+                false,
+            ),
+            (
+                "CREATE FUNCTION f() RETURNS void LANGUAGE $$sql$$ AS $b$SELECT * INTO tenant_globex.t2 FROM users$b$",
+                false,
+            ),
+            (
+                "CREATE FUNCTION language() RETURNS void LANGUAGE sql AS $$SELECT * INTO tenant_globex.t FROM users$$",
+                false,
+            ),
+            (
+                "DO $a$BEGIN EXECUTE $b$DO $c$BEGIN EXECUTE $d$DO $e$BEGIN SET ROLE x; END$e$$d$; END$c$$b$; END$a$",
+                false,
+            ),
+            (
+                "DO $$BEGIN EXECUTE 'SET ROLE x; SELECT ''' || 'x'''; END$$",
+                false,
+            ),
+            ("DO $$BEGIN EXECUTE 'SELECT 1; ' || 'SET ROLE x'; END$$", false),
+            ("DO $$BEGIN EXECUTE format('SET ROLE %I', r); END$$", false),
+            ("CREATE VIEW v AS SELECT * FROM pg_settings", false),
+            ("SELECT name, setting FROM pg_settings", true),
+            ("SET search_path = $$tenant_globex$$", false),
+            ("SET search_path = E'tenant_globex'", false),
+            (
+                "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET search_path = tenant_globex AS $$SELECT 1$$",
+                false,
+            ),
+            ("ALTER FUNCTION f() SET search_path = public, pg_catalog", true),
+            ("ALTER FUNCTION f() SET search_path FROM CURRENT", true),
+            ("SET session_authorization = 'x'", false),
             (
                 "SELECT * FROM users WHERE (SELECT 1 FROM tenant_globex.users) = 1",
                 false,
@@ -1207,6 +1335,7 @@ mod tests {
             "SET client_encoding = E'big\\'5'",
             "SET client_encoding = E'gb\\'18030'",
             "DO $$BEGIN PERFORM * FROM tenant_globex2.users; END$$",
+            "/* /* */ ' */ SET client_encoding = 'big-5'",
         ];
         for s in samples {
             let full = verdict(s, false);
