@@ -309,14 +309,7 @@ async fn standard_conforming_strings_stays_on() {
     c.simple_query("ALTER ROLE CURRENT_USER SET standard_conforming_strings = off")
         .await
         .unwrap();
-    // A second proxy on the same database: its server connections are opened from now
-    // on, and start from the role's defaults.
-    let fresh = tenantgate::app::start(env.db.config(), None).await.unwrap();
-    let dsn = format!(
-        "host=127.0.0.1 port={} user=app@acme password=acme-pw dbname={}",
-        fresh.addr.port(),
-        env.db.db
-    );
+    let (fresh, dsn) = fresh_proxy(&env).await;
     let d = common::try_connect(&dsn).await.unwrap();
     assert_eq!(show(&d).await, "on");
     ends_the_session(
@@ -329,6 +322,18 @@ async fn standard_conforming_strings_stays_on() {
     assert_eq!(show(&c).await, "on");
     fresh.shutdown().await;
     env.finish().await;
+}
+
+/// A second proxy on the test's database, whose server connections are all opened from
+/// now on (so they start from the roles' current defaults), and acme's DSN for it.
+async fn fresh_proxy(env: &Env) -> (tenantgate::app::Running, String) {
+    let fresh = tenantgate::app::start(env.db.config(), None).await.unwrap();
+    let dsn = format!(
+        "host=127.0.0.1 port={} user=app@acme password=acme-pw dbname={}",
+        fresh.addr.port(),
+        env.db.db
+    );
+    (fresh, dsn)
 }
 
 /// `sql` changes a setting where the guard cannot see it: the session ends with 0A000.
@@ -414,12 +419,7 @@ async fn client_encodings_the_proxy_cannot_read_are_refused() {
     a.batch_execute(&format!("ALTER ROLE {role} SET client_encoding = 'SJIS'"))
         .await
         .unwrap();
-    let fresh = tenantgate::app::start(env.db.config(), None).await.unwrap();
-    let dsn = format!(
-        "host=127.0.0.1 port={} user=app@acme password=acme-pw dbname={}",
-        fresh.addr.port(),
-        env.db.db
-    );
+    let (fresh, dsn) = fresh_proxy(&env).await;
     let failed = match common::try_connect(&dsn).await {
         Err(e) => e,
         Ok(d) => d.simple_query("SELECT 1").await.unwrap_err(),
