@@ -144,6 +144,18 @@ impl ConnRelay {
     }
 
     /// Nothing of a previous client is left (checked when a client attaches).
+    /// Queue `err` for the marker Parse about to be sent, which the server fails in order
+    /// (the relay swaps in `err`). `Err(err)` when a marker went out since the last Sync:
+    /// the server skips to Sync after it, so this refusal needs no marker of its own.
+    pub fn queue_refusal(&mut self, err: PgError) -> Result<(), PgError> {
+        if self.t.marker_unsynced {
+            return Err(err);
+        }
+        self.t.marker_unsynced = true;
+        self.refusals.push_back(err);
+        Ok(())
+    }
+
     pub fn is_fresh(&self) -> bool {
         self.settled()
             && self.t.is_fresh()

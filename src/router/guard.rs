@@ -422,7 +422,7 @@ fn sql_bodies(stmt: &[Token], words: &[Option<String>], plpgsql: bool) -> Vec<Bo
             {
                 language = stmt
                     .get(i + 1)
-                    .and_then(|t| ident(t).or_else(|| string(t).map(str::to_owned)))
+                    .and_then(setting_value)
                     .map(|l| l.to_ascii_lowercase());
                 break;
             }

@@ -444,26 +444,17 @@ where
         let body = &msg[frame::HEADER_LEN..];
         let msg = match tag {
             b'Q' | b'F' => super::super::guard::rewrite_query(&err),
-            _ if self
-                .server
-                .as_deref()
-                .is_some_and(|a| a.relay.t.marker_unsynced) =>
-            {
-                // The server skips to Sync after the refusal already queued: so would it
-                // skip this Parse.
-                self.record_local(tag, &msg, Some(&err));
-                return Ok(None);
-            }
-            _ => match super::super::guard::rewrite_parse(body) {
-                Some(m) => {
-                    if let Some(a) = self.server.as_deref_mut() {
-                        a.relay.t.marker_unsynced = true;
-                        a.relay.refusals.push_back(err);
-                    }
-                    m
+            _ => {
+                let a = self.server.as_deref_mut().expect("attached: checked above");
+                if let Err(err) = a.relay.queue_refusal(err) {
+                    // The server skips to Sync after the refusal already queued: so would
+                    // it skip this Parse.
+                    self.record_local(tag, &msg, Some(&err));
+                    return Ok(None);
                 }
-                None => return Err(PgError::protocol_violation("malformed Parse message")),
-            },
+                super::super::guard::rewrite_parse(body)
+                    .ok_or_else(|| PgError::protocol_violation("malformed Parse message"))?
+            }
         };
         self.admitted(tag, msg, None)
     }
@@ -534,14 +525,13 @@ where
                 err.encode(&mut self.cout);
                 self.skip_until_sync = true;
             }
-            Some(a) if a.relay.t.marker_unsynced => {
-                // The server skips this message anyway, after the error already queued.
-            }
+            // After a marker since the last Sync the server skips this message anyway.
             Some(a) => {
+                if a.relay.queue_refusal(err).is_err() {
+                    return;
+                }
                 // Replies are pending: the server fails a marker Parse in order
                 // (skipping to Sync) and the relay swaps in this error.
-                a.relay.t.marker_unsynced = true;
-                a.relay.refusals.push_back(err);
                 a.relay
                     .sout
                     .extend_from_slice(&super::super::guard::marker_parse());
