@@ -647,7 +647,7 @@ fn raw(tag: u8, body: &[&[u8]]) -> Vec<u8> {
 /// is checked against flags set after the Parse too (else the server-side copy could be
 /// run by name with SQL `EXECUTE`). Refusals of several messages in one pipelined batch
 /// give one error, as the server skips to Sync after the first; the next batch's own
-/// refusal is its own.
+/// refusal is its own, also when a real error came before a refusal in its batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_is_checked_and_refusals_in_a_batch_give_one_error_each_batch() {
     let prefix = common::unique();
@@ -700,13 +700,46 @@ async fn describe_is_checked_and_refusals_in_a_batch_give_one_error_each_batch()
             sync.clone(),
             parse("", "SELECT * FROM globex.items"),
             bind(""),
-            execute,
-            sync,
+            execute.clone(),
+            sync.clone(),
         ],
         2,
     )
     .await;
     assert_eq!(codes, ["25006", "42501"], "each batch's own refusal");
+
+    // A real error before a refusal in its batch: the server skips the refusal's marker,
+    // so that refusal is not reported, and the next batch's refusal (then a second
+    // batch of the first kind in an open transaction, where the marker is answered
+    // 25P02 as any statement would be) is still its own.
+    let codes = raw_round(
+        &mut s,
+        &[
+            parse("", "SELECT 1/0"),
+            bind(""),
+            execute.clone(),
+            parse("", "SELECT * FROM globex.items"),
+            sync.clone(),
+            bind("w"),
+            execute.clone(),
+            sync.clone(),
+            query("BEGIN"),
+            parse("", "SELECT 1/0"),
+            bind(""),
+            execute.clone(),
+            sync.clone(),
+            parse("", "SELECT * FROM globex.items"),
+            sync.clone(),
+            query("ROLLBACK"),
+            parse("", "SELECT * FROM globex.items"),
+            bind(""),
+            execute,
+            sync,
+        ],
+        7,
+    )
+    .await;
+    assert_eq!(codes, ["22012", "25006", "22012", "25P02", "42501"]);
     let c = env.client("acme").await;
     let n: i64 = common::scalar(&c, "SELECT count(*) FROM items WHERE id = 500", &[]).await;
     assert_eq!(n, 0);
@@ -884,7 +917,8 @@ async fn redis_stopped_and_restarted_under_load_fails_no_query() {
         c.redis.url = url.clone();
         c.redis.timeout_ms = 50;
         c.redis.heartbeat_ms = 300;
-        limit(c, "acme", 10_000, 1_000_000, 100);
+        // A rate this load stays far below: any refusal is the fallback's fault.
+        limit(c, "acme", 100_000, 1_000_000, 100);
     })
     .await;
     let l = env.proxy.proxy.limits().unwrap().clone();

@@ -82,8 +82,11 @@ pub struct ConnRelay {
     pub t: Tracker,
     /// The server sent a FATAL error; its connection is ending.
     pub fatal_seen: bool,
-    /// Errors of refused Parses sent as failing marker Parses, oldest first.
-    pub refusals: VecDeque<PgError>,
+    /// Errors of refused messages sent as failing marker Parses, oldest first, each with
+    /// the batch it belongs to ([`Tracker::syncs`] when it was queued): a marker the
+    /// server skipped (an earlier error in its batch) never answers, and its error must
+    /// not stand in for a later batch's.
+    pub refusals: VecDeque<(u64, PgError)>,
     /// A write completed in the open transaction (result cache invalidation at its end).
     pub wrote: bool,
     /// Written to a TLS stream and maybe not sent yet: flushed when nothing else is queued.
@@ -152,8 +155,22 @@ impl ConnRelay {
             return Err(err);
         }
         self.t.marker_unsynced = true;
-        self.refusals.push_back(err);
+        self.refusals.push_back((self.t.syncs, err));
         Ok(())
+    }
+
+    /// The marker queued last was not sent after all (the message carrying it was
+    /// answered by the proxy, which answers the batch's Sync too).
+    pub fn unqueue_unsent_refusal(&mut self) {
+        if self.t.marker_unsynced && !self.t.unsynced {
+            self.t.marker_unsynced = false;
+            self.refusals.pop_back();
+        }
+    }
+
+    /// Refusals whose batch has had its ReadyForQuery.
+    pub fn drop_answered_refusals(&mut self) {
+        drop_answered(&mut self.refusals, self.t.readies);
     }
 
     pub fn is_fresh(&self) -> bool {
@@ -162,6 +179,27 @@ impl ConnRelay {
             && self.refusals.is_empty()
             && !self.wrote
             && !self.unflushed
+    }
+}
+
+/// The error to send in place of a marker Parse's failure, which the server reports in
+/// the batch it is answering now (number `readies`); refusals of batches already
+/// answered (their marker skipped after an earlier error) are dropped. A function of the
+/// two fields, not a method: the server message being read borrows the relay's buffer.
+pub fn refusal_for_marker(
+    refusals: &mut VecDeque<(u64, PgError)>,
+    readies: u64,
+) -> Option<PgError> {
+    drop_answered(refusals, readies);
+    match refusals.front() {
+        Some((batch, _)) if *batch == readies => refusals.pop_front().map(|r| r.1),
+        _ => None,
+    }
+}
+
+fn drop_answered(refusals: &mut VecDeque<(u64, PgError)>, readies: u64) {
+    while refusals.front().is_some_and(|(batch, _)| *batch < readies) {
+        refusals.pop_front();
     }
 }
 
@@ -190,6 +228,11 @@ pub struct Tracker {
     /// skips everything until then, so a later refusal needs no marker (nor error) of
     /// its own.
     pub marker_unsynced: bool,
+    /// Syncs, Queries and FunctionCalls sent that the server will answer with a
+    /// ReadyForQuery, and ReadyForQuery messages received: the batch being answered is
+    /// number `readies` (from 0).
+    pub syncs: u64,
+    pub readies: u64,
     /// Status byte of the last ReadyForQuery ('I', 'T' or 'E').
     pub tx_status: u8,
     pub pending: VecDeque<Pending>,
@@ -221,6 +264,8 @@ impl Tracker {
             outstanding,
             unsynced,
             marker_unsynced,
+            syncs,
+            readies,
             tx_status,
             pending,
             copy_ends_sent,
@@ -232,6 +277,8 @@ impl Tracker {
         *outstanding = 0;
         *unsynced = false;
         *marker_unsynced = false;
+        *syncs = 0;
+        *readies = 0;
         *tx_status = b'I';
         clear_queue(pending);
         *copy_ends_sent = 0;
@@ -245,6 +292,8 @@ impl Tracker {
     fn is_fresh(&self) -> bool {
         self.quiet()
             && !self.marker_unsynced
+            && self.syncs == 0
+            && self.readies == 0
             && self.tx_status == b'I'
             && self.pending.is_empty()
             && self.copy_ends_sent == 0
@@ -284,6 +333,7 @@ impl Tracker {
             }
         }
         self.outstanding += 1;
+        self.syncs += 1;
         let (started, kind) = self
             .batch
             .take()
@@ -308,7 +358,9 @@ impl Tracker {
         self.pending.retain(
             |p| !matches!(p, Pending::Sync { copy_seq, query: false, .. } if *copy_seq == seq),
         );
-        self.outstanding -= before - self.pending.len();
+        let ignored = before - self.pending.len();
+        self.outstanding -= ignored;
+        self.syncs -= ignored as u64;
     }
 
     /// Statements the server may be completing now: those opened before the first Sync it
@@ -498,6 +550,7 @@ pub fn on_ready(
     cache: &mut PreparedCache,
 ) -> Option<(std::time::Instant, usize)> {
     t.outstanding = t.outstanding.saturating_sub(1);
+    t.readies += 1;
     t.tx_status = status;
     t.in_copy = false;
     let mut batch = None;
@@ -625,7 +678,8 @@ mod tests {
         r.t.pending.reserve(4 * QUEUE_KEEP);
         r.t.tx_status = b'E';
         r.fatal_seen = true;
-        r.refusals.push_back(PgError::protocol_violation("refused"));
+        r.refusals
+            .push_back((0, PgError::protocol_violation("refused")));
         r.wrote = true;
         r.unflushed = true;
         assert!(!r.is_fresh());
@@ -719,6 +773,44 @@ mod tests {
         assert!(cache.is_empty());
         assert!(t.pending.is_empty());
         assert!(t.idle() || t.unsynced);
+    }
+
+    /// A refusal stands in for its own batch's marker error only: one whose marker the
+    /// server skipped (an earlier error in the batch) is dropped at that batch's
+    /// ReadyForQuery, so the next batch's refusal is reported as itself.
+    #[test]
+    fn refusals_belong_to_their_batch() {
+        let (mut s, mut c) = (Statements::default(), PreparedCache::new(1));
+        let mut r = ConnRelay::default();
+        r.t.unsynced = true;
+        r.queue_refusal(PgError::protocol_violation("first"))
+            .unwrap();
+        assert!(r
+            .queue_refusal(PgError::protocol_violation("same batch"))
+            .is_err());
+        r.t.sent_sync(false);
+        r.t.unsynced = true;
+        r.queue_refusal(PgError::protocol_violation("second"))
+            .unwrap();
+        r.t.sent_sync(false);
+        // Batch 0 failed on a real error first: its marker never answers.
+        on_ready(b'I', &mut r.t, &mut s, &mut c);
+        r.drop_answered_refusals();
+        let second = refusal_for_marker(&mut r.refusals, r.t.readies).unwrap();
+        assert_eq!(second.message, "second");
+        on_ready(b'I', &mut r.t, &mut s, &mut c);
+        assert!(r.refusals.is_empty() && r.t.quiet());
+
+        // A marker answered by the proxy (its server could not be prepared) is taken back.
+        r.queue_refusal(PgError::protocol_violation("unsent"))
+            .unwrap();
+        r.unqueue_unsent_refusal();
+        assert!(r.refusals.is_empty() && !r.t.marker_unsynced);
+        r.t.unsynced = true;
+        r.queue_refusal(PgError::protocol_violation("sent"))
+            .unwrap();
+        r.unqueue_unsent_refusal();
+        assert_eq!(r.refusals.len(), 1, "a marker already sent stays");
     }
 
     #[test]

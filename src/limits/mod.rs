@@ -301,6 +301,14 @@ impl Limits {
         let Some(shared) = &self.inner.shared else {
             return Self::take_local(t, rate, Instant::now());
         };
+        // Known down (a call failed or timed out; the background flush of quotas, every
+        // second, finds it back): local enforcement without waiting on Redis for each
+        // statement. A call that timed out may still have run and taken a batch from the
+        // shared bucket; asking again per statement while Redis is slow would drain it
+        // with batches nobody uses, and the tenant would be refused below its rate.
+        if !shared.is_up() && !self.inner.cfg.fail_closed {
+            return Self::take_local(t, rate, Instant::now());
+        }
         let key = shared.key(&format!("bucket:{}", t.key));
         let batch = rate::batch_for(rate);
         let script = shared.bucket.clone();
@@ -383,21 +391,14 @@ impl Limits {
         match &self.inner.shared {
             Some(s) => {
                 let key = s.key(&format!("flags:{tenant}"));
-                let (n, v) = (name.to_owned(), value.clone());
-                s.call(|mut c| async move {
-                    let cmd = match &v {
-                        Some(v) => {
-                            let mut c = redis::cmd("HSET");
-                            c.arg(&key).arg(&n).arg(v);
-                            c
-                        }
-                        None => {
-                            let mut c = redis::cmd("HDEL");
-                            c.arg(&key).arg(&n);
-                            c
-                        }
-                    };
-                    cmd.query_async::<i64>(&mut c).await.map(|_| ())
+                let cmd = match &value {
+                    Some(v) => redis::cmd("HSET").arg(&key).arg(name).arg(v).clone(),
+                    None => redis::cmd("HDEL").arg(&key).arg(name).clone(),
+                };
+                // An operator's change: worth waiting for Redis rather than failing.
+                s.call_patient(|mut c| {
+                    let cmd = cmd.clone();
+                    async move { cmd.query_async::<i64>(&mut c).await.map(|_| ()) }
                 })
                 .await
                 .map_err(|_| LimitsError::Unavailable)?;

@@ -300,9 +300,20 @@ impl Registry {
     }
 
     /// The replica address holding the session with this cancel key, when another does.
+    /// A client sends its cancel once: Redis is given time ([`Shared::call_patient`]).
+    ///
+    /// [`Shared::call_patient`]: super::shared::Shared::call_patient
     pub async fn cancel_owner(&self, limits: &Limits, key: (i32, i32)) -> Option<String> {
         let s = limits.shared()?;
-        let owner = s.get::<String>(&cancel_key(key)).await.ok().flatten()?;
+        let key = s.key(&cancel_key(key));
+        let owner = s
+            .call_patient(|mut c| {
+                let get = redis::cmd("GET").arg(&key).clone();
+                async move { get.query_async::<Option<String>>(&mut c).await }
+            })
+            .await
+            .ok()
+            .flatten()?;
         (owner != self.advertise).then_some(owner)
     }
 }

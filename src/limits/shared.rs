@@ -52,6 +52,9 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
 return 1
 "#;
 
+/// How long a call off the statement path may wait ([`Shared::call_patient`]).
+pub const PATIENT: Duration = Duration::from_secs(2);
+
 /// Redis could not be used for this call.
 #[derive(Debug, thiserror::Error)]
 #[error("redis unavailable")]
@@ -91,7 +94,8 @@ impl Shared {
         tokio::spawn(async move {
             let cfg = ConnectionManagerConfig::new()
                 .set_connection_timeout(me.timeout.max(Duration::from_millis(200)))
-                .set_response_timeout(me.timeout)
+                // Calls are bounded by `call_within`'s timeout; this only backs it up.
+                .set_response_timeout(me.timeout.max(PATIENT))
                 .set_number_of_retries(1)
                 .set_max_delay(1000);
             let mut delay = Duration::from_millis(100);
@@ -140,10 +144,38 @@ impl Shared {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
+        self.call_within(self.timeout, f).await
+    }
+
+    /// [`Shared::call`] for rare calls off the statement path that should rather wait
+    /// than fail (an operator's flag change, forwarding a cancel): a try may take
+    /// [`PATIENT`], and while Redis cannot be reached (not connected yet, restarting) it
+    /// is tried again, for up to [`PATIENT`] in all. `f` must be safe to run twice.
+    pub async fn call_patient<T, F, Fut>(&self, f: F) -> Result<T, Down>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let started = std::time::Instant::now();
+        loop {
+            match self.call_within(PATIENT, &f).await {
+                Err(Down) if started.elapsed() < PATIENT => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn call_within<T, F, Fut>(&self, timeout: Duration, f: F) -> Result<T, Down>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
         let Some(conn) = self.conn.load_full() else {
             return Err(Down);
         };
-        match tokio::time::timeout(self.timeout, f((*conn).clone())).await {
+        match tokio::time::timeout(timeout.max(self.timeout), f((*conn).clone())).await {
             Ok(Ok(v)) => {
                 if !self.up.load(Ordering::Relaxed) {
                     self.mark(true);

@@ -508,6 +508,9 @@ where
     /// No server for a message: the client gets the error in its place.
     fn attach_failed(&mut self, tag: u8, msg: &[u8], e: PgError) {
         self.cache_fill = None;
+        if let Some(a) = self.server.as_deref_mut() {
+            a.relay.unqueue_unsent_refusal();
+        }
         self.record_local(tag, msg, Some(&e));
         e.encode(&mut self.cout);
         match tag {

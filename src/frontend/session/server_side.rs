@@ -108,9 +108,7 @@ where
                             .record(now.saturating_duration_since(started).as_secs_f64());
                     }
                     // Marker Parses skipped by an earlier error never answer.
-                    if a.relay.t.quiet() {
-                        a.relay.refusals.clear();
-                    }
+                    a.relay.drop_answered_refusals();
                     if let Some(l) = lim {
                         if let Some(f) = cache_fill.take().filter(|f| !f.spoiled) {
                             l.limits.cache_put(
@@ -209,7 +207,7 @@ where
                     let refusal = if !a.relay.refusals.is_empty()
                         && crate::frontend::guard::is_marker_error(body)
                     {
-                        a.relay.refusals.pop_front()
+                        relay::refusal_for_marker(&mut a.relay.refusals, a.relay.t.readies)
                     } else {
                         None
                     };
