@@ -232,14 +232,14 @@ pub fn cache_key(sql: &str) -> std::borrow::Cow<'_, str> {
 /// Analyse a statement text (one or more statements).
 pub fn analyze(sql: &str) -> Analysis {
     let mut a = Analysis::default();
-    let tokens = match tokenize(sql) {
-        Some(t) => t,
+    let (sql, tokens) = match tokenize(sql) {
+        Some((text, t)) => (text, t),
         None => {
-            // PostgreSQL may accept what the tokenizer rejects (`E'\xC3\xA9'`): the words
-            // every refusal needs are looked for in the bare text instead.
+            // PostgreSQL may accept what the tokenizer rejects: the words every refusal
+            // needs are looked for in the bare text instead.
             a.unreadable =
                 risky_word(sql).map(|w| format!("its tokenizer rejects text that mentions {w}"));
-            Vec::new()
+            (std::borrow::Cow::Borrowed(sql), Vec::new())
         }
     };
     let mut bodies_read = true;
@@ -248,7 +248,7 @@ pub fn analyze(sql: &str) -> Analysis {
     // dropping such an AST recurses deeper than a worker stack allows. They count as
     // unparsed (token checks only; refused in strict mode).
     if !tokens.is_empty() && tokens.len() <= MAX_PARSE_TOKENS {
-        if let Ok(stmts) = Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+        if let Ok(stmts) = Parser::parse_sql(&PostgreSqlDialect {}, &sql) {
             // A routine body the tokenizer could not read was not checked.
             a.parsed = bodies_read;
             scan_ast(&stmts, &mut a);
@@ -325,7 +325,22 @@ fn setting_values(stmt: &[Token], mut at: usize) -> Vec<String> {
 }
 
 /// A text's tokens without whitespace; `None` when the tokenizer cannot read it.
-fn tokenize(sql: &str) -> Option<Vec<Token>> {
+/// The tokens of `sql`, and the text they were read from: `sql`, or `sql` with the byte
+/// escapes PostgreSQL accepts and the tokenizer rejects made ASCII (`E'caf\xC3\xA9'`,
+/// [`super::escapes`]; every token where it was).
+fn tokenize(sql: &str) -> Option<(std::borrow::Cow<'_, str>, Vec<Token>)> {
+    match tokens_of(sql) {
+        Some(t) => Some((std::borrow::Cow::Borrowed(sql), t)),
+        None => {
+            let neutral = super::escapes::neutral_escapes(sql)?;
+            let t = tokens_of(&neutral)?;
+            Some((std::borrow::Cow::Owned(neutral), t))
+        }
+    }
+}
+
+/// The tokens of `sql` but whitespace, if the tokenizer reads it.
+fn tokens_of(sql: &str) -> Option<Vec<Token>> {
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
     Some(
         tokens
@@ -492,12 +507,16 @@ fn scan_body(body: &Body, a: &mut Analysis, depth: usize, bodies_read: &mut bool
     }
     // Dynamic SQL is often the start of a statement that ends in an open quote
     // (`'... SET x = ''' || v`): read it with the quote closed.
-    let tokens = tokenize(&body.text).or_else(|| {
+    let read = tokenize(&body.text).or_else(|| {
         (body.kind == BodyKind::Dynamic)
-            .then(|| tokenize(&format!("{}'", body.text)))
+            .then(|| {
+                let closed = format!("{}'", body.text);
+                tokenize(&closed)
+                    .map(|(t, tokens)| (std::borrow::Cow::Owned(t.into_owned()), tokens))
+            })
             .flatten()
     });
-    let Some(tokens) = tokens else {
+    let Some((text, tokens)) = read else {
         if body.kind != BodyKind::Dynamic {
             // As for a whole text the tokenizer rejects.
             *bodies_read = false;
@@ -518,7 +537,7 @@ fn scan_body(body: &Body, a: &mut Analysis, depth: usize, bodies_read: &mut bool
         // Only the tokens were checked: strict mode cannot count it as verified.
         BodyKind::Plpgsql => *bodies_read = false,
         BodyKind::Sql if tokens.len() <= MAX_PARSE_TOKENS => {
-            match Parser::parse_sql(&PostgreSqlDialect {}, &body.text) {
+            match Parser::parse_sql(&PostgreSqlDialect {}, &text) {
                 Ok(stmts) => scan_ast(&stmts, a),
                 Err(_) => *bodies_read = false,
             }
@@ -1226,6 +1245,19 @@ mod tests {
                 "SELECT * FROM users WHERE (SELECT 1 FROM tenant_globex.users) = 1",
                 false,
             ),
+            // Byte escapes of UTF-8 characters: the tokenizer reads the text with them
+            // made ASCII, so every check applies (before, none but the risky words).
+            ("SELECT E'caf\\xC3\\xA9' FROM tenant_globex.users", false),
+            ("SELECT E'caf\\303\\251', name FROM users", true),
+            (
+                "DO $$BEGIN PERFORM E'\\xC3\\xA9' FROM tenant_globex.users; END$$",
+                false,
+            ),
+            (
+                "DO $$BEGIN EXECUTE E'SELECT ''\\xC3\\xA9''; SET \\x52OLE x'; END$$",
+                false,
+            ),
+            ("SELECT E'\\uD83D\\uDE00' FROM users", true),
         ];
         for (sql, ok) in cases {
             let v = verdict(sql, false);

@@ -7,9 +7,11 @@
 //! - [`rewrite`] maps the logical schema (`public`) to the tenant's schema.
 //! - [`facts`] reads what the per-statement checks need from a text, in one pass.
 //! - [`encoding`] knows the client encodings the checks cannot read.
+//! - [`escapes`] rewrites string escapes the tokenizer rejects into ones it reads.
 //! - [`text`] has the case-insensitive searches these checks share.
 
 pub mod encoding;
+pub mod escapes;
 pub mod facts;
 pub mod guard;
 pub mod header;
