@@ -665,6 +665,14 @@ fn scan_tokens(
             if FORBIDDEN_FUNCTIONS.contains(&name.as_str()) {
                 a.forbidden_function.get_or_insert(name.clone());
             }
+            // schema.function(...): what the syntax tree shows where it parses, and the
+            // only sight of it in a PL/pgSQL body
+            if let (Some(Token::Period), Some(Token::Word(s))) = (
+                i.checked_sub(1).map(|p| &stmt[p]),
+                i.checked_sub(2).map(|p| &stmt[p]),
+            ) {
+                a.schemas.push(fold(&s.value, s.quote_style.is_some()));
+            }
             if name == "set_config" {
                 // A literal name only when a comma follows it: adjacent literals on
                 // separate lines are one string to PostgreSQL ('search_' newline 'path').
@@ -733,30 +741,88 @@ fn scan_tokens(
             if not_a_table {
                 continue;
             }
-            if !matches!(
-                kw.keyword,
-                Keyword::FROM
-                    | Keyword::JOIN
-                    | Keyword::INTO
-                    | Keyword::UPDATE
-                    | Keyword::TABLE
-                    | Keyword::COPY
-                    | Keyword::TRUNCATE
-            ) {
+            // DELETE ... USING t, MERGE ... USING t (not JOIN ... USING (col), nor PL/pgSQL's
+            // EXECUTE ... USING values)
+            let using_tables = kw.keyword == Keyword::USING
+                && matches!(w(0), Some("delete" | "merge"))
+                && !matches!(stmt.get(i + 1), Some(Token::LParen));
+            if !using_tables
+                && !matches!(
+                    kw.keyword,
+                    Keyword::FROM
+                        | Keyword::JOIN
+                        | Keyword::INTO
+                        | Keyword::UPDATE
+                        | Keyword::TABLE
+                        | Keyword::COPY
+                        | Keyword::TRUNCATE
+                )
+            {
                 continue;
             }
-            // FROM ONLY schema.table
-            let j = if matches!(stmt.get(i + 1), Some(Token::Word(w)) if w.keyword == Keyword::ONLY)
-            {
-                i + 2
-            } else {
-                i + 1
-            };
-            if let (Some(Token::Word(s)), Some(Token::Period), Some(Token::Word(_))) =
-                (stmt.get(j), stmt.get(j + 1), stmt.get(j + 2))
-            {
-                a.schemas.push(fold(&s.value, s.quote_style.is_some()));
+            table_at(stmt, i + 1, a);
+            // the other items of a list: FROM a, b.t / USING a, b.t
+            if using_tables || kw.keyword == Keyword::FROM {
+                list_tables(stmt, i + 1, a);
             }
+        }
+    }
+}
+
+/// `schema.table` (after `ONLY` or `LATERAL`) at `stmt[j..]`: its schema.
+fn table_at(stmt: &[Token], mut j: usize, a: &mut Analysis) {
+    if matches!(stmt.get(j), Some(Token::Word(w)) if matches!(w.keyword, Keyword::ONLY | Keyword::LATERAL))
+    {
+        j += 1;
+    }
+    if let (Some(Token::Word(s)), Some(Token::Period), Some(Token::Word(_))) =
+        (stmt.get(j), stmt.get(j + 1), stmt.get(j + 2))
+    {
+        a.schemas.push(fold(&s.value, s.quote_style.is_some()));
+    }
+}
+
+/// A word that ends a FROM or USING list at its level.
+fn ends_list(w: &sqlparser::tokenizer::Word) -> bool {
+    matches!(
+        w.keyword,
+        Keyword::WHERE
+            | Keyword::GROUP
+            | Keyword::HAVING
+            | Keyword::ORDER
+            | Keyword::LIMIT
+            | Keyword::OFFSET
+            | Keyword::FETCH
+            | Keyword::UNION
+            | Keyword::EXCEPT
+            | Keyword::INTERSECT
+            | Keyword::WINDOW
+            | Keyword::FOR
+            | Keyword::RETURNING
+            | Keyword::INTO
+            | Keyword::THEN
+            | Keyword::SET
+            | Keyword::DO
+            | Keyword::WHEN
+            | Keyword::WITH
+            | Keyword::VALUES
+            | Keyword::SELECT
+    ) || w.value.eq_ignore_ascii_case("loop")
+}
+
+/// The items after the first of a FROM or USING list starting at `stmt[from]`: each one
+/// after a comma at the list's own parenthesis level, up to the word that ends the list
+/// or a parenthesis closing around it.
+fn list_tables(stmt: &[Token], from: usize, a: &mut Analysis) {
+    let mut depth = 0usize;
+    for j in from..stmt.len() {
+        match &stmt[j] {
+            Token::LParen => depth += 1,
+            Token::RParen if depth == 0 => return,
+            Token::RParen => depth -= 1,
+            Token::Comma if depth == 0 => table_at(stmt, j + 1, a),
+            Token::Word(w) if depth == 0 && w.quote_style.is_none() && ends_list(w) => return,
+            _ => {}
         }
     }
 }
@@ -1258,6 +1324,41 @@ mod tests {
                 false,
             ),
             ("SELECT E'\\uD83D\\uDE00' FROM users", true),
+            // PL/pgSQL bodies (tokens only): every item of a FROM or DELETE/MERGE USING
+            // list, and schema-qualified calls; EXECUTE ... USING values and lists that
+            // end (ORDER BY a.x, b.y) are not tables.
+            ("DO $$BEGIN PERFORM * FROM users, tenant_globex.users; END$$", false),
+            (
+                "DO $$BEGIN PERFORM * FROM users u JOIN orders o ON u.id = o.uid, tenant_globex.t; END$$",
+                false,
+            ),
+            (
+                "DO $$BEGIN DELETE FROM users USING orders, tenant_globex.users g WHERE g.id = users.id; END$$",
+                false,
+            ),
+            (
+                "DO $$BEGIN MERGE INTO users u USING tenant_globex.users g ON g.id = u.id WHEN MATCHED THEN DELETE; END$$",
+                false,
+            ),
+            ("DO $$BEGIN PERFORM tenant_globex.f(1); END$$", false),
+            (
+                "DO $$BEGIN PERFORM 1 FROM generate_series(1, 3) g, LATERAL tenant_globex.f(g) y; END$$",
+                false,
+            ),
+            (
+                "DO $$BEGIN EXECUTE format('UPDATE t SET a = $1 WHERE id = $2') USING NEW.a, NEW.id; END$$",
+                true,
+            ),
+            (
+                "DO $$DECLARE r record; BEGIN FOR r IN SELECT * FROM users u, orders o WHERE u.id = o.uid ORDER BY u.a, o.b LOOP RAISE NOTICE '%', r.id; END LOOP; END$$",
+                true,
+            ),
+            (
+                "DO $$BEGIN PERFORM * FROM users u, (SELECT o.a, o.b FROM orders o) x; PERFORM pg_catalog.now(), public.f(); END$$",
+                true,
+            ),
+            ("SELECT * FROM users u JOIN orders o USING (id), tenant_globex.t", false),
+            ("SELECT tenant_globex.f(1)", false),
         ];
         for (sql, ok) in cases {
             let v = verdict(sql, false);
