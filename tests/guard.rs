@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{admin, code, Env};
+use common::{admin, code, wire, Env};
 use tenantgate::config::{AuthMethod, AuthRule, ClientAddress};
 use tokio_postgres::SimpleQueryMessage;
 
@@ -366,6 +366,49 @@ async fn show_setting(c: &tokio_postgres::Client, name: &str) -> String {
 /// asking for one at login, with SET, SET NAMES, set_config or a role default is refused,
 /// and a session that switches to one where the guard cannot see (a DO block) ends.
 /// ASCII-compatible encodings other than UTF8 still work.
+/// A DO block that changes standard_conforming_strings or client_encoding where the
+/// guard cannot see it (the name built at run time) gets the session ended when the
+/// server reports the change, at its ReadyForQuery; a statement the client pipelined
+/// behind it reaches the server first, and the server lexes it under the new setting.
+/// The guard reads such a statement as that server would too: the statement that
+/// `'x\''` would end early for (and a backslash an SJIS character takes) is refused,
+/// and the table it would create is not there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_pipelined_behind_an_unseen_setting_change_are_read_as_the_server_will() {
+    let env = env().await;
+    let cases = [
+        (
+            "DO $$BEGIN EXECUTE 'SET standard_' || chr(99) || 'onforming_strings = off'; END$$",
+            "SELECT 'x\\'' ; CREATE TABLE tg_hidden_a AS SELECT set_config('search_path', 'acme', false) AS v; --'",
+            "tg_hidden_a",
+        ),
+        (
+            "DO $$BEGIN EXECUTE 'SET client_' || chr(101) || 'ncoding = ''SJIS'''; END$$",
+            "SELECT E'\u{141}\\'; CREATE TABLE tg_hidden_b AS SELECT set_config('search_path', 'acme', false) AS v; --'",
+            "tg_hidden_b",
+        ),
+    ];
+    for (change, hidden, table) in cases {
+        let mut s = wire::login(&env, "app@acme").await;
+        let codes = wire::raw_to_end(&mut s, &[wire::query(change), wire::query(hidden)]).await;
+        assert!(codes.contains(&"0A000".to_owned()), "{change}: {codes:?}");
+        let c = env.client("acme").await;
+        let rows = c
+            .simple_query(&format!("SELECT to_regclass('acme.{table}') IS NULL"))
+            .await
+            .unwrap();
+        let gone = rows
+            .iter()
+            .any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("t")));
+        assert!(gone, "{hidden} ran behind {change}");
+        // Sent on its own it is refused the same way.
+        let e = c.simple_query(hidden).await.unwrap_err();
+        assert_eq!(code(&e), "42501", "{e}");
+        assert!(e.to_string().contains("tenantgate") || format!("{e:?}").contains("tenantgate"));
+    }
+    env.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_encodings_the_proxy_cannot_read_are_refused() {
     let env = env().await;

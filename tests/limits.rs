@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{code, eventually, Env};
+use common::{code, eventually, wire, Env};
 use tenantgate::app::Running;
 use tenantgate::config::Config;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use wire::{raw, raw_round};
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 
@@ -592,57 +593,6 @@ async fn statements_prepared_before_a_flag_was_set_are_checked_when_bound() {
     env.finish().await;
 }
 
-/// What a raw-protocol client gets back: each ErrorResponse's SQLSTATE in order, read
-/// until the `n`th ReadyForQuery.
-async fn raw_round(s: &mut tokio::net::TcpStream, send: &[Vec<u8>], n: usize) -> Vec<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    s.write_all(&send.concat()).await.unwrap();
-    let (mut buf, mut codes, mut ready) = (Vec::new(), Vec::new(), 0);
-    while ready < n {
-        let mut chunk = [0u8; 8192];
-        let got = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
-            .await
-            .expect("an answer")
-            .unwrap();
-        assert!(
-            got > 0,
-            "the proxy closed the connection; codes so far {codes:?}"
-        );
-        buf.extend_from_slice(&chunk[..got]);
-        while buf.len() >= 5 {
-            let len = i32::from_be_bytes(buf[1..5].try_into().unwrap()) as usize;
-            if buf.len() < 1 + len {
-                break;
-            }
-            let msg: Vec<u8> = buf.drain(..1 + len).collect();
-            match msg[0] {
-                b'Z' => ready += 1,
-                b'E' => {
-                    let fields = &msg[5..];
-                    let c = fields
-                        .split(|&b| b == 0)
-                        .find(|f| f.first() == Some(&b'C'))
-                        .map(|f| String::from_utf8_lossy(&f[1..]).into_owned());
-                    codes.push(c.unwrap_or_default());
-                }
-                _ => {}
-            }
-        }
-    }
-    codes
-}
-
-/// A protocol message: tag, length, body.
-fn raw(tag: u8, body: &[&[u8]]) -> Vec<u8> {
-    let body = body.concat();
-    [
-        vec![tag],
-        ((body.len() + 4) as i32).to_be_bytes().to_vec(),
-        body,
-    ]
-    .concat()
-}
-
 /// A Describe prepares a client's statement on a server connection as a Bind does, so it
 /// is checked against flags set after the Parse too (else the server-side copy could be
 /// run by name with SQL `EXECUTE`). Refusals of several messages in one pipelined batch
@@ -657,11 +607,7 @@ async fn describe_is_checked_and_refusals_in_a_batch_give_one_error_each_batch()
         c.auth[0].method = tenantgate::config::AuthMethod::Trust;
     })
     .await;
-    let mut s = tokio::net::TcpStream::connect(env.addr()).await.unwrap();
-    let mut startup = 196_608i32.to_be_bytes().to_vec();
-    startup.extend_from_slice(format!("user\0app@acme\0database\0{}\0\0", env.db.db).as_bytes());
-    let startup = [((startup.len() + 4) as i32).to_be_bytes().to_vec(), startup].concat();
-    assert_eq!(raw_round(&mut s, &[startup], 1).await, Vec::<String>::new());
+    let mut s = wire::login(&env, "app@acme").await;
     let parse =
         |name: &str, sql: &str| raw(b'P', &[name.as_bytes(), b"\0", sql.as_bytes(), b"\0\0\0"]);
     let bind = |name: &str| raw(b'B', &[b"\0", name.as_bytes(), b"\0\0\0\0\0\0\0"]);

@@ -102,6 +102,9 @@ pub struct Analysis {
     pub unreadable: Option<String>,
 }
 
+/// Why a text is unreadable when an `E'...'` or `U&'...'` literal continues on the next line.
+const CONTINUED: &str = "an escaped string continues on the next line";
+
 /// Words that every token-level refusal needs one of (with the forbidden functions).
 const RISKY_WORDS: &[&str] = &[
     "role",
@@ -229,8 +232,37 @@ pub fn cache_key(sql: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(String::from_utf8(out).unwrap_or_else(|_| sql.to_owned()))
 }
 
-/// Analyse a statement text (one or more statements).
+/// Analyse a statement text (one or more statements): as the proxy reads it, and as a
+/// session whose lexing settings changed unseen would ([`escapes::other_readings`]: a
+/// backslash in a string read otherwise), each refusal found in any reading counting.
+///
+/// [`escapes::other_readings`]: super::escapes::other_readings
 pub fn analyze(sql: &str) -> Analysis {
+    let (mut a, _) = analyze_one(sql);
+    for other in super::escapes::other_readings(sql) {
+        match analyze_one(&other) {
+            (o, true) => a.add_findings(o),
+            // As for a text the tokenizer rejects: the words every refusal needs.
+            (o, false) => {
+                if a.unreadable.is_none() {
+                    a.unreadable = o.unreadable.map(|why| {
+                        format!(
+                            "a backslash in a string reads otherwise if the session's \
+                             standard_conforming_strings or client_encoding changed, and \
+                             then {why}"
+                        )
+                    });
+                }
+            }
+        }
+    }
+    a.schemas.sort();
+    a.schemas.dedup();
+    a
+}
+
+/// One reading of a text, and whether the tokenizer read it.
+fn analyze_one(sql: &str) -> (Analysis, bool) {
     let mut a = Analysis::default();
     let (sql, tokens) = match tokenize(sql) {
         Some((text, t)) => (text, t),
@@ -239,7 +271,7 @@ pub fn analyze(sql: &str) -> Analysis {
             // needs are looked for in the bare text instead.
             a.unreadable =
                 risky_word(sql).map(|w| format!("its tokenizer rejects text that mentions {w}"));
-            (std::borrow::Cow::Borrowed(sql), Vec::new())
+            return (a, false);
         }
     };
     let mut bodies_read = true;
@@ -254,9 +286,46 @@ pub fn analyze(sql: &str) -> Analysis {
             scan_ast(&stmts, &mut a);
         }
     }
-    a.schemas.sort();
-    a.schemas.dedup();
-    a
+    (a, true)
+}
+
+impl Analysis {
+    /// Add what another reading of the same text found to refuse. Not whether it parsed:
+    /// another reading is often not valid SQL (a string now ends elsewhere), and a
+    /// server that read it so would fail the statement. Nor an escape string continued
+    /// on the next line: the other reading writes each plain string as one, and the
+    /// tokenizer decodes a continuation written so.
+    fn add_findings(&mut self, o: Analysis) {
+        let Analysis {
+            parsed: _,
+            schemas,
+            role_change,
+            search_path,
+            guarded_set_config,
+            server_file_copy,
+            forbidden_function,
+            nonstandard_strings,
+            unicode_identifier,
+            split_encoding,
+            settings_table_write,
+            unreadable,
+        } = o;
+        if self.unreadable.is_none() {
+            self.unreadable = unreadable.filter(|why| why != CONTINUED);
+        }
+        self.schemas.extend(schemas);
+        self.role_change |= role_change;
+        if let Some(p) = search_path {
+            self.search_path.get_or_insert_with(Vec::new).extend(p);
+        }
+        self.guarded_set_config = self.guarded_set_config.take().or(guarded_set_config);
+        self.server_file_copy |= server_file_copy;
+        self.forbidden_function = self.forbidden_function.take().or(forbidden_function);
+        self.nonstandard_strings |= nonstandard_strings;
+        self.unicode_identifier |= unicode_identifier;
+        self.split_encoding = self.split_encoding.take().or(split_encoding);
+        self.settings_table_write |= settings_table_write;
+    }
 }
 
 /// A word, quoted or not, case-folded: setting names are case-insensitive even quoted
@@ -644,8 +713,7 @@ fn scan_tokens(
             ) && (string(&p[1]).is_some() || matches!(p[1], Token::UnicodeStringLiteral(_)))
         });
         if escaped_continued {
-            a.unreadable
-                .get_or_insert_with(|| "an escaped string continues on the next line".into());
+            a.unreadable.get_or_insert_with(|| CONTINUED.into());
         }
         if words.iter().any(|x| x.as_deref() == Some("uescape")) {
             a.unreadable
@@ -1359,6 +1427,15 @@ mod tests {
             ),
             ("SELECT * FROM users u JOIN orders o USING (id), tenant_globex.t", false),
             ("SELECT tenant_globex.f(1)", false),
+            // Read as a session whose standard_conforming_strings or client_encoding a
+            // routine changed unseen would read it (statements pipelined behind that
+            // routine run before the proxy ends the session).
+            ("SELECT 'a\\'' ; SET ROLE x; -- '", false),
+            ("SELECT 'x\\'' FROM tenant_globex.users --'", false),
+            ("SELECT E'\u{141}\\'; SET ROLE x; --'", false),
+            ("SELECT '\u{141}\\\\'' FROM tenant_globex.users --'", false),
+            ("SELECT * FROM users WHERE name LIKE 'a\\_b%' AND dir = 'C:\\temp\\'", true),
+            ("SELECT E'\u{65e5}\u{672c}\\n', E'caf\u{e9}\\n', 'x\\' FROM users", true),
         ];
         for (sql, ok) in cases {
             let v = verdict(sql, false);

@@ -7,6 +7,7 @@ pub mod catalog_db;
 pub mod certs;
 pub mod mongo;
 pub mod pg_instance;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::time::Duration;
