@@ -550,7 +550,6 @@ pub fn on_ready(
     cache: &mut PreparedCache,
 ) -> Option<(std::time::Instant, usize)> {
     t.outstanding = t.outstanding.saturating_sub(1);
-    t.readies += 1;
     t.tx_status = status;
     t.in_copy = false;
     let mut batch = None;
@@ -564,6 +563,10 @@ pub fn on_ready(
             } => {
                 t.log.ready(stmts_before);
                 batch = Some((started, kind));
+                // Only a ReadyForQuery the proxy awaited counts: one for a Sync it took
+                // as ignored in a COPY (the COPY failed before the server read the Sync)
+                // would put every later refusal a batch behind.
+                t.readies += 1;
                 break;
             }
             Pending::Parse {
@@ -811,6 +814,27 @@ mod tests {
             .unwrap();
         r.unqueue_unsent_refusal();
         assert_eq!(r.refusals.len(), 1, "a marker already sent stays");
+    }
+
+    /// A COPY that fails before the server reads the Sync sent behind its Execute: that
+    /// Sync, taken as ignored, is answered after all, and the batch count stays right.
+    #[test]
+    fn an_unawaited_ready_for_query_does_not_shift_the_batches() {
+        let (mut s, mut c) = (Statements::default(), PreparedCache::new(1));
+        let mut r = ConnRelay::default();
+        r.t.sent_sync(false);
+        r.t.copy_in_started();
+        on_ready(b'E', &mut r.t, &mut s, &mut c);
+        r.t.copy_ends_sent += 1;
+        r.t.sent_sync(false);
+        on_ready(b'I', &mut r.t, &mut s, &mut c);
+        assert_eq!(r.t.readies, r.t.syncs);
+        r.t.unsynced = true;
+        r.queue_refusal(PgError::protocol_violation("next"))
+            .unwrap();
+        r.t.sent_sync(false);
+        let got = refusal_for_marker(&mut r.refusals, r.t.readies).unwrap();
+        assert_eq!(got.message, "next");
     }
 
     #[test]

@@ -593,8 +593,13 @@ impl Limits {
             pipe.cmd("INCRBY").arg(&key).arg(*n);
             pipe.cmd("EXPIRE").arg(&key).arg(2 * 86_400).ignore();
         }
+        // Off the statement path, once a second for every tenant seen: given time (the
+        // statements' short timeout could fail it every time with many tenants, and this
+        // call is what finds Redis back for statements, which do not ask it while down).
         let res = s
-            .call(|mut c| async move { pipe.query_async::<Vec<u64>>(&mut c).await })
+            .call_within(shared::PATIENT, |mut c| async move {
+                pipe.query_async::<Vec<u64>>(&mut c).await
+            })
             .await;
         match res {
             Ok(totals) => {

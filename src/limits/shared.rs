@@ -150,7 +150,7 @@ impl Shared {
     /// [`Shared::call`] for rare calls off the statement path that should rather wait
     /// than fail (an operator's flag change, forwarding a cancel): a try may take
     /// [`PATIENT`], and while Redis cannot be reached (not connected yet, restarting) it
-    /// is tried again, for up to [`PATIENT`] in all. `f` must be safe to run twice.
+    /// is tried again until [`PATIENT`] has passed. `f` must be safe to run twice.
     pub async fn call_patient<T, F, Fut>(&self, f: F) -> Result<T, Down>
     where
         F: Fn(ConnectionManager) -> Fut,
@@ -159,15 +159,18 @@ impl Shared {
         let started = std::time::Instant::now();
         loop {
             match self.call_within(PATIENT, &f).await {
-                Err(Down) if started.elapsed() < PATIENT => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
+                // Unreachable (not an error reply): worth another try.
+                Err(Down) if !self.is_up() && started.elapsed() < PATIENT => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
                 }
                 r => return r,
             }
         }
     }
 
-    async fn call_within<T, F, Fut>(&self, timeout: Duration, f: F) -> Result<T, Down>
+    /// [`Shared::call`] with a timeout of its own (at least `redis.timeout_ms`): for
+    /// calls off the statement path, which need not fail for a slow moment.
+    pub async fn call_within<T, F, Fut>(&self, timeout: Duration, f: F) -> Result<T, Down>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
@@ -187,7 +190,15 @@ impl Shared {
                     warn!(error = %e, "redis call failed");
                 }
                 ::metrics::counter!(crate::telemetry::metrics::REDIS_ERRORS).increment(1);
-                self.mark(false);
+                // An error reply (a script error, READONLY) is this call's failure: Redis
+                // is still there for the next one.
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+                {
+                    self.mark(false);
+                }
                 Err(Down)
             }
             Err(_) => {

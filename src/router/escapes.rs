@@ -122,7 +122,9 @@ fn read(b: &[u8], standard: bool) -> Option<String> {
         let after_word = i > 0 && is_ident_byte(b[i - 1]);
         let next = b.get(i + 1).copied();
         let end = match c {
-            b'-' if next == Some(b'-') => memchr::memchr(b'\n', &b[i..]).map_or(b.len(), |p| i + p),
+            b'-' if next == Some(b'-') => {
+                memchr::memchr2(b'\n', b'\r', &b[i..]).map_or(b.len(), |p| i + p)
+            }
             b'/' if next == Some(b'*') => block_comment_end(b, i),
             b'"' => quoted_end(b, i, c),
             b'$' if !after_word => dollar_end(b, i),
@@ -315,6 +317,10 @@ mod tests {
             (r"SELECT namE'\xC3'", None),
             (r#"SELECT "E'\xC3'""#, None),
             (r"SELECT 1 -- E'\xC3'", None),
+            (
+                "SELECT 1 -- x\r, E'\\xC3'",
+                Some("SELECT 1 -- x\r, E'\\x7F'"),
+            ),
             (r"SELECT /* /* */ E'\xC3' */ 1", None),
             (r"SELECT $$E'\xC3'$$, $t$E'\xC3'$t$", None),
             (r"SELECT $1, E'\xC3'", Some(r"SELECT $1, E'\x7F'")),

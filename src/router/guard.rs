@@ -427,16 +427,31 @@ fn statements(tokens: &[Token], body: bool) -> Vec<&[Token]> {
     let block_word = |i: usize| {
         matches!(&tokens[i], Token::Word(w) if w.quote_style.is_none()
             && ["begin", "then", "else", "loop"].iter().any(|k| w.value.eq_ignore_ascii_case(k)))
-            && !matches!(tokens.get(i + 1), Some(Token::Period))
-            && !(i > 0 && matches!(tokens[i - 1], Token::Period))
+            && !matches!(tokens.get(i + 1), Some(Token::Period | Token::Comma))
+            && !i.checked_sub(1).is_some_and(|p| {
+                matches!(&tokens[p], Token::Period)
+                    || matches!(&tokens[p], Token::Word(w) if w.keyword == Keyword::AS)
+            })
+    };
+    let is = |i: usize, k: Keyword| match &tokens[i] {
+        Token::Word(w) => w.keyword == k && w.quote_style.is_none(),
+        _ => false,
     };
     let mut out = Vec::new();
     let mut start = 0;
+    // Open CASE expressions (not a PL/pgSQL CASE statement, which starts a statement):
+    // their THEN and ELSE are parts of an expression (`ON CASE WHEN a THEN b END, t`).
+    let mut case_exprs = 0usize;
     for i in 0..tokens.len() {
         if matches!(tokens[i], Token::SemiColon) {
             out.push(&tokens[start..i]);
             start = i + 1;
-        } else if body && block_word(i) {
+            case_exprs = 0;
+        } else if is(i, Keyword::CASE) && i > start {
+            case_exprs += 1;
+        } else if is(i, Keyword::END) && case_exprs > 0 {
+            case_exprs -= 1;
+        } else if body && case_exprs == 0 && block_word(i) {
             out.push(&tokens[start..=i]);
             start = i + 1;
         }
@@ -733,13 +748,18 @@ fn scan_tokens(
             if FORBIDDEN_FUNCTIONS.contains(&name.as_str()) {
                 a.forbidden_function.get_or_insert(name.clone());
             }
-            // schema.function(...): what the syntax tree shows where it parses, and the
-            // only sight of it in a PL/pgSQL body
-            if let (Some(Token::Period), Some(Token::Word(s))) = (
-                i.checked_sub(1).map(|p| &stmt[p]),
-                i.checked_sub(2).map(|p| &stmt[p]),
-            ) {
-                a.schemas.push(fold(&s.value, s.quote_style.is_some()));
+            // schema.function(...) in a routine body or dynamic SQL (at the top level
+            // the syntax tree shows calls, and a type's modifier `s.vector(3)` is no
+            // call). Not a format() placeholder (`%I.f(`) nor a reserved word, which
+            // no unquoted schema name is (`'INSERT INTO ' || s || '.log(...)'` joins
+            // to `INTO .log(`).
+            if depth > 0 && i >= 2 && matches!(stmt[i - 1], Token::Period) {
+                if let Token::Word(s) = &stmt[i - 2] {
+                    let placeholder = i >= 3 && matches!(stmt[i - 3], Token::Mod);
+                    if !placeholder && (s.quote_style.is_some() || !is_reserved(&s.value)) {
+                        a.schemas.push(fold(&s.value, s.quote_style.is_some()));
+                    }
+                }
             }
             if name == "set_config" {
                 // A literal name only when a comma follows it: adjacent literals on
@@ -812,9 +832,17 @@ fn scan_tokens(
             // DELETE ... USING t, MERGE ... USING t (not JOIN ... USING (col), nor PL/pgSQL's
             // EXECUTE ... USING values)
             let using_tables = kw.keyword == Keyword::USING
-                && matches!(w(0), Some("delete" | "merge"))
+                && (0..i).any(|k| matches!(w(k), Some("delete" | "merge")))
                 && !matches!(stmt.get(i + 1), Some(Token::LParen));
+            // LOCK [TABLE] a, b and DROP TABLE a, b name lists of tables too
+            let table_list = matches!(kw.keyword, Keyword::LOCK)
+                || (kw.keyword == Keyword::TABLE
+                    && matches!(
+                        i.checked_sub(1).and_then(w),
+                        Some("drop" | "lock" | "truncate")
+                    ));
             if !using_tables
+                && !table_list
                 && !matches!(
                     kw.keyword,
                     Keyword::FROM
@@ -829,8 +857,9 @@ fn scan_tokens(
                 continue;
             }
             table_at(stmt, i + 1, a);
-            // the other items of a list: FROM a, b.t / USING a, b.t
-            if using_tables || kw.keyword == Keyword::FROM {
+            // the other items of a list: FROM a, b.t / USING a, b.t / TRUNCATE a, b.t
+            if using_tables || table_list || matches!(kw.keyword, Keyword::FROM | Keyword::TRUNCATE)
+            {
                 list_tables(stmt, i + 1, a);
             }
         }
@@ -839,8 +868,14 @@ fn scan_tokens(
 
 /// `schema.table` (after `ONLY` or `LATERAL`) at `stmt[j..]`: its schema.
 fn table_at(stmt: &[Token], mut j: usize, a: &mut Analysis) {
-    if matches!(stmt.get(j), Some(Token::Word(w)) if matches!(w.keyword, Keyword::ONLY | Keyword::LATERAL))
-    {
+    // `(a.t JOIN b ...)`: a parenthesised join's first table
+    while matches!(stmt.get(j), Some(Token::LParen)) {
+        j += 1;
+    }
+    let prefix = |w: &sqlparser::tokenizer::Word| {
+        matches!(w.keyword, Keyword::ONLY | Keyword::LATERAL | Keyword::TABLE)
+    };
+    if matches!(stmt.get(j), Some(Token::Word(w)) if prefix(w)) {
         j += 1;
     }
     if let (Some(Token::Word(s)), Some(Token::Period), Some(Token::Word(_))) =
@@ -850,8 +885,19 @@ fn table_at(stmt: &[Token], mut j: usize, a: &mut Analysis) {
     }
 }
 
-/// A word that ends a FROM or USING list at its level.
-fn ends_list(w: &sqlparser::tokenizer::Word) -> bool {
+/// A word that ends a FROM or USING list at its level: a clause that may itself hold a
+/// comma-separated list of qualified column names (ORDER BY a.x, b.y). All are reserved
+/// in PostgreSQL, so none is an alias (unless after AS, checked by the caller); `ON
+/// CONFLICT` ends it too (its `DO UPDATE SET` list).
+fn ends_list(stmt: &[Token], j: usize) -> bool {
+    let Token::Word(w) = &stmt[j] else {
+        return false;
+    };
+    if w.quote_style.is_some()
+        || (j > 0 && matches!(&stmt[j - 1], Token::Word(p) if p.keyword == Keyword::AS))
+    {
+        return false;
+    }
     matches!(
         w.keyword,
         Keyword::WHERE
@@ -868,14 +914,118 @@ fn ends_list(w: &sqlparser::tokenizer::Word) -> bool {
             | Keyword::FOR
             | Keyword::RETURNING
             | Keyword::INTO
-            | Keyword::THEN
-            | Keyword::SET
-            | Keyword::DO
-            | Keyword::WHEN
-            | Keyword::WITH
-            | Keyword::VALUES
-            | Keyword::SELECT
-    ) || w.value.eq_ignore_ascii_case("loop")
+    ) || (w.keyword == Keyword::ON
+        && matches!(stmt.get(j + 1), Some(Token::Word(c))
+            if c.value.eq_ignore_ascii_case("conflict")))
+}
+
+/// PostgreSQL's reserved key words (its documentation's Appendix C, "reserved" and
+/// "reserved (can be function or type)"): never an unquoted schema name.
+fn is_reserved(w: &str) -> bool {
+    const RESERVED: &[&str] = &[
+        "all",
+        "analyse",
+        "analyze",
+        "and",
+        "any",
+        "array",
+        "as",
+        "asc",
+        "asymmetric",
+        "authorization",
+        "binary",
+        "both",
+        "case",
+        "cast",
+        "check",
+        "collate",
+        "collation",
+        "column",
+        "concurrently",
+        "constraint",
+        "create",
+        "cross",
+        "current_catalog",
+        "current_date",
+        "current_role",
+        "current_schema",
+        "current_time",
+        "current_timestamp",
+        "current_user",
+        "default",
+        "deferrable",
+        "desc",
+        "distinct",
+        "do",
+        "else",
+        "end",
+        "except",
+        "false",
+        "fetch",
+        "for",
+        "foreign",
+        "freeze",
+        "from",
+        "full",
+        "grant",
+        "group",
+        "having",
+        "ilike",
+        "in",
+        "initially",
+        "inner",
+        "intersect",
+        "into",
+        "is",
+        "isnull",
+        "join",
+        "lateral",
+        "leading",
+        "left",
+        "like",
+        "limit",
+        "localtime",
+        "localtimestamp",
+        "natural",
+        "not",
+        "notnull",
+        "null",
+        "offset",
+        "on",
+        "only",
+        "or",
+        "order",
+        "outer",
+        "overlaps",
+        "placing",
+        "primary",
+        "references",
+        "returning",
+        "right",
+        "select",
+        "session_user",
+        "similar",
+        "some",
+        "symmetric",
+        "system_user",
+        "table",
+        "tablesample",
+        "then",
+        "to",
+        "trailing",
+        "true",
+        "union",
+        "unique",
+        "user",
+        "using",
+        "variadic",
+        "verbose",
+        "when",
+        "where",
+        "window",
+        "with",
+    ];
+    RESERVED.iter().any(|r| w.eq_ignore_ascii_case(r))
 }
 
 /// The items after the first of a FROM or USING list starting at `stmt[from]`: each one
@@ -889,7 +1039,7 @@ fn list_tables(stmt: &[Token], from: usize, a: &mut Analysis) {
             Token::RParen if depth == 0 => return,
             Token::RParen => depth -= 1,
             Token::Comma if depth == 0 => table_at(stmt, j + 1, a),
-            Token::Word(w) if depth == 0 && w.quote_style.is_none() && ends_list(w) => return,
+            Token::Word(_) if depth == 0 && ends_list(stmt, j) => return,
             _ => {}
         }
     }
@@ -1427,6 +1577,50 @@ mod tests {
             ),
             ("SELECT * FROM users u JOIN orders o USING (id), tenant_globex.t", false),
             ("SELECT tenant_globex.f(1)", false),
+            // After a review: dynamic SQL that builds a qualified name, types with a
+            // modifier, and lists that go on past words that only look like their end.
+            (
+                "CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN
+                   EXECUTE format('INSERT INTO %I.audit_log(op) VALUES ($1)', TG_TABLE_SCHEMA) USING TG_OP;
+                   EXECUTE 'INSERT INTO ' || quote_ident(TG_TABLE_SCHEMA) || '.audit_log(op) VALUES ($1)' USING TG_OP;
+                   RETURN NEW; END$$",
+                true,
+            ),
+            ("CREATE TABLE docs (id int, embedding extensions.vector(1536))", true),
+            (
+                "INSERT INTO users SELECT * FROM orders ON CONFLICT (id) DO UPDATE SET a = 1, comp.f = 2",
+                true,
+            ),
+            (
+                "DO $$BEGIN RETURN CASE WHEN a THEN b ELSE c END; INSERT INTO users SELECT * FROM orders ON CONFLICT (id) DO UPDATE SET a = 1, comp.f = 2; END$$",
+                true,
+            ),
+            (
+                "DO $$BEGIN PERFORM 1 FROM unnest(ARRAY[1]) WITH ORDINALITY u(x,n), tenant_globex.users; END$$",
+                false,
+            ),
+            (
+                "DO $$BEGIN PERFORM 1 FROM users u JOIN orders o ON CASE WHEN true THEN true END, tenant_globex.users; END$$",
+                false,
+            ),
+            ("DO $$BEGIN PERFORM 1 FROM users AS set, tenant_globex.users; END$$", false),
+            ("DO $$BEGIN PERFORM 1 FROM users set, tenant_globex.users; END$$", false),
+            ("DO $$BEGIN PERFORM 1 FROM users loop, tenant_globex.users; END$$", false),
+            (
+                "DO $$BEGIN PERFORM 1 FROM users, (tenant_globex.users CROSS JOIN orders) j; END$$",
+                false,
+            ),
+            (
+                "DO $$BEGIN WITH x AS (SELECT 1) DELETE FROM users USING tenant_globex.users g WHERE g.id = users.id; END$$",
+                false,
+            ),
+            (
+                "DO $$DECLARE r record; BEGIN FOR r IN DELETE FROM users USING tenant_globex.users g WHERE g.id = users.id RETURNING users.id LOOP END LOOP; END$$",
+                false,
+            ),
+            ("DO $$BEGIN TRUNCATE users, tenant_globex.users; END$$", false),
+            ("DO $$BEGIN LOCK TABLE users, tenant_globex.users; END$$", false),
+            ("DO $$BEGIN DROP TABLE users, tenant_globex.users; END$$", false),
             // Read as a session whose standard_conforming_strings or client_encoding a
             // routine changed unseen would read it (statements pipelined behind that
             // routine run before the proxy ends the session).
