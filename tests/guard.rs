@@ -245,6 +245,44 @@ async fn refusals_keep_protocol_order_and_transaction_semantics() {
     env.finish().await;
 }
 
+/// A COPY FROM STDIN that fails after the server asked for data (a view cannot be
+/// copied to) answers the Sync sent behind its Execute, which the proxy took as ignored
+/// during the COPY; refusals on that server connection later still arrive as themselves
+/// (not as the server's error for the marker the proxy sent in their place).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_after_a_failed_copy_keep_their_own_error() {
+    // Session pooling: the server connection, and what the relay counted on it, stays.
+    let env = Env::with(|c| {
+        c.auth[0].method = AuthMethod::Trust;
+        common::tenant_pool(c, "acme", tenantgate::config::PoolMode::Session, 2);
+    })
+    .await;
+    let c = env.client("acme").await;
+    c.batch_execute("CREATE VIEW items_v AS SELECT * FROM items")
+        .await
+        .unwrap();
+    let mut s = wire::login(&env, "app@acme").await;
+    let parse = |sql: &str| wire::raw(b'P', &[b"\0", sql.as_bytes(), b"\0\0\0"]);
+    let bind = wire::raw(b'B', &[b"\0\0\0\0\0\0\0\0"]);
+    let execute = wire::raw(b'E', &[b"\0\0\0\0\0"]);
+    let sync = wire::raw(b'S', &[]);
+    let copy_done = wire::raw(b'c', &[]);
+    // As libpq does: the COPY's Execute and Sync, then (the server asked for data)
+    // CopyDone and Sync, then the next statement.
+    let copy = [
+        parse("COPY items_v FROM STDIN"),
+        bind.clone(),
+        execute.clone(),
+        sync.clone(),
+    ];
+    let mut codes = wire::raw_round(&mut s, &copy, 1).await;
+    codes.extend(wire::raw_round(&mut s, &[copy_done, sync.clone()], 1).await);
+    let refused = [parse("SELECT * FROM globex.items"), bind, execute, sync];
+    codes.extend(wire::raw_round(&mut s, &refused, 1).await);
+    assert_eq!(codes, ["42809", "42501"]);
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn strict_mode_refuses_what_it_cannot_parse() {
     let env = Env::with(|c| {
