@@ -425,6 +425,13 @@ async fn statements_pipelined_behind_an_unseen_setting_change_are_read_as_the_se
             "SELECT E'\u{141}\\'; CREATE TABLE tg_hidden_b AS SELECT set_config('search_path', 'acme', false) AS v; --'",
             "tg_hidden_b",
         ),
+        // No backslash: in SJIS 0x81 (Ł's second byte) takes the `|`, and `$$` then
+        // continues a name instead of opening a string.
+        (
+            "DO $$BEGIN EXECUTE 'SET client_' || chr(101) || 'ncoding = ''SJIS'''; END$$",
+            "SELECT 1 AS \u{141}|$$; CREATE TABLE tg_hidden_c AS SELECT set_config('search_path', 'acme', false) AS v; SELECT 1 AS \u{141}|$$",
+            "tg_hidden_c",
+        ),
     ];
     for (change, hidden, table) in cases {
         let mut s = wire::login(&env, "app@acme").await;

@@ -9,111 +9,175 @@
 //! non-ASCII characters read as DEL, which is neither a letter of a word the checks look
 //! for nor of a name they compare (tenants' schemas and roles are ASCII).
 //!
-//! [`other_readings`]: the text as a server session would lex it whose settings changed
-//! where the proxy could not see it (a function or a DO block that builds the setting's
-//! name at run time). The proxy ends such a session when the server reports the change,
-//! at the statement's ReadyForQuery; messages the client pipelined behind the statement
-//! reach the server before that. Two settings change how a text is lexed:
+//! [`for_each_other_reading`]: the text as a server session would lex it whose settings
+//! changed where the proxy could not see it (a function or a DO block that builds the
+//! setting's name at run time). The proxy ends such a session when the server reports
+//! the change, at the statement's ReadyForQuery; messages the client pipelined behind
+//! the statement reach the server before that. Two settings change how a text is lexed:
 //! `standard_conforming_strings` off (a backslash escapes in every string) and a client
-//! encoding whose two-byte characters may end in the byte of a backslash (SJIS, BIG5, GBK,
-//! UHC, JOHAB, GB18030: the server converts the text to UTF-8 before lexing it, and such a
-//! backslash is gone). The checks read every such reading too, so whatever the text
-//! becomes under them is checked as well.
+//! encoding whose two-byte characters may end in an ASCII byte (SJIS, BIG5, GBK, UHC,
+//! GB18030: the server converts the text to UTF-8 before lexing it, and such a byte,
+//! `\`, `|`, a letter, is part of a character, an identifier character to the lexer).
+//! The checks read every such reading too, so whatever the text becomes under them is
+//! checked as well. A reading PostgreSQL could not lex (a string left open) or convert
+//! (a byte sequence the encoding does not have) is no reading: the server would fail
+//! the whole message.
 
 /// `sql` with the escapes above neutralised, or `None` when it has none. Lexed as
 /// PostgreSQL lexes with `standard_conforming_strings` on (the proxy refuses to turn it
 /// off): comments (block comments nest), quoted identifiers, standard and dollar-quoted
 /// strings are skipped; an `E'` starts an escape string only where a token starts.
 pub fn neutral_escapes(sql: &str) -> Option<String> {
-    read(sql.as_bytes(), true)
+    let r = read(sql.as_bytes(), true);
+    r.changed.then(|| r.text())
 }
 
-/// The readings of `sql` under settings changed unseen (see the module documentation)
-/// that differ from the proxy's own, written for the tokenizer; none for a text without
-/// a backslash (nearly all).
-pub fn other_readings(sql: &str) -> Vec<String> {
+/// Call `f` with each reading of `sql` under settings changed unseen (see the module
+/// documentation) that can differ from the proxy's own, written for the tokenizer, and
+/// whether it is one with `standard_conforming_strings` off. None for a text without a
+/// backslash or a non-ASCII byte (nearly all). One reading is held at a time.
+pub fn for_each_other_reading(sql: &str, mut f: impl FnMut(&str, bool)) {
     let b = sql.as_bytes();
-    if memchr::memchr(b'\\', b).is_none() {
-        return Vec::new();
+    let backslash = memchr::memchr(b'\\', b).is_some();
+    if !backslash && b.is_ascii() {
+        return;
     }
-    // The text as each kind of client encoding leaves it: a backslash that ends a
-    // two-byte character is part of that character (an ASCII letter stands for it: both
-    // are ordinary in a string and continue a word).
-    let mut texts: Vec<Vec<u8>> = vec![b.to_vec()];
-    for mblen in [sjis_len, dbcs_len, euc_len, gb18030_len] {
-        let mut t = b.to_vec();
+    if backslash {
+        let off = read(b, false);
+        if off.changed && off.complete {
+            f(&off.text(), true);
+        }
+    }
+    if b.is_ascii() {
+        return;
+    }
+    for encoding in [
+        Encoding::Sjis,
+        Encoding::Big5,
+        Encoding::Gbk,
+        Encoding::Uhc,
+        Encoding::Gb18030,
+    ] {
+        // The text as the encoding leaves it: an ASCII byte that ends a two-byte
+        // character is part of it (an ASCII letter stands for it: both are ordinary in
+        // a string and continue a word).
+        let Some(t) = encoding.absorbed(b) else {
+            continue;
+        };
+        let on = read(&t, true);
+        if on.complete {
+            f(&on.text_or(&t), false);
+        }
+        if memchr::memchr(b'\\', &t).is_some() {
+            let off = read(&t, false);
+            if off.complete {
+                f(&off.text(), true);
+            }
+        }
+    }
+}
+
+/// The client encodings whose characters can end in an ASCII byte, by the byte ranges
+/// PostgreSQL converts from (its verifiers and conversion tables; JOHAB's verifier
+/// takes no ASCII second byte).
+#[derive(Clone, Copy)]
+enum Encoding {
+    Sjis,
+    Big5,
+    Gbk,
+    Uhc,
+    Gb18030,
+}
+
+impl Encoding {
+    /// The length of the valid character at the start of `b` (not empty), or `None`.
+    fn char_len(self, b: &[u8]) -> Option<usize> {
+        let c = b[0];
+        if c < 0x80 {
+            return Some(1);
+        }
+        let second = b.get(1).copied()?;
+        let in_any =
+            |x: u8, ranges: &[(u8, u8)]| ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&x));
+        match self {
+            Encoding::Sjis => match c {
+                0xA1..=0xDF => Some(1),
+                0x81..=0x9F | 0xE0..=0xFC if in_any(second, &[(0x40, 0x7E), (0x80, 0xFC)]) => {
+                    Some(2)
+                }
+                _ => None,
+            },
+            Encoding::Big5 => {
+                (c >= 0x81 && c != 0xFF && in_any(second, &[(0x40, 0x7E), (0xA1, 0xFE)]))
+                    .then_some(2)
+            }
+            Encoding::Gbk => {
+                (c >= 0x81 && c != 0xFF && in_any(second, &[(0x40, 0x7E), (0x80, 0xFE)]))
+                    .then_some(2)
+            }
+            Encoding::Uhc => (c >= 0x81
+                && c != 0xFF
+                && in_any(second, &[(0x41, 0x5A), (0x61, 0x7A), (0x81, 0xFE)]))
+            .then_some(2),
+            Encoding::Gb18030 => {
+                if c == 0xFF {
+                    None
+                } else if (0x30..=0x39).contains(&second) {
+                    let (b3, b4) = (b.get(2).copied()?, b.get(3).copied()?);
+                    ((0x81..=0xFE).contains(&b3) && (0x30..=0x39).contains(&b4)).then_some(4)
+                } else {
+                    in_any(second, &[(0x40, 0x7E), (0x80, 0xFE)]).then_some(2)
+                }
+            }
+        }
+    }
+
+    /// `b` with each ASCII byte a character of this encoding takes replaced by `x`; `None`
+    /// when no character takes one, or `b` is not text in this encoding.
+    fn absorbed(self, b: &[u8]) -> Option<Vec<u8>> {
+        let mut t: Option<Vec<u8>> = None;
         let mut i = 0;
-        let mut swallowed = false;
-        while i < t.len() {
-            let n = mblen(&t[i..]).max(1);
-            for k in i + 1..(i + n).min(t.len()) {
-                if t[k] == b'\\' {
-                    t[k] = b'x';
-                    swallowed = true;
+        while i < b.len() {
+            let n = self.char_len(&b[i..])?;
+            for k in i + 1..i + n {
+                if b[k] < 0x80 && !b[k].is_ascii_digit() {
+                    t.get_or_insert_with(|| b.to_vec())[k] = b'x';
                 }
             }
             i += n;
         }
-        if swallowed && !texts.contains(&t) {
-            texts.push(t);
+        t
+    }
+}
+
+/// A text lexed by [`read`].
+struct Reading {
+    out: Vec<u8>,
+    /// Something was rewritten that can matter: an escape neutralised, or (setting
+    /// off) a plain string holding a backslash written as an escape string.
+    changed: bool,
+    /// The lexer ended outside any string, quoted identifier or comment.
+    complete: bool,
+}
+
+impl Reading {
+    fn text(self) -> String {
+        String::from_utf8(self.out).expect("ASCII replaced by ASCII, or inserted")
+    }
+
+    fn text_or(self, unchanged: &[u8]) -> String {
+        if self.changed {
+            self.text()
+        } else {
+            String::from_utf8(unchanged.to_vec()).expect("ASCII replaced by ASCII")
         }
-    }
-    let mut out = Vec::new();
-    for (k, t) in texts.iter().enumerate() {
-        let text = std::str::from_utf8(t).expect("ASCII replaced by ASCII");
-        if k > 0 {
-            out.push(text.to_owned());
-        }
-        if let Some(off) = read(t, false) {
-            out.push(off);
-        }
-    }
-    out.dedup();
-    out
-}
-
-/// Character lengths by a character's first bytes, as PostgreSQL's `pg_*_mblen` give
-/// them (the conversion rejects invalid characters; a length is all that matters here).
-fn sjis_len(b: &[u8]) -> usize {
-    match b[0] {
-        0xA1..=0xDF => 1,
-        c if c >= 0x80 => 2,
-        _ => 1,
-    }
-}
-
-/// BIG5, GBK, UHC.
-fn dbcs_len(b: &[u8]) -> usize {
-    if b[0] >= 0x80 {
-        2
-    } else {
-        1
-    }
-}
-
-/// JOHAB (PostgreSQL reads its lengths as EUC's).
-fn euc_len(b: &[u8]) -> usize {
-    match b[0] {
-        0x8F => 3,
-        c if c >= 0x80 => 2,
-        _ => 1,
-    }
-}
-
-fn gb18030_len(b: &[u8]) -> usize {
-    match (b[0], b.get(1)) {
-        (c, Some(0x30..=0x39)) if c >= 0x80 => 4,
-        (c, _) if c >= 0x80 => 2,
-        _ => 1,
     }
 }
 
 /// `b` lexed with `standard_conforming_strings` on (`standard`) or off, written for the
 /// tokenizer (which reads it on): escapes it rejects neutralised, and with it off every
-/// plain string written as the escape string it then is. `None` when that changes
-/// nothing that matters: no escape neutralised, and (off) no plain string holds a
-/// backslash.
-fn read(b: &[u8], standard: bool) -> Option<String> {
+/// plain string written as the escape string it then is.
+fn read(b: &[u8], standard: bool) -> Reading {
     let mut out = Vec::with_capacity(b.len() + 8);
     let mut changed = false;
     let mut i = 0;
@@ -122,8 +186,9 @@ fn read(b: &[u8], standard: bool) -> Option<String> {
         let after_word = i > 0 && is_ident_byte(b[i - 1]);
         let next = b.get(i + 1).copied();
         let end = match c {
+            // A comment ends at a newline or carriage return, as in scan.l.
             b'-' if next == Some(b'-') => {
-                memchr::memchr2(b'\n', b'\r', &b[i..]).map_or(b.len(), |p| i + p)
+                Ok(memchr::memchr2(b'\n', b'\r', &b[i..]).map_or(b.len(), |p| i + p))
             }
             b'/' if next == Some(b'*') => block_comment_end(b, i),
             b'"' => quoted_end(b, i, c),
@@ -140,7 +205,16 @@ fn read(b: &[u8], standard: bool) -> Option<String> {
                 out.push(c);
                 let (end, neutralised) = escape_string(b, i + 1, &mut out);
                 changed |= neutralised;
-                i = end;
+                match end {
+                    Ok(end) => i = end,
+                    Err(_) => {
+                        return Reading {
+                            out,
+                            changed,
+                            complete: false,
+                        }
+                    }
+                }
                 continue;
             }
             b'\'' if standard => quoted_end(b, i, c),
@@ -150,23 +224,49 @@ fn read(b: &[u8], standard: bool) -> Option<String> {
                 let from = out.len();
                 let (end, neutralised) = escape_string(b, i, &mut out);
                 changed |= neutralised || out[from..].contains(&b'\\');
-                i = end;
+                match end {
+                    Ok(end) => i = end,
+                    Err(_) => {
+                        return Reading {
+                            out,
+                            changed,
+                            complete: false,
+                        }
+                    }
+                }
                 continue;
             }
-            _ => i + 1,
+            _ => Ok(i + 1),
         };
-        out.extend_from_slice(&b[i..end]);
-        i = end;
+        match end {
+            Ok(end) => {
+                out.extend_from_slice(&b[i..end]);
+                i = end;
+            }
+            Err(_) => {
+                out.extend_from_slice(&b[i..]);
+                return Reading {
+                    out,
+                    changed,
+                    complete: false,
+                };
+            }
+        }
     }
-    changed.then(|| String::from_utf8(out).expect("ASCII replaced by ASCII, or inserted"))
+    Reading {
+        out,
+        changed,
+        complete: true,
+    }
 }
 
 fn is_ident_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
 }
 
-/// The end of a block comment starting at `i` (nested ones included).
-fn block_comment_end(b: &[u8], mut i: usize) -> usize {
+/// The end of a block comment starting at `i` (nested ones included); `Err` when it
+/// is not closed.
+fn block_comment_end(b: &[u8], mut i: usize) -> Result<usize, ()> {
     let mut depth = 0;
     while i < b.len() {
         if b[i..].starts_with(b"/*") {
@@ -176,17 +276,18 @@ fn block_comment_end(b: &[u8], mut i: usize) -> usize {
             depth -= 1;
             i += 2;
             if depth == 0 {
-                return i;
+                return Ok(i);
             }
         } else {
             i += 1;
         }
     }
-    b.len()
+    Err(())
 }
 
-/// The end of a `q`-quoted string or identifier starting at `i` (a doubled quote is one).
-fn quoted_end(b: &[u8], mut i: usize, q: u8) -> usize {
+/// The end of a `q`-quoted string or identifier starting at `i` (a doubled quote is
+/// one); `Err` when it is not closed.
+fn quoted_end(b: &[u8], mut i: usize, q: u8) -> Result<usize, ()> {
     i += 1;
     while i < b.len() {
         if b[i] == q {
@@ -194,16 +295,16 @@ fn quoted_end(b: &[u8], mut i: usize, q: u8) -> usize {
                 i += 2;
                 continue;
             }
-            return i + 1;
+            return Ok(i + 1);
         }
         i += 1;
     }
-    b.len()
+    Err(())
 }
 
 /// The end of a dollar-quoted string starting at `i`, or `i + 1` for a `$` that opens
-/// none (a parameter `$1`).
-fn dollar_end(b: &[u8], i: usize) -> usize {
+/// none (a parameter `$1`); `Err` when it is not closed.
+fn dollar_end(b: &[u8], i: usize) -> Result<usize, ()> {
     let tag_len = b[i + 1..]
         .iter()
         .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80))
@@ -211,16 +312,17 @@ fn dollar_end(b: &[u8], i: usize) -> usize {
     let tag_end = i + 1 + tag_len;
     let starts_tag = tag_len == 0 || !b[i + 1].is_ascii_digit();
     if !starts_tag || b.get(tag_end) != Some(&b'$') {
-        return i + 1;
+        return Ok(i + 1);
     }
     let delim = &b[i..=tag_end];
     memchr::memmem::find(&b[tag_end + 1..], delim)
-        .map_or(b.len(), |p| tag_end + 1 + p + delim.len())
+        .map(|p| tag_end + 1 + p + delim.len())
+        .ok_or(())
 }
 
 /// Copy the escape string whose quote is at `q` to `out`, escapes the tokenizer rejects
-/// neutralised; returns where it ends and whether one was.
-fn escape_string(b: &[u8], q: usize, out: &mut Vec<u8>) -> (usize, bool) {
+/// neutralised; returns where it ends (`Err` when it is not closed) and whether one was.
+fn escape_string(b: &[u8], q: usize, out: &mut Vec<u8>) -> (Result<usize, ()>, bool) {
     out.push(b'\'');
     let mut neutralised = false;
     let mut i = q + 1;
@@ -232,7 +334,7 @@ fn escape_string(b: &[u8], q: usize, out: &mut Vec<u8>) -> (usize, bool) {
             }
             b'\'' => {
                 out.push(b'\'');
-                return (i + 1, neutralised);
+                return (Ok(i + 1), neutralised);
             }
             b'\\' => {
                 let (len, neutral) = escape_at(b, i);
@@ -252,7 +354,7 @@ fn escape_string(b: &[u8], q: usize, out: &mut Vec<u8>) -> (usize, bool) {
             }
         }
     }
-    (b.len(), neutralised)
+    (Err(()), neutralised)
 }
 
 /// The length of the escape at `b[i]` (a backslash), and its replacement when the
@@ -337,31 +439,52 @@ mod tests {
         }
     }
 
+    fn readings(sql: &str) -> Vec<(String, bool)> {
+        let mut v = Vec::new();
+        for_each_other_reading(sql, |t, off| v.push((t.to_owned(), off)));
+        v
+    }
+
     #[test]
-    fn other_readings_are_those_of_a_backslash_read_otherwise() {
-        assert!(other_readings("SELECT 'a', E'b' -- no backslash").is_empty());
-        assert!(other_readings(r"SELECT E'\u65e5\n', $$\$$").is_empty());
+    fn other_readings_are_those_of_a_backslash_or_a_character_read_otherwise() {
+        assert!(readings("SELECT 'a', E'b' -- plain ASCII").is_empty());
+        assert!(readings(r"SELECT E'\u65e5\n', $$\$$").is_empty());
         // standard_conforming_strings off: every plain string is an escape string.
-        let r = other_readings(r"SELECT 'a\'' ; SET ROLE x; -- '");
-        assert_eq!(r, [r"SELECT  E'a\'' ; SET ROLE x; -- '"]);
+        let r = readings(r"SELECT 'a\'' ; SET ROLE x; -- '");
+        assert_eq!(r, [(r"SELECT  E'a\'' ; SET ROLE x; -- '".to_owned(), true)]);
         // A word before a quote stays a word; bit strings and U&'' take no escapes.
-        let r = other_readings(r"SELECT abc'x\\', B'1', U&'\0041', E'\xC3'");
-        assert_eq!(r, [r"SELECT abc E'x\\', B'1', U&'\0041', E'\x7F'"]);
-        // SJIS: 0x81 (the second byte of Ł in UTF-8) starts a two-byte character that
-        // takes the backslash; with the setting off as well, too.
-        let r = other_readings("SELECT E'\u{141}\\'; SET ROLE x; --'");
+        let r = readings(r"SELECT abc'x\\', B'1', U&'\0041', E'\xC3'");
         assert_eq!(
             r,
-            [
-                "SELECT E'\u{141}x'; SET ROLE x; --'",
-                "SELECT E'\u{141}x'; SET ROLE x; --'"
-            ][..1]
+            [(
+                r"SELECT abc E'x\\', B'1', U&'\0041', E'\x7F'".to_owned(),
+                true
+            )]
         );
-        // Two-byte UTF-8 characters pair up in the double-byte encodings; a three-byte
-        // one (日, E6 97 A5) leaves its last byte to take the backslash.
-        assert!(other_readings("SELECT E'caf\u{e9}\\n'").is_empty());
-        let r = other_readings("SELECT E'\u{65e5}\\n'");
-        assert!(r.contains(&"SELECT E'\u{65e5}xn'".to_owned()), "{r:?}");
+        // A reading PostgreSQL could not lex is none: `ESCAPE '\'` leaves the string
+        // open with the setting off.
+        assert!(readings(r"SELECT 1 FROM t WHERE a LIKE $1 ESCAPE '\'").is_empty());
+        // SJIS: 0x81 (the second byte of Ł in UTF-8) starts a two-byte character that
+        // takes the next byte: a backslash, or a `|` before a dollar quote, which then
+        // continues a word.
+        let r = readings("SELECT E'\u{141}\\'; SET ROLE x; --'");
+        assert!(
+            r.contains(&("SELECT E'\u{141}x'; SET ROLE x; --'".to_owned(), false)),
+            "{r:?}"
+        );
+        let r = readings("SELECT 1 AS \u{141}|$$; SET ROLE x; SELECT 1 AS \u{141}|$$");
+        assert!(
+            r.contains(&(
+                "SELECT 1 AS \u{141}x$$; SET ROLE x; SELECT 1 AS \u{141}x$$".to_owned(),
+                false
+            )),
+            "{r:?}"
+        );
+        // Two-byte UTF-8 characters pair up in the double-byte encodings, and text the
+        // encoding does not have (日 then a quote: A5 27 is no BIG5 character) is no
+        // reading.
+        assert!(readings("SELECT E'caf\u{e9}\\n'").is_empty());
+        assert!(readings("SELECT '\u{65e5}', 1").is_empty());
     }
 
     #[test]

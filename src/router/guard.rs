@@ -100,6 +100,8 @@ pub struct Analysis {
     /// Why the checks cannot read the text as the server will (text the tokenizer
     /// rejects that holds a word some check needs, escapes the tokens show undone).
     pub unreadable: Option<String>,
+    /// Schemas of `schema.f(` at the top level, counted when the text does not parse.
+    call_schemas: Vec<String>,
 }
 
 /// Why a text is unreadable when an `E'...'` or `U&'...'` literal continues on the next line.
@@ -233,21 +235,22 @@ pub fn cache_key(sql: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Analyse a statement text (one or more statements): as the proxy reads it, and as a
-/// session whose lexing settings changed unseen would ([`escapes::other_readings`]: a
-/// backslash in a string read otherwise), each refusal found in any reading counting.
+/// session whose lexing settings changed unseen would ([`for_each_other_reading`]: a
+/// backslash or a non-ASCII character read otherwise), each refusal found in any reading
+/// counting.
 ///
-/// [`escapes::other_readings`]: super::escapes::other_readings
+/// [`for_each_other_reading`]: super::escapes::for_each_other_reading
 pub fn analyze(sql: &str) -> Analysis {
     let (mut a, _) = analyze_one(sql);
-    for other in super::escapes::other_readings(sql) {
-        match analyze_one(&other) {
-            (o, true) => a.add_findings(o),
+    super::escapes::for_each_other_reading(sql, |other, setting_off| {
+        match analyze_one(other) {
+            (o, true) => a.add_findings(o, setting_off),
             // As for a text the tokenizer rejects: the words every refusal needs.
             (o, false) => {
                 if a.unreadable.is_none() {
                     a.unreadable = o.unreadable.map(|why| {
                         format!(
-                            "a backslash in a string reads otherwise if the session's \
+                            "a backslash or a character reads otherwise if the session's \
                              standard_conforming_strings or client_encoding changed, and \
                              then {why}"
                         )
@@ -255,7 +258,7 @@ pub fn analyze(sql: &str) -> Analysis {
                 }
             }
         }
-    }
+    });
     a.schemas.sort();
     a.schemas.dedup();
     a
@@ -275,7 +278,7 @@ fn analyze_one(sql: &str) -> (Analysis, bool) {
         }
     };
     let mut bodies_read = true;
-    scan_tokens(&tokens, &mut a, (0, false), &mut bodies_read);
+    scan_tokens(&tokens, &mut a, (0, None), &mut bodies_read);
     // Very long token streams (deeply nested expressions) are not parsed: walking or even
     // dropping such an AST recurses deeper than a worker stack allows. They count as
     // unparsed (token checks only; refused in strict mode).
@@ -286,16 +289,21 @@ fn analyze_one(sql: &str) -> (Analysis, bool) {
             scan_ast(&stmts, &mut a);
         }
     }
+    let calls = std::mem::take(&mut a.call_schemas);
+    if !a.parsed {
+        a.schemas.extend(calls);
+    }
     (a, true)
 }
 
 impl Analysis {
     /// Add what another reading of the same text found to refuse. Not whether it parsed:
     /// another reading is often not valid SQL (a string now ends elsewhere), and a
-    /// server that read it so would fail the statement. Nor an escape string continued
-    /// on the next line: the other reading writes each plain string as one, and the
-    /// tokenizer decodes a continuation written so.
-    fn add_findings(&mut self, o: Analysis) {
+    /// server that read it so would fail the statement. In a reading with
+    /// standard_conforming_strings off (`setting_off`) not an escape string continued on
+    /// the next line either: it writes each plain string as one, and the tokenizer
+    /// decodes a continuation written so.
+    fn add_findings(&mut self, o: Analysis, setting_off: bool) {
         let Analysis {
             parsed: _,
             schemas,
@@ -309,9 +317,10 @@ impl Analysis {
             split_encoding,
             settings_table_write,
             unreadable,
+            call_schemas: _,
         } = o;
         if self.unreadable.is_none() {
-            self.unreadable = unreadable.filter(|why| why != CONTINUED);
+            self.unreadable = unreadable.filter(|why| !(setting_off && why == CONTINUED));
         }
         self.schemas.extend(schemas);
         self.role_change |= role_change;
@@ -433,25 +442,13 @@ fn statements(tokens: &[Token], body: bool) -> Vec<&[Token]> {
                     || matches!(&tokens[p], Token::Word(w) if w.keyword == Keyword::AS)
             })
     };
-    let is = |i: usize, k: Keyword| match &tokens[i] {
-        Token::Word(w) => w.keyword == k && w.quote_style.is_none(),
-        _ => false,
-    };
     let mut out = Vec::new();
     let mut start = 0;
-    // Open CASE expressions (not a PL/pgSQL CASE statement, which starts a statement):
-    // their THEN and ELSE are parts of an expression (`ON CASE WHEN a THEN b END, t`).
-    let mut case_exprs = 0usize;
     for i in 0..tokens.len() {
         if matches!(tokens[i], Token::SemiColon) {
             out.push(&tokens[start..i]);
             start = i + 1;
-            case_exprs = 0;
-        } else if is(i, Keyword::CASE) && i > start {
-            case_exprs += 1;
-        } else if is(i, Keyword::END) && case_exprs > 0 {
-            case_exprs -= 1;
-        } else if body && case_exprs == 0 && block_word(i) {
+        } else if body && block_word(i) {
             out.push(&tokens[start..=i]);
             start = i + 1;
         }
@@ -611,12 +608,7 @@ fn scan_body(body: &Body, a: &mut Analysis, depth: usize, bodies_read: &mut bool
         }
         return;
     };
-    scan_tokens(
-        &tokens,
-        a,
-        (depth, body.kind == BodyKind::Plpgsql),
-        bodies_read,
-    );
+    scan_tokens(&tokens, a, (depth, Some(body.kind)), bodies_read);
     match body.kind {
         // Only the tokens were checked: strict mode cannot count it as verified.
         BodyKind::Plpgsql => *bodies_read = false,
@@ -638,9 +630,19 @@ fn scan_body(body: &Body, a: &mut Analysis, depth: usize, bodies_read: &mut bool
 fn scan_tokens(
     tokens: &[Token],
     a: &mut Analysis,
-    (depth, plpgsql): (usize, bool),
+    (depth, kind): (usize, Option<BodyKind>),
     bodies_read: &mut bool,
 ) {
+    let plpgsql = kind == Some(BodyKind::Plpgsql);
+    // Table names, in a PL/pgSQL body also read in each statement up to its semicolon:
+    // the block words (THEN, ELSE, ...) that split a statement for the checks of its
+    // first word can also stand inside one (`ON CASE WHEN a THEN b END, other.t`).
+    if plpgsql {
+        for stmt in statements(tokens, false) {
+            let words: Vec<Option<String>> = stmt.iter().map(word).collect();
+            table_rules(stmt, &words, plpgsql, a);
+        }
+    }
     for stmt in statements(tokens, plpgsql) {
         let words: Vec<Option<String>> = stmt.iter().map(word).collect();
         let w = |i: usize| words.get(i).and_then(|x| x.as_deref());
@@ -748,16 +750,24 @@ fn scan_tokens(
             if FORBIDDEN_FUNCTIONS.contains(&name.as_str()) {
                 a.forbidden_function.get_or_insert(name.clone());
             }
-            // schema.function(...) in a routine body or dynamic SQL (at the top level
-            // the syntax tree shows calls, and a type's modifier `s.vector(3)` is no
-            // call). Not a format() placeholder (`%I.f(`) nor a reserved word, which
-            // no unquoted schema name is (`'INSERT INTO ' || s || '.log(...)'` joins
-            // to `INTO .log(`).
-            if depth > 0 && i >= 2 && matches!(stmt[i - 1], Token::Period) {
+            // schema.function(...): in a routine body the only sight of it; at the top
+            // level counted only if the text does not parse (the syntax tree shows
+            // calls, and a type's modifier `s.vector(3)` is no call). Not a reserved
+            // word, which no unquoted schema name is (`'INSERT INTO ' || s || '.log('`
+            // joins to `INTO .log(`), nor in dynamic SQL a format() placeholder
+            // (`%I.f(`; elsewhere `%` is an operator).
+            if i >= 2 && matches!(stmt[i - 1], Token::Period) {
                 if let Token::Word(s) = &stmt[i - 2] {
-                    let placeholder = i >= 3 && matches!(stmt[i - 3], Token::Mod);
+                    let placeholder = kind == Some(BodyKind::Dynamic)
+                        && i >= 3
+                        && matches!(stmt[i - 3], Token::Mod);
                     if !placeholder && (s.quote_style.is_some() || !is_reserved(&s.value)) {
-                        a.schemas.push(fold(&s.value, s.quote_style.is_some()));
+                        let schema = fold(&s.value, s.quote_style.is_some());
+                        if depth == 0 {
+                            a.call_schemas.push(schema);
+                        } else {
+                            a.schemas.push(schema);
+                        }
                     }
                 }
             }
@@ -779,23 +789,34 @@ fn scan_tokens(
                 }
             }
         }
-        // schema-qualified names the parser may miss: word . word (not after a word
-        // that starts a column reference is indistinguishable here; the AST decides
-        // when it parses, tokens only for what follows FROM/JOIN/INTO/UPDATE/TABLE)
-        // Not a table: `extract(epoch FROM t.ts)` and the other functions whose argument
-        // list has a FROM, `IS DISTINCT FROM t.x`, and in a PL/pgSQL body the variable
-        // after INTO (`SELECT ... INTO NEW.id`, `RETURNING id INTO r.x`) unless it is an
-        // INSERT's or MERGE's.
-        let bare = |i: usize, names: &[&str]| {
-            matches!(stmt.get(i), Some(Token::Word(x)) if x.quote_style.is_none()
-                && names.iter().any(|n| x.value.eq_ignore_ascii_case(n)))
-        };
-        // Per open parenthesis: is it the argument list of one of those functions (a name
-        // before it that is not a table's, and no subquery right inside)?
-        let mut calls: Vec<bool> = Vec::new();
-        for (i, t) in stmt.iter().enumerate() {
-            match t {
-                Token::LParen => calls.push(
+        table_rules(stmt, &words, plpgsql, a);
+    }
+}
+
+/// Schema-qualified table names the parser may miss, from the tokens of one statement:
+/// what follows FROM / JOIN / INTO / UPDATE / TABLE / COPY / TRUNCATE, `USING` in a
+/// DELETE or MERGE, and every item of a FROM, USING, TRUNCATE, LOCK or DROP TABLE list.
+/// Not a table: `extract(epoch FROM t.ts)` and the other functions whose argument list
+/// has a FROM, `IS DISTINCT FROM t.x`, a column named like a key word (`t.from`), and
+/// in a PL/pgSQL body the variable after INTO (`SELECT ... INTO NEW.id`, `RETURNING id
+/// INTO r.x`) unless it is an INSERT's or MERGE's. One pass: a list open at each
+/// parenthesis level.
+fn table_rules(stmt: &[Token], words: &[Option<String>], plpgsql: bool, a: &mut Analysis) {
+    let w = |i: usize| words.get(i).and_then(|x| x.as_deref());
+    let bare = |i: usize, names: &[&str]| {
+        matches!(stmt.get(i), Some(Token::Word(x)) if x.quote_style.is_none()
+            && names.iter().any(|n| x.value.eq_ignore_ascii_case(n)))
+    };
+    // Per open parenthesis: is it the argument list of one of those functions (a name
+    // before it that is not a table's, and no subquery right inside)? And is a list of
+    // tables open at that level?
+    let mut calls: Vec<bool> = Vec::new();
+    let mut lists: Vec<bool> = vec![false];
+    let mut dml = false;
+    for (i, t) in stmt.iter().enumerate() {
+        match t {
+            Token::LParen => {
+                calls.push(
                     i.checked_sub(1).is_some_and(|f| {
                         bare(f, &["extract", "substring", "trim", "overlay", "position"])
                             && !f.checked_sub(1).is_some_and(|p| {
@@ -809,73 +830,88 @@ fn scan_tokens(
                             })
                     }) && !matches!(stmt.get(i + 1), Some(Token::LParen))
                         && !bare(i + 1, &["select", "with", "values", "table"]),
-                ),
-                Token::RParen => {
-                    calls.pop();
+                );
+                lists.push(false);
+            }
+            Token::RParen => {
+                calls.pop();
+                if lists.len() > 1 {
+                    lists.pop();
                 }
-                _ => {}
             }
-            let Token::Word(kw) = t else { continue };
-            let not_a_table = match kw.keyword {
-                Keyword::FROM => {
-                    (i >= 2 && bare(i - 1, &["distinct"]) && bare(i - 2, &["is", "not"]))
-                        || calls.last() == Some(&true)
-                }
-                Keyword::INTO => {
-                    plpgsql && !matches!(i.checked_sub(1).and_then(w), Some("insert" | "merge"))
-                }
-                _ => false,
-            };
-            if not_a_table {
-                continue;
+            Token::Comma if lists.last() == Some(&true) => table_at(stmt, i + 1, a),
+            _ => {}
+        }
+        let Token::Word(kw) = t else { continue };
+        if i > 0 && matches!(stmt[i - 1], Token::Period) {
+            continue;
+        }
+        if matches!(kw.keyword, Keyword::DELETE | Keyword::MERGE) {
+            dml = true;
+        }
+        if lists.last() == Some(&true) && ends_list(stmt, i) {
+            *lists.last_mut().expect("level 0") = false;
+        }
+        let not_a_table = match kw.keyword {
+            Keyword::FROM => {
+                (i >= 2 && bare(i - 1, &["distinct"]) && bare(i - 2, &["is", "not"]))
+                    || calls.last() == Some(&true)
             }
-            // DELETE ... USING t, MERGE ... USING t (not JOIN ... USING (col), nor PL/pgSQL's
-            // EXECUTE ... USING values)
-            let using_tables = kw.keyword == Keyword::USING
-                && (0..i).any(|k| matches!(w(k), Some("delete" | "merge")))
-                && !matches!(stmt.get(i + 1), Some(Token::LParen));
-            // LOCK [TABLE] a, b and DROP TABLE a, b name lists of tables too
-            let table_list = matches!(kw.keyword, Keyword::LOCK)
-                || (kw.keyword == Keyword::TABLE
-                    && matches!(
-                        i.checked_sub(1).and_then(w),
-                        Some("drop" | "lock" | "truncate")
-                    ));
-            if !using_tables
-                && !table_list
-                && !matches!(
-                    kw.keyword,
-                    Keyword::FROM
-                        | Keyword::JOIN
-                        | Keyword::INTO
-                        | Keyword::UPDATE
-                        | Keyword::TABLE
-                        | Keyword::COPY
-                        | Keyword::TRUNCATE
-                )
-            {
-                continue;
+            Keyword::INTO => {
+                plpgsql && !matches!(i.checked_sub(1).and_then(w), Some("insert" | "merge"))
             }
-            table_at(stmt, i + 1, a);
-            // the other items of a list: FROM a, b.t / USING a, b.t / TRUNCATE a, b.t
-            if using_tables || table_list || matches!(kw.keyword, Keyword::FROM | Keyword::TRUNCATE)
-            {
-                list_tables(stmt, i + 1, a);
-            }
+            _ => false,
+        };
+        if not_a_table {
+            continue;
+        }
+        // DELETE ... USING t, MERGE ... USING t (not PL/pgSQL's EXECUTE ... USING
+        // values; JOIN ... USING (col) names no qualified table)
+        let using_tables = kw.keyword == Keyword::USING && dml;
+        // LOCK [TABLE] a, b and DROP TABLE a, b name lists of tables too
+        let table_list = (kw.keyword == Keyword::LOCK && i == 0)
+            || (kw.keyword == Keyword::TABLE
+                && matches!(
+                    i.checked_sub(1).and_then(w),
+                    Some("drop" | "lock" | "truncate")
+                ));
+        if !using_tables
+            && !table_list
+            && !matches!(
+                kw.keyword,
+                Keyword::FROM
+                    | Keyword::JOIN
+                    | Keyword::INTO
+                    | Keyword::UPDATE
+                    | Keyword::TABLE
+                    | Keyword::COPY
+                    | Keyword::TRUNCATE
+            )
+        {
+            continue;
+        }
+        table_at(stmt, i + 1, a);
+        // the other items of a list: FROM a, b.t / USING a, b.t / TRUNCATE a, b.t
+        if using_tables || table_list || matches!(kw.keyword, Keyword::FROM | Keyword::TRUNCATE) {
+            *lists.last_mut().expect("level 0") = true;
         }
     }
 }
 
 /// `schema.table` (after `ONLY` or `LATERAL`) at `stmt[j..]`: its schema.
 fn table_at(stmt: &[Token], mut j: usize, a: &mut Analysis) {
-    // `(a.t JOIN b ...)`: a parenthesised join's first table
-    while matches!(stmt.get(j), Some(Token::LParen)) {
-        j += 1;
-    }
+    // `(a.t JOIN b ...)`: a parenthesised join's first table; `ONLY (a.t)`,
+    // `IF EXISTS a.t`
     let prefix = |w: &sqlparser::tokenizer::Word| {
-        matches!(w.keyword, Keyword::ONLY | Keyword::LATERAL | Keyword::TABLE)
+        w.quote_style.is_none()
+            && matches!(
+                w.keyword,
+                Keyword::ONLY | Keyword::LATERAL | Keyword::TABLE | Keyword::IF | Keyword::EXISTS
+            )
     };
-    if matches!(stmt.get(j), Some(Token::Word(w)) if prefix(w)) {
+    while matches!(stmt.get(j), Some(Token::LParen))
+        || matches!(stmt.get(j), Some(Token::Word(w)) if prefix(w))
+    {
         j += 1;
     }
     if let (Some(Token::Word(s)), Some(Token::Period), Some(Token::Word(_))) =
@@ -1026,23 +1062,6 @@ fn is_reserved(w: &str) -> bool {
         "with",
     ];
     RESERVED.iter().any(|r| w.eq_ignore_ascii_case(r))
-}
-
-/// The items after the first of a FROM or USING list starting at `stmt[from]`: each one
-/// after a comma at the list's own parenthesis level, up to the word that ends the list
-/// or a parenthesis closing around it.
-fn list_tables(stmt: &[Token], from: usize, a: &mut Analysis) {
-    let mut depth = 0usize;
-    for j in from..stmt.len() {
-        match &stmt[j] {
-            Token::LParen => depth += 1,
-            Token::RParen if depth == 0 => return,
-            Token::RParen => depth -= 1,
-            Token::Comma if depth == 0 => table_at(stmt, j + 1, a),
-            Token::Word(_) if depth == 0 && ends_list(stmt, j) => return,
-            _ => {}
-        }
-    }
 }
 
 /// A `U&"..."` identifier among `tokens` (whitespace left out): its escapes can spell any
@@ -1621,6 +1640,36 @@ mod tests {
             ("DO $$BEGIN TRUNCATE users, tenant_globex.users; END$$", false),
             ("DO $$BEGIN LOCK TABLE users, tenant_globex.users; END$$", false),
             ("DO $$BEGIN DROP TABLE users, tenant_globex.users; END$$", false),
+            // After a second review.
+            (
+                "DO $$DECLARE r record; BEGIN FOR r IN SELECT 1 AS case LOOP SET ROLE x; END LOOP; END$$",
+                false,
+            ),
+            (
+                "DO $$DECLARE r record; BEGIN IF r.case THEN SET ROLE x; END IF; END$$",
+                false,
+            ),
+            ("DO $$BEGIN PERFORM 1 % tenant_globex.f(1); END$$", false),
+            ("SELECT * FROM ONLY (tenant_globex.users)", false),
+            (
+                "DO $$BEGIN DELETE FROM users USING (tenant_globex.users g CROSS JOIN orders) WHERE g.id = users.id; END$$",
+                false,
+            ),
+            ("DO $$BEGIN DROP TABLE IF EXISTS tenant_globex.users; END$$", false),
+            ("DO $$BEGIN LOCK users, tenant_globex.users; END$$", false),
+            (
+                "SELECT 1 AS \u{141}|$$; CREATE TABLE t AS SELECT set_config('search_path', 'tenant_globex', false); SELECT 1 AS \u{141}|$$",
+                false,
+            ),
+            ("SELECT E'\u{141}\\'\n'-- \\'' || '\\'; SET ROLE x; --'", false),
+            (
+                "SELECT * FROM users u WHERE u.role = $1 AND u.name LIKE $2 ESCAPE '\\'",
+                true,
+            ),
+            ("COPY users FROM STDIN WITH (FORMAT csv, ESCAPE '\\')", true),
+            ("SELECT replace(path, '\\', '/'), role FROM users", true),
+            ("SELECT t.lock, t.id, t.truncate, a.b FROM users t, orders a", true),
+            ("SELECT '\u{65e5}\u{672c}', 'x', role FROM users WHERE a = '\u{20ac}|'", true),
             // Read as a session whose standard_conforming_strings or client_encoding a
             // routine changed unseen would read it (statements pipelined behind that
             // routine run before the proxy ends the session).
