@@ -93,7 +93,8 @@ impl Encoding {
     /// The length of the valid character at the start of `b` (not empty), or `None`.
     fn char_len(self, b: &[u8]) -> Option<usize> {
         let c = b[0];
-        if c < 0x80 {
+        if c < 0x80 || (matches!(self, Encoding::Sjis) && (0xA1..=0xDF).contains(&c)) {
+            // ASCII, or an SJIS half-width kana (also the text's last byte)
             return Some(1);
         }
         let second = b.get(1).copied()?;
@@ -101,7 +102,6 @@ impl Encoding {
             |x: u8, ranges: &[(u8, u8)]| ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&x));
         match self {
             Encoding::Sjis => match c {
-                0xA1..=0xDF => Some(1),
                 0x81..=0x9F | 0xE0..=0xFC if in_any(second, &[(0x40, 0x7E), (0x80, 0xFC)]) => {
                     Some(2)
                 }
@@ -185,6 +185,43 @@ fn read(b: &[u8], standard: bool) -> Reading {
         let c = b[i];
         let after_word = i > 0 && is_ident_byte(b[i - 1]);
         let next = b.get(i + 1).copied();
+        // An escape string: E'...', and with the setting off any plain string, written
+        // as one (a space keeps the E from joining a word before the quote: `abc'x'`).
+        let quote = match c {
+            b'e' | b'E' if !after_word && next == Some(b'\'') => Some(i + 1),
+            b'\'' if !standard => Some(i),
+            _ => None,
+        };
+        if let Some(mut q) = quote {
+            out.extend_from_slice(if q == i { b" E" } else { &b[i..q] });
+            let plain = q == i;
+            // A quote after whitespace with a newline continues the string in the same
+            // mode (scan.l's quotecontinue), written as another escape string.
+            loop {
+                let from = out.len();
+                let (end, neutralised) = escape_string(b, q, &mut out);
+                changed |= neutralised || (plain && out[from..].contains(&b'\\'));
+                let Ok(end) = end else {
+                    return Reading {
+                        out,
+                        changed,
+                        complete: false,
+                    };
+                };
+                match continued_at(b, end) {
+                    Some(next) => {
+                        out.extend_from_slice(&b[end..next]);
+                        out.push(b'E');
+                        q = next;
+                    }
+                    None => {
+                        i = end;
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
         let end = match c {
             // A comment ends at a newline or carriage return, as in scan.l.
             b'-' if next == Some(b'-') => {
@@ -201,41 +238,8 @@ fn read(b: &[u8], standard: bool) -> Reading {
             b'u' | b'U' if !after_word && next == Some(b'&') && b.get(i + 2) == Some(&b'\'') => {
                 quoted_end(b, i + 2, b'\'')
             }
-            b'e' | b'E' if !after_word && next == Some(b'\'') => {
-                out.push(c);
-                let (end, neutralised) = escape_string(b, i + 1, &mut out);
-                changed |= neutralised;
-                match end {
-                    Ok(end) => i = end,
-                    Err(_) => {
-                        return Reading {
-                            out,
-                            changed,
-                            complete: false,
-                        }
-                    }
-                }
-                continue;
-            }
-            b'\'' if standard => quoted_end(b, i, c),
-            b'\'' => {
-                // A space keeps the E from joining a word before the quote (`abc'x'`).
-                out.extend_from_slice(b" E");
-                let from = out.len();
-                let (end, neutralised) = escape_string(b, i, &mut out);
-                changed |= neutralised || out[from..].contains(&b'\\');
-                match end {
-                    Ok(end) => i = end,
-                    Err(_) => {
-                        return Reading {
-                            out,
-                            changed,
-                            complete: false,
-                        }
-                    }
-                }
-                continue;
-            }
+            // With the setting on: a plain string (off, it was read above).
+            b'\'' => quoted_end(b, i, c),
             _ => Ok(i + 1),
         };
         match end {
@@ -257,6 +261,30 @@ fn read(b: &[u8], standard: bool) -> Reading {
         out,
         changed,
         complete: true,
+    }
+}
+
+/// Where a string that closed at `end` continues: the quote after whitespace holding a
+/// newline (`--` comments count as whitespace), as scan.l's `quotecontinue` reads it.
+fn continued_at(b: &[u8], end: usize) -> Option<usize> {
+    let mut j = end;
+    let mut newline = false;
+    loop {
+        match b.get(j)? {
+            b' ' | b'\t' | b'\x0c' => j += 1,
+            b'\n' | b'\r' => {
+                newline = true;
+                j += 1;
+            }
+            // Only after the newline may a vertical tab stand, and a comment must end
+            // in one there (special_whitespace); before it a comment ends at one.
+            b'\x0b' if newline => j += 1,
+            b'-' if b.get(j + 1) == Some(&b'-') => {
+                j = memchr::memchr2(b'\n', b'\r', &b[j..]).map(|p| j + p)?;
+            }
+            b'\'' if newline => return Some(j),
+            _ => return None,
+        }
     }
 }
 
@@ -485,6 +513,21 @@ mod tests {
         // reading.
         assert!(readings("SELECT E'caf\u{e9}\\n'").is_empty());
         assert!(readings("SELECT '\u{65e5}', 1").is_empty());
+    }
+
+    #[test]
+    fn a_string_continues_after_whitespace_with_a_newline() {
+        assert_eq!(continued_at(b"'a' \n 'b'", 3), Some(6));
+        assert_eq!(continued_at(b"'a' 'b'", 3), None);
+        assert_eq!(continued_at(b"'a' -- c\n'b'", 3), Some(9));
+        assert_eq!(continued_at(b"'a'\n-- c\n'b'", 3), Some(9));
+        assert_eq!(continued_at(b"'a'\n/* */'b'", 3), None);
+        assert_eq!(continued_at(b"'a'\x0b\n'b'", 3), None);
+        // An escape string's continuation is one too: with the setting on, \' there
+        // escapes the quote.
+        let r = read(b"SELECT E'a'\n'\\'' x", true);
+        assert!(r.complete);
+        assert_eq!(r.text(), "SELECT E'a'\nE'\\'' x");
     }
 
     #[test]

@@ -813,6 +813,7 @@ fn table_rules(stmt: &[Token], words: &[Option<String>], plpgsql: bool, a: &mut 
     let mut calls: Vec<bool> = Vec::new();
     let mut lists: Vec<bool> = vec![false];
     let mut dml = false;
+    let mut cases = 0usize;
     for (i, t) in stmt.iter().enumerate() {
         match t {
             Token::LParen => {
@@ -848,6 +849,26 @@ fn table_rules(stmt: &[Token], words: &[Option<String>], plpgsql: bool, a: &mut 
         }
         if matches!(kw.keyword, Keyword::DELETE | Keyword::MERGE) {
             dml = true;
+        }
+        // In a PL/pgSQL statement read up to its semicolon, a block word ends the lists
+        // open at its level (`FOR r IN SELECT * FROM t LOOP RAISE '%', r.id`), but not
+        // the THEN/ELSE of a CASE expression (`ON CASE WHEN a THEN b END, other.t`).
+        if plpgsql && kw.quote_style.is_none() {
+            // as in `statements`: after AS, or before a comma, a block word is an alias
+            let alias = (i > 0
+                && matches!(&stmt[i - 1], Token::Word(p) if p.keyword == Keyword::AS))
+                || matches!(stmt.get(i + 1), Some(Token::Comma | Token::Period));
+            match kw.keyword {
+                Keyword::CASE if !alias => cases += 1,
+                Keyword::END if cases > 0 => cases -= 1,
+                Keyword::THEN | Keyword::ELSE | Keyword::BEGIN if cases == 0 && !alias => {
+                    *lists.last_mut().expect("level 0") = false;
+                }
+                _ if cases == 0 && !alias && kw.value.eq_ignore_ascii_case("loop") => {
+                    *lists.last_mut().expect("level 0") = false;
+                }
+                _ => {}
+            }
         }
         if lists.last() == Some(&true) && ends_list(stmt, i) {
             *lists.last_mut().expect("level 0") = false;
@@ -952,7 +973,11 @@ fn ends_list(stmt: &[Token], j: usize) -> bool {
             | Keyword::INTO
     ) || (w.keyword == Keyword::ON
         && matches!(stmt.get(j + 1), Some(Token::Word(c))
-            if c.value.eq_ignore_ascii_case("conflict")))
+            if c.value.eq_ignore_ascii_case("conflict"))
+        // not a join on a table called `conflict` (ON conflict.id = ...)
+        && (matches!(stmt.get(j + 2), Some(Token::LParen))
+            || matches!(stmt.get(j + 2), Some(Token::Word(n))
+                if matches!(n.keyword, Keyword::ON | Keyword::DO))))
 }
 
 /// PostgreSQL's reserved key words (its documentation's Appendix C, "reserved" and
@@ -1669,6 +1694,23 @@ mod tests {
             ("COPY users FROM STDIN WITH (FORMAT csv, ESCAPE '\\')", true),
             ("SELECT replace(path, '\\', '/'), role FROM users", true),
             ("SELECT t.lock, t.id, t.truncate, a.b FROM users t, orders a", true),
+            // After a third review.
+            (
+                "SELECT 1 AS \u{141}|$$; CREATE TABLE t AS SELECT set_config('search_path', 'tenant_globex', false); SELECT 1 AS \u{141}|$$ --\u{e9}",
+                false,
+            ),
+            (
+                "SELECT 1 AS \u{141}|$$; SELECT E'a'\n'\\''; SET ROLE x; SELECT 'x\\'; --$$",
+                false,
+            ),
+            (
+                "DO $$DECLARE r record; BEGIN FOR r IN SELECT * FROM users LOOP RAISE NOTICE '%, %', r.id, r.name; END LOOP; IF true THEN PERFORM 1; ELSE SELECT r.a, r.b INTO x, y FROM users; END IF; END$$",
+                true,
+            ),
+            (
+                "DO $$BEGIN PERFORM 1 FROM users JOIN orders conflict ON conflict.id = users.id, tenant_globex.users; END$$",
+                false,
+            ),
             ("SELECT '\u{65e5}\u{672c}', 'x', role FROM users WHERE a = '\u{20ac}|'", true),
             // Read as a session whose standard_conforming_strings or client_encoding a
             // routine changed unseen would read it (statements pipelined behind that
