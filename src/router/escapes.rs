@@ -213,6 +213,8 @@ fn read(b: &[u8], standard: bool) -> Reading {
                         out.extend_from_slice(&b[end..next]);
                         out.push(b'E');
                         q = next;
+                        // the tokenizer reads it otherwise unless written so
+                        changed = true;
                     }
                     None => {
                         i = end;
@@ -232,14 +234,12 @@ fn read(b: &[u8], standard: bool) -> Reading {
             b'$' if !after_word => dollar_end(b, i),
             // Bit strings and U&'...' take no backslash escapes (with the setting off a
             // U&'...' string is an error).
-            b'b' | b'B' | b'x' | b'X' if !after_word && next == Some(b'\'') => {
-                quoted_end(b, i + 1, b'\'')
-            }
+            b'b' | b'B' | b'x' | b'X' if !after_word && next == Some(b'\'') => quoted_run(b, i + 1),
             b'u' | b'U' if !after_word && next == Some(b'&') && b.get(i + 2) == Some(&b'\'') => {
-                quoted_end(b, i + 2, b'\'')
+                quoted_run(b, i + 2)
             }
             // With the setting on: a plain string (off, it was read above).
-            b'\'' => quoted_end(b, i, c),
+            b'\'' => quoted_run(b, i),
             _ => Ok(i + 1),
         };
         match end {
@@ -264,6 +264,16 @@ fn read(b: &[u8], standard: bool) -> Reading {
     }
 }
 
+/// A string without escapes starting at the quote `q`, with its continuations (in the
+/// same mode); `Err` when it is not closed.
+fn quoted_run(b: &[u8], q: usize) -> Result<usize, ()> {
+    let mut end = quoted_end(b, q, b'\'')?;
+    while let Some(next) = continued_at(b, end) {
+        end = quoted_end(b, next, b'\'')?;
+    }
+    Ok(end)
+}
+
 /// Where a string that closed at `end` continues: the quote after whitespace holding a
 /// newline (`--` comments count as whitespace), as scan.l's `quotecontinue` reads it.
 fn continued_at(b: &[u8], end: usize) -> Option<usize> {
@@ -271,14 +281,13 @@ fn continued_at(b: &[u8], end: usize) -> Option<usize> {
     let mut newline = false;
     loop {
         match b.get(j)? {
-            b' ' | b'\t' | b'\x0c' => j += 1,
+            // A vertical tab is whitespace from PostgreSQL 17 (before, it makes the text
+            // a syntax error: reading it as whitespace is then harmless).
+            b' ' | b'\t' | b'\x0c' | b'\x0b' => j += 1,
             b'\n' | b'\r' => {
                 newline = true;
                 j += 1;
             }
-            // Only after the newline may a vertical tab stand, and a comment must end
-            // in one there (special_whitespace); before it a comment ends at one.
-            b'\x0b' if newline => j += 1,
             b'-' if b.get(j + 1) == Some(&b'-') => {
                 j = memchr::memchr2(b'\n', b'\r', &b[j..]).map(|p| j + p)?;
             }
@@ -522,7 +531,11 @@ mod tests {
         assert_eq!(continued_at(b"'a' -- c\n'b'", 3), Some(9));
         assert_eq!(continued_at(b"'a'\n-- c\n'b'", 3), Some(9));
         assert_eq!(continued_at(b"'a'\n/* */'b'", 3), None);
-        assert_eq!(continued_at(b"'a'\x0b\n'b'", 3), None);
+        assert_eq!(continued_at(b"'a'\x0b\n'b'", 3), Some(5));
+        assert_eq!(continued_at(b"'a'\x0c\n'b'", 3), Some(5));
+        // Strings without escapes continue in their own mode.
+        assert_eq!(quoted_run(b"'a'\n'b' x", 0), Ok(7));
+        assert!(read(b"SELECT B'1'\n'\\' -- \\'\n", false).complete);
         // An escape string's continuation is one too: with the setting on, \' there
         // escapes the quote.
         let r = read(b"SELECT E'a'\n'\\'' x", true);

@@ -423,9 +423,62 @@ fn tokens_of(sql: &str) -> Option<Vec<Token>> {
     Some(
         tokens
             .into_iter()
-            .filter(|t| !matches!(t, Token::Whitespace(_)))
+            // A form feed or vertical tab is whitespace to PostgreSQL (\v from 17);
+            // the tokenizer makes them characters, which would split adjacent strings.
+            .filter(|t| !matches!(t, Token::Whitespace(_) | Token::Char('\x0c' | '\x0b')))
             .collect(),
     )
+}
+
+/// Is `tokens[i]` a PL/pgSQL block word (BEGIN, THEN, ELSE, LOOP) that opens a block or
+/// branch? Not a name spelled so: after `.` or AS, or before what follows a table alias
+/// (`FROM users loop(a), ...`, `begin JOIN ...`, `loop, ...`); no statement starts with
+/// any of those, so a statement after a real block word is never missed.
+fn is_block_word(tokens: &[Token], i: usize) -> bool {
+    let Token::Word(w) = &tokens[i] else {
+        return false;
+    };
+    if w.quote_style.is_some()
+        || !["begin", "then", "else", "loop"]
+            .iter()
+            .any(|k| w.value.eq_ignore_ascii_case(k))
+    {
+        return false;
+    }
+    let prev = i.checked_sub(1).map(|p| &tokens[p]);
+    if matches!(prev, Some(Token::Period))
+        || matches!(prev, Some(Token::Word(p)) if p.keyword == Keyword::AS && p.quote_style.is_none())
+    {
+        return false;
+    }
+    match tokens.get(i + 1) {
+        Some(Token::Period | Token::Comma | Token::LParen | Token::RParen) => false,
+        Some(Token::Word(n)) if n.quote_style.is_none() => !matches!(
+            n.keyword,
+            Keyword::JOIN
+                | Keyword::INNER
+                | Keyword::LEFT
+                | Keyword::RIGHT
+                | Keyword::FULL
+                | Keyword::CROSS
+                | Keyword::NATURAL
+                | Keyword::ON
+                | Keyword::USING
+                | Keyword::WHERE
+                | Keyword::GROUP
+                | Keyword::HAVING
+                | Keyword::ORDER
+                | Keyword::LIMIT
+                | Keyword::OFFSET
+                | Keyword::UNION
+                | Keyword::EXCEPT
+                | Keyword::INTERSECT
+                | Keyword::WINDOW
+                | Keyword::RETURNING
+                | Keyword::TABLESAMPLE
+        ),
+        _ => true,
+    }
 }
 
 /// The statements of `tokens`: split at semicolons, and in a PL/pgSQL `body` also after
@@ -433,15 +486,7 @@ fn tokens_of(sql: &str) -> Option<Vec<Token>> {
 /// `LOOP`), so that a statement there starts where the checks look for its first word.
 /// Such a word next to a `.` is a name (`begin.items`), not a block.
 fn statements(tokens: &[Token], body: bool) -> Vec<&[Token]> {
-    let block_word = |i: usize| {
-        matches!(&tokens[i], Token::Word(w) if w.quote_style.is_none()
-            && ["begin", "then", "else", "loop"].iter().any(|k| w.value.eq_ignore_ascii_case(k)))
-            && !matches!(tokens.get(i + 1), Some(Token::Period | Token::Comma))
-            && !i.checked_sub(1).is_some_and(|p| {
-                matches!(&tokens[p], Token::Period)
-                    || matches!(&tokens[p], Token::Word(w) if w.keyword == Keyword::AS)
-            })
-    };
+    let block_word = |i: usize| is_block_word(tokens, i);
     let mut out = Vec::new();
     let mut start = 0;
     for i in 0..tokens.len() {
@@ -814,6 +859,7 @@ fn table_rules(stmt: &[Token], words: &[Option<String>], plpgsql: bool, a: &mut 
     let mut lists: Vec<bool> = vec![false];
     let mut dml = false;
     let mut cases = 0usize;
+    let mut insert = false;
     for (i, t) in stmt.iter().enumerate() {
         match t {
             Token::LParen => {
@@ -852,25 +898,25 @@ fn table_rules(stmt: &[Token], words: &[Option<String>], plpgsql: bool, a: &mut 
         }
         // In a PL/pgSQL statement read up to its semicolon, a block word ends the lists
         // open at its level (`FOR r IN SELECT * FROM t LOOP RAISE '%', r.id`), but not
-        // the THEN/ELSE of a CASE expression (`ON CASE WHEN a THEN b END, other.t`).
+        // the THEN/ELSE of a CASE expression (`ON CASE WHEN a THEN b END, other.t`); a
+        // CASE that starts a statement is PL/pgSQL's CASE statement, whose THENs do.
         if plpgsql && kw.quote_style.is_none() {
-            // as in `statements`: after AS, or before a comma, a block word is an alias
-            let alias = (i > 0
-                && matches!(&stmt[i - 1], Token::Word(p) if p.keyword == Keyword::AS))
-                || matches!(stmt.get(i + 1), Some(Token::Comma | Token::Period));
+            let after_as =
+                i > 0 && matches!(&stmt[i - 1], Token::Word(p) if p.keyword == Keyword::AS);
+            let starts_statement = i == 0 || is_block_word(stmt, i - 1);
             match kw.keyword {
-                Keyword::CASE if !alias => cases += 1,
-                Keyword::END if cases > 0 => cases -= 1,
-                Keyword::THEN | Keyword::ELSE | Keyword::BEGIN if cases == 0 && !alias => {
-                    *lists.last_mut().expect("level 0") = false;
-                }
-                _ if cases == 0 && !alias && kw.value.eq_ignore_ascii_case("loop") => {
+                Keyword::CASE if !after_as && !starts_statement => cases += 1,
+                Keyword::END if cases > 0 && !after_as => cases -= 1,
+                _ if cases == 0 && is_block_word(stmt, i) => {
                     *lists.last_mut().expect("level 0") = false;
                 }
                 _ => {}
             }
         }
-        if lists.last() == Some(&true) && ends_list(stmt, i) {
+        if kw.keyword == Keyword::INSERT {
+            insert = true;
+        }
+        if lists.last() == Some(&true) && ends_list(stmt, i, insert) {
             *lists.last_mut().expect("level 0") = false;
         }
         let not_a_table = match kw.keyword {
@@ -944,9 +990,9 @@ fn table_at(stmt: &[Token], mut j: usize, a: &mut Analysis) {
 
 /// A word that ends a FROM or USING list at its level: a clause that may itself hold a
 /// comma-separated list of qualified column names (ORDER BY a.x, b.y). All are reserved
-/// in PostgreSQL, so none is an alias (unless after AS, checked by the caller); `ON
-/// CONFLICT` ends it too (its `DO UPDATE SET` list).
-fn ends_list(stmt: &[Token], j: usize) -> bool {
+/// in PostgreSQL, so none is an alias (unless after AS); in an INSERT `ON CONFLICT`
+/// ends it too (its `DO UPDATE SET` list).
+fn ends_list(stmt: &[Token], j: usize, insert: bool) -> bool {
     let Token::Word(w) = &stmt[j] else {
         return false;
     };
@@ -971,7 +1017,8 @@ fn ends_list(stmt: &[Token], j: usize) -> bool {
             | Keyword::FOR
             | Keyword::RETURNING
             | Keyword::INTO
-    ) || (w.keyword == Keyword::ON
+    ) || (insert
+        && w.keyword == Keyword::ON
         && matches!(stmt.get(j + 1), Some(Token::Word(c))
             if c.value.eq_ignore_ascii_case("conflict"))
         // not a join on a table called `conflict` (ON conflict.id = ...)
@@ -1712,6 +1759,29 @@ mod tests {
                 false,
             ),
             ("SELECT '\u{65e5}\u{672c}', 'x', role FROM users WHERE a = '\u{20ac}|'", true),
+            // After a fourth review.
+            ("SELECT E'a'\x0c\n'\\'' ; SET ROLE x; SELECT 'x' -- '", false),
+            (
+                "DO $$BEGIN PERFORM 1 FROM users u JOIN orders o ON CASE WHEN (SELECT true AS end) THEN true END, tenant_globex.users; END$$",
+                false,
+            ),
+            ("DO $$BEGIN PERFORM 1 FROM users loop(a), tenant_globex.users; END$$", false),
+            (
+                "DO $$BEGIN PERFORM 1 FROM users begin JOIN orders o ON true, tenant_globex.users; END$$",
+                false,
+            ),
+            (
+                "DO $$BEGIN PERFORM 1 FROM users JOIN orders ON conflict(users.id), tenant_globex.users; END$$",
+                false,
+            ),
+            (
+                "DO $$DECLARE r record; BEGIN CASE WHEN true THEN FOR r IN SELECT * FROM users LOOP RAISE NOTICE '%', r.id; END LOOP; END CASE; END$$",
+                true,
+            ),
+            (
+                "DO $$DECLARE r record; BEGIN LOOP SET ROLE x; END LOOP; FOR r IN SELECT 1 LOOP FOR s IN SELECT 2 LOOP RESET ROLE; END LOOP; END LOOP; END$$",
+                false,
+            ),
             // Read as a session whose standard_conforming_strings or client_encoding a
             // routine changed unseen would read it (statements pipelined behind that
             // routine run before the proxy ends the session).
