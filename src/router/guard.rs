@@ -718,17 +718,7 @@ fn scan_tokens(
             }
         }
         if w(0) == Some("copy") {
-            let mut after_direction = false;
-            for t in stmt {
-                let lw = word(t);
-                if lw.as_deref() == Some("program") {
-                    a.server_file_copy = true;
-                }
-                if after_direction && string(t).is_some() {
-                    a.server_file_copy = true;
-                }
-                after_direction = matches!(lw.as_deref(), Some("from") | Some("to"));
-            }
+            copy_rules(stmt, a);
         }
         if unicode_escaped_identifier(stmt) {
             a.unicode_identifier = true;
@@ -903,18 +893,29 @@ fn table_rules(stmt: &[Token], words: &[Option<String>], plpgsql: bool, a: &mut 
         if plpgsql && kw.quote_style.is_none() {
             let after_as =
                 i > 0 && matches!(&stmt[i - 1], Token::Word(p) if p.keyword == Keyword::AS);
-            let starts_statement = i == 0 || is_block_word(stmt, i - 1);
+            // (inside a CASE expression a CASE after THEN is another expression)
+            let starts_statement = cases == 0 && (i == 0 || is_block_word(stmt, i - 1));
             match kw.keyword {
                 Keyword::CASE if !after_as && !starts_statement => cases += 1,
                 Keyword::END if cases > 0 && !after_as => cases -= 1,
-                _ if cases == 0 && is_block_word(stmt, i) => {
+                // only where a statement follows: `loop` can also be a name in an
+                // expression (`ON loop IS NOT NULL, other.t`)
+                _ if cases == 0 && is_block_word(stmt, i) && starts_a_statement(stmt, i + 1) => {
                     *lists.last_mut().expect("level 0") = false;
                 }
                 _ => {}
             }
         }
-        if kw.keyword == Keyword::INSERT {
+        // INSERT INTO (not a name `insert`, which ON CONFLICT would then end lists for)
+        if kw.keyword == Keyword::INSERT
+            && matches!(stmt.get(i + 1), Some(Token::Word(n)) if n.keyword == Keyword::INTO)
+        {
             insert = true;
+        }
+        // COPY ... PROGRAM / a server file, where a COPY starts a statement (also read up
+        // to the semicolon: `COPY (SELECT CASE WHEN a THEN 1 END) TO PROGRAM 'x'`)
+        if kw.keyword == Keyword::COPY && (i == 0 || is_block_word(stmt, i - 1)) {
+            copy_rules(&stmt[i..], a);
         }
         if lists.last() == Some(&true) && ends_list(stmt, i, insert) {
             *lists.last_mut().expect("level 0") = false;
@@ -962,6 +963,101 @@ fn table_rules(stmt: &[Token], words: &[Option<String>], plpgsql: bool, a: &mut 
         if using_tables || table_list || matches!(kw.keyword, Keyword::FROM | Keyword::TRUNCATE) {
             *lists.last_mut().expect("level 0") = true;
         }
+    }
+}
+
+/// A COPY statement `stmt` (from its COPY) to or from a program or a server file.
+fn copy_rules(stmt: &[Token], a: &mut Analysis) {
+    let mut after_direction = false;
+    for t in stmt {
+        let lw = word(t);
+        if lw.as_deref() == Some("program") {
+            a.server_file_copy = true;
+        }
+        if after_direction && string(t).is_some() {
+            a.server_file_copy = true;
+        }
+        after_direction = matches!(lw.as_deref(), Some("from") | Some("to"));
+    }
+}
+
+/// Does a PL/pgSQL statement start at `stmt[j]`: a statement's first key word, a
+/// `<<label>>`, or an assignment (`x := ...`, `r.f = ...`)? (Conservative the other
+/// way: a statement this misses only leaves a list open.)
+fn starts_a_statement(stmt: &[Token], j: usize) -> bool {
+    const FIRST: &[&str] = &[
+        "alter",
+        "analyze",
+        "assert",
+        "begin",
+        "call",
+        "case",
+        "close",
+        "comment",
+        "commit",
+        "continue",
+        "copy",
+        "create",
+        "declare",
+        "delete",
+        "discard",
+        "drop",
+        "else",
+        "elsif",
+        "end",
+        "execute",
+        "exit",
+        "fetch",
+        "for",
+        "foreach",
+        "get",
+        "grant",
+        "if",
+        "insert",
+        "listen",
+        "lock",
+        "loop",
+        "merge",
+        "move",
+        "notify",
+        "null",
+        "open",
+        "perform",
+        "raise",
+        "refresh",
+        "reset",
+        "return",
+        "revoke",
+        "rollback",
+        "savepoint",
+        "select",
+        "set",
+        "truncate",
+        "update",
+        "vacuum",
+        "while",
+        "with",
+    ];
+    match stmt.get(j) {
+        None | Some(Token::ShiftLeft | Token::SemiColon) => true,
+        Some(Token::Word(w))
+            if w.quote_style.is_none() && FIRST.iter().any(|k| w.value.eq_ignore_ascii_case(k)) =>
+        {
+            true
+        }
+        Some(Token::Word(_)) => {
+            let mut k = j + 1;
+            while matches!(stmt.get(k), Some(Token::Period))
+                && matches!(stmt.get(k + 1), Some(Token::Word(_)))
+            {
+                k += 2;
+            }
+            matches!(
+                stmt.get(k),
+                Some(Token::Assignment | Token::Eq | Token::LBracket)
+            )
+        }
+        _ => false,
     }
 }
 
@@ -1766,6 +1862,24 @@ mod tests {
                 false,
             ),
             ("DO $$BEGIN PERFORM 1 FROM users loop(a), tenant_globex.users; END$$", false),
+            // After a fifth review.
+            (
+                "DO $$BEGIN PERFORM 1 FROM users u JOIN orders o ON CASE WHEN true THEN CASE WHEN true THEN true END ELSE NULL END, tenant_globex.users; END$$",
+                false,
+            ),
+            ("DO $$BEGIN COPY (SELECT CASE WHEN true THEN 1 END) TO PROGRAM 'id'; END$$", false),
+            (
+                "DO $$BEGIN PERFORM 1 FROM users loop JOIN orders o ON loop IS NOT NULL, tenant_globex.users; END$$",
+                false,
+            ),
+            (
+                "DO $$BEGIN PERFORM 1 AS insert FROM users u JOIN orders o ON conflict(u), tenant_globex.users; END$$",
+                false,
+            ),
+            (
+                "DO $$DECLARE r record; n int; BEGIN FOR r IN SELECT * FROM users LOOP n := r.id; END LOOP; FOR r IN SELECT * FROM users LOOP <<inner>> BEGIN RAISE NOTICE '%', r.id; END; END LOOP; END$$",
+                true,
+            ),
             (
                 "DO $$BEGIN PERFORM 1 FROM users begin JOIN orders o ON true, tenant_globex.users; END$$",
                 false,
