@@ -849,7 +849,7 @@ fn table_rules(stmt: &[Token], words: &[Option<String>], plpgsql: bool, a: &mut 
     let mut lists: Vec<bool> = vec![false];
     let mut dml = false;
     let mut cases = 0usize;
-    let mut insert = false;
+    let mut inserts: Vec<bool> = vec![false];
     for (i, t) in stmt.iter().enumerate() {
         match t {
             Token::LParen => {
@@ -869,11 +869,13 @@ fn table_rules(stmt: &[Token], words: &[Option<String>], plpgsql: bool, a: &mut 
                         && !bare(i + 1, &["select", "with", "values", "table"]),
                 );
                 lists.push(false);
+                inserts.push(false);
             }
             Token::RParen => {
                 calls.pop();
                 if lists.len() > 1 {
                     lists.pop();
+                    inserts.pop();
                 }
             }
             Token::Comma if lists.last() == Some(&true) => table_at(stmt, i + 1, a),
@@ -906,18 +908,20 @@ fn table_rules(stmt: &[Token], words: &[Option<String>], plpgsql: bool, a: &mut 
                 _ => {}
             }
         }
-        // INSERT INTO (not a name `insert`, which ON CONFLICT would then end lists for)
+        // INSERT INTO at this parenthesis level (not a name `insert`, nor one in a CTE),
+        // whose ON CONFLICT ends the lists
         if kw.keyword == Keyword::INSERT
+            && !(i > 0 && matches!(&stmt[i - 1], Token::Word(p) if p.keyword == Keyword::AS))
             && matches!(stmt.get(i + 1), Some(Token::Word(n)) if n.keyword == Keyword::INTO)
         {
-            insert = true;
+            *inserts.last_mut().expect("level 0") = true;
         }
         // COPY ... PROGRAM / a server file, where a COPY starts a statement (also read up
         // to the semicolon: `COPY (SELECT CASE WHEN a THEN 1 END) TO PROGRAM 'x'`)
         if kw.keyword == Keyword::COPY && (i == 0 || is_block_word(stmt, i - 1)) {
             copy_rules(&stmt[i..], a);
         }
-        if lists.last() == Some(&true) && ends_list(stmt, i, insert) {
+        if lists.last() == Some(&true) && ends_list(stmt, i, inserts.last() == Some(&true)) {
             *lists.last_mut().expect("level 0") = false;
         }
         let not_a_table = match kw.keyword {
@@ -1039,7 +1043,12 @@ fn starts_a_statement(stmt: &[Token], j: usize) -> bool {
         "with",
     ];
     match stmt.get(j) {
-        None | Some(Token::ShiftLeft | Token::SemiColon) => true,
+        None | Some(Token::SemiColon) => true,
+        // `<<label>>`, not the operator
+        Some(Token::ShiftLeft) => {
+            matches!(stmt.get(j + 1), Some(Token::Word(_)))
+                && matches!(stmt.get(j + 2), Some(Token::ShiftRight))
+        }
         Some(Token::Word(w))
             if w.quote_style.is_none() && FIRST.iter().any(|k| w.value.eq_ignore_ascii_case(k)) =>
         {
@@ -1868,6 +1877,22 @@ mod tests {
                 false,
             ),
             ("DO $$BEGIN COPY (SELECT CASE WHEN true THEN 1 END) TO PROGRAM 'id'; END$$", false),
+            (
+                "DO $$BEGIN PERFORM 1 FROM generate_series(1, 2) loop JOIN users u ON loop << 1 > 0, tenant_globex.users; END$$",
+                false,
+            ),
+            (
+                "DO $$BEGIN WITH w AS (INSERT INTO log VALUES (1) RETURNING 1) SELECT 1 INTO v FROM users u JOIN orders o ON conflict(u), tenant_globex.users; END$$",
+                false,
+            ),
+            (
+                "DO $$BEGIN SELECT 1 AS insert INTO v FROM users u JOIN orders o ON conflict(u), tenant_globex.users; END$$",
+                false,
+            ),
+            (
+                "DO $$BEGIN INSERT INTO users SELECT * FROM orders o ON CONFLICT (id) DO UPDATE SET a = 1, comp.f = 2; END$$",
+                true,
+            ),
             (
                 "DO $$BEGIN PERFORM 1 FROM users loop JOIN orders o ON loop IS NOT NULL, tenant_globex.users; END$$",
                 false,
