@@ -430,6 +430,12 @@ fn tokens_of(sql: &str) -> Option<Vec<Token>> {
     )
 }
 
+/// Does `tokens[i]` follow AS (so a word there is a name, whatever it spells)? A quoted
+/// `"as"` is no key word to the tokenizer.
+fn after_as(tokens: &[Token], i: usize) -> bool {
+    i > 0 && matches!(&tokens[i - 1], Token::Word(p) if p.keyword == Keyword::AS)
+}
+
 /// Is `tokens[i]` a PL/pgSQL block word (BEGIN, THEN, ELSE, LOOP) that opens a block or
 /// branch? Not a name spelled so: after `.` or AS, or before what follows a table alias
 /// (`FROM users loop(a), ...`, `begin JOIN ...`, `loop, ...`); no statement starts with
@@ -445,10 +451,7 @@ fn is_block_word(tokens: &[Token], i: usize) -> bool {
     {
         return false;
     }
-    let prev = i.checked_sub(1).map(|p| &tokens[p]);
-    if matches!(prev, Some(Token::Period))
-        || matches!(prev, Some(Token::Word(p)) if p.keyword == Keyword::AS && p.quote_style.is_none())
-    {
+    if i > 0 && matches!(tokens[i - 1], Token::Period) || after_as(tokens, i) {
         return false;
     }
     match tokens.get(i + 1) {
@@ -717,9 +720,6 @@ fn scan_tokens(
                 a.nonstandard_strings = true;
             }
         }
-        if w(0) == Some("copy") {
-            copy_rules(stmt, a);
-        }
         if unicode_escaped_identifier(stmt) {
             a.unicode_identifier = true;
         }
@@ -835,7 +835,8 @@ fn scan_tokens(
 /// has a FROM, `IS DISTINCT FROM t.x`, a column named like a key word (`t.from`), and
 /// in a PL/pgSQL body the variable after INTO (`SELECT ... INTO NEW.id`, `RETURNING id
 /// INTO r.x`) unless it is an INSERT's or MERGE's. One pass: a list open at each
-/// parenthesis level.
+/// parenthesis level. Also the one place COPY to or from a program or a server file is
+/// found, for every COPY that starts a statement.
 fn table_rules(stmt: &[Token], words: &[Option<String>], plpgsql: bool, a: &mut Analysis) {
     let w = |i: usize| words.get(i).and_then(|x| x.as_deref());
     let bare = |i: usize, names: &[&str]| {
@@ -893,8 +894,7 @@ fn table_rules(stmt: &[Token], words: &[Option<String>], plpgsql: bool, a: &mut 
         // the THEN/ELSE of a CASE expression (`ON CASE WHEN a THEN b END, other.t`); a
         // CASE that starts a statement is PL/pgSQL's CASE statement, whose THENs do.
         if plpgsql && kw.quote_style.is_none() {
-            let after_as =
-                i > 0 && matches!(&stmt[i - 1], Token::Word(p) if p.keyword == Keyword::AS);
+            let after_as = after_as(stmt, i);
             // (inside a CASE expression a CASE after THEN is another expression)
             let starts_statement = cases == 0 && (i == 0 || is_block_word(stmt, i - 1));
             match kw.keyword {
@@ -911,7 +911,7 @@ fn table_rules(stmt: &[Token], words: &[Option<String>], plpgsql: bool, a: &mut 
         // INSERT INTO at this parenthesis level (not a name `insert`, nor one in a CTE),
         // whose ON CONFLICT ends the lists
         if kw.keyword == Keyword::INSERT
-            && !(i > 0 && matches!(&stmt[i - 1], Token::Word(p) if p.keyword == Keyword::AS))
+            && !after_as(stmt, i)
             && matches!(stmt.get(i + 1), Some(Token::Word(n)) if n.keyword == Keyword::INTO)
         {
             *inserts.last_mut().expect("level 0") = true;
@@ -1101,9 +1101,7 @@ fn ends_list(stmt: &[Token], j: usize, insert: bool) -> bool {
     let Token::Word(w) = &stmt[j] else {
         return false;
     };
-    if w.quote_style.is_some()
-        || (j > 0 && matches!(&stmt[j - 1], Token::Word(p) if p.keyword == Keyword::AS))
-    {
+    if w.quote_style.is_some() || after_as(stmt, j) {
         return false;
     }
     matches!(
